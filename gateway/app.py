@@ -1,0 +1,94 @@
+"""The daemon: one asyncio process serving DICOM, HL7 MLLP and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from gateway.config import Config, storage_path
+from gateway.dicom.server import DicomServer
+from gateway.hl7.intake import Hl7Intake
+from gateway.hl7.listener import MllpServer
+from gateway.http.server import HttpServer
+from gateway.logs import fields
+from gateway.metrics import Metrics
+from gateway.store import open_store
+from mappings.hl7_orders import OrderOptions
+
+log = logging.getLogger("gateway")
+
+SHUTDOWN_GRACE = 8.0  # seconds for in-flight work; the process exits within 10 s
+
+
+class Gateway:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        data = storage_path(config)
+        data.mkdir(parents=True, exist_ok=True)
+        self.store = open_store(str(data))
+        self.metrics.watch_worklist(self.store.count_worklist_by_status)
+        # Blocking store writes and SCU calls run here, never on the loop.
+        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dxagw-io")
+        c = config
+        self.dicom = DicomServer(c.dicom, self.store, self.metrics)
+        options = OrderOptions(
+            default_charset=c.hl7.default_charset,
+            station_ae_field=c.hl7.station_ae_field,
+            default_station_ae=c.worklist.default_station_ae,
+            default_modality=c.worklist.default_modality,
+        )
+        self.hl7_intake = Hl7Intake(self.store, options, self.executor, self.metrics)
+        self.mllp = MllpServer(
+            c.hl7.host, c.hl7.port, self.hl7_intake.handle, self.metrics,
+            max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
+        )
+        self.http = HttpServer(
+            c.http.host, c.http.port, self.store, self.metrics, self.executor,
+            ready=self._ready, default_station_ae=c.worklist.default_station_ae,
+            default_modality=c.worklist.default_modality, max_body_bytes=c.http.max_body_bytes,
+        )
+        self._running = False
+
+    def _ready(self) -> dict[str, bool]:
+        return {"dicom": self._running and self.dicom._server is not None, "hl7": self._running and self.mllp._server is not None}
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self.dicom.start)
+        await self.mllp.start()
+        await self.http.start()
+        self._running = True
+        log.info(
+            "gateway.started",
+            extra=fields(
+                ae_title=self.config.dicom.ae_title, dicom_port=self.dicom.port, hl7_port=self.mllp.port,
+                http_port=self.http.port, schema=self.store.schema_version,
+            ),
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight work, close the store."""
+        self._running = False
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            self.mllp.stop(grace=SHUTDOWN_GRACE),
+            loop.run_in_executor(None, self.dicom.stop, SHUTDOWN_GRACE),
+        )
+        await self.http.stop()
+        self.executor.shutdown(wait=True)
+        self.store.close()
+        log.info("gateway.stopped")
+
+    async def run(self) -> None:
+        """Run until SIGTERM or SIGINT."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("gateway.stopping")
+        await self.stop()

@@ -1,0 +1,50 @@
+"""``dxa-gateway``: run the daemon, check a config, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from gateway.config import DEFAULT_CONFIG, ConfigError, load_config
+from gateway.logs import setup_logging
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.logging.level)
+    from gateway.app import Gateway
+
+    asyncio.run(Gateway(config).run())
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        load_config(args.path)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.path}: ok")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dxa-gateway", description="DICOM/HL7 gateway for bone densitometry")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the gateway daemon")
+    run.add_argument("--config", default=None, help=f"config file (default: the embedded {DEFAULT_CONFIG.name})")
+    run.set_defaults(func=_run)
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("path")
+    check.set_defaults(func=_check)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

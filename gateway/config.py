@@ -1,0 +1,186 @@
+"""The one config: YAML validated into typed models at start (DESIGN.md rule 7).
+
+An error names the key and the file line.  ``${VAR}`` in a string value is
+taken from the environment (for secrets).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceAccess(_Model):
+    """Calling AE titles allowed for one DICOM service; empty allows any."""
+
+    allowed_calling_aes: list[str] = []
+
+
+class WorklistSettings(_Model):
+    case_insensitive_names: bool = True
+    fallback_character_set: Literal["ISO_IR 192", "ISO_IR 100"] = "ISO_IR 192"
+    unsupported_keys: Literal["refuse", "ignore"] = "refuse"
+    max_results: int = Field(1000, ge=1, le=100000)
+
+
+class DicomSettings(_Model):
+    ae_title: str = "DXAGW"
+    host: str = "127.0.0.1"
+    port: int = Field(11112, ge=0, le=65535)
+    maximum_pdu_size: int = Field(262144, ge=0)
+    maximum_associations: int = Field(50, ge=1)
+    network_timeout: float = Field(60, gt=0)
+    acse_timeout: float = Field(30, gt=0)
+    dimse_timeout: float = Field(60, gt=0)
+    allowed_calling_aes: list[str] = []
+    services: dict[Literal["verification", "worklist"], ServiceAccess] = {}
+    worklist: WorklistSettings = WorklistSettings()
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, value: str) -> str:
+        # PS3.5 6.2: AE is 1-16 characters, no backslash or control characters.
+        if not 0 < len(value) <= 16 or "\\" in value or not value.isprintable():
+            raise ValueError("an AE title is 1 to 16 printable characters without backslash")
+        return value
+
+
+class Hl7Settings(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(2575, ge=0, le=65535)
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    idle_timeout: float = Field(600, gt=0)
+    default_charset: Literal["ASCII", "8859/1", "UNICODE UTF-8"] = "UNICODE UTF-8"
+    station_ae_field: str = "OBR-21"
+    application: str = "DXAGW"
+    facility: str = "DXA"
+
+    @field_validator("station_ae_field")
+    @classmethod
+    def _field_ref(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z][A-Z0-9]{2}-\d+(\.\d+)?", value):
+            raise ValueError("a field reference like OBR-21 or OBR-21.1")
+        return value
+
+
+class HttpSettings(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+
+
+class StorageSettings(_Model):
+    path: Path = Path("./data")
+
+
+class WorklistDefaults(_Model):
+    default_modality: str = "BMD"
+    default_station_ae: str = ""
+
+
+class LoggingSettings(_Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Model):
+    dicom: DicomSettings = DicomSettings()
+    hl7: Hl7Settings = Hl7Settings()
+    http: HttpSettings = HttpSettings()
+    storage: StorageSettings = StorageSettings()
+    worklist: WorklistDefaults = WorklistDefaults()
+    logging: LoggingSettings = LoggingSettings()
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key and line."""
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map each key path to its 1-based line in the YAML file."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = path + (key.value,)
+            out[sub] = key.start_mark.line + 1
+            _lines(value, sub, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            out[path + (i,)] = value.start_mark.line + 1
+            _lines(value, path + (i,), out)
+    return out
+
+
+def _expand(value: object, path: str) -> object:
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def sub(m: re.Match) -> str:
+            if m.group(1) not in os.environ:
+                raise ConfigError(f"{path}: environment variable {m.group(1)} is not set")
+            return os.environ[m.group(1)]
+
+        return _ENV.sub(sub, value)
+    return value
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a config file (the embedded default when None)."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    lines = _lines(node) if node is not None else {}
+    data = _expand(data, "")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            key = ".".join(str(p) for p in loc)
+            line = None
+            for n in range(len(loc), 0, -1):
+                if loc[:n] in lines:
+                    line = lines[loc[:n]]
+                    break
+            where = f"{path}:{line}" if line else str(path)
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{where}: {key}: {msg}")
+        raise ConfigError("\n".join(problems)) from None
+    return config
+
+
+def storage_path(config: Config, base: Path | None = None) -> Path:
+    """``storage.path``; relative paths are taken from the working directory."""
+    return config.storage.path if config.storage.path.is_absolute() else (base or Path.cwd()) / config.storage.path

@@ -1,0 +1,128 @@
+"""Modality Worklist C-FIND SCP (PS3.4 Annex K).
+
+The store narrows the candidates by index; each is matched with the full
+PS3.4 C.2.2.2 rules and answered with the requested keys only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterator
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.sop_class import ModalityWorklistInformationFind
+
+from gateway.config import WorklistSettings
+from gateway.logs import fields
+from gateway.metrics import Metrics
+from gateway.store import Store
+from mappings.mwl import MatchOptions, QueryError, build_response, check_query, index_filter, matches
+from mappings.worklist import item_to_dataset
+
+log = logging.getLogger("gateway.mwl")
+
+MWL_UID = str(ModalityWorklistInformationFind)
+# PS3.4 Table K.4-1 / C.4.1.1.4 statuses
+PENDING = 0xFF00
+SUCCESS = 0x0000
+CANCEL = 0xFE00
+OUT_OF_RESOURCES = 0xA700
+IDENTIFIER_MISMATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC000
+
+
+def _failure(status: int, comment: str, tag: int | None = None) -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]
+    if tag is not None:
+        ds.OffendingElement = [tag]
+    return ds
+
+
+class WorklistFindHandler:
+    def __init__(self, store: Store, settings: WorklistSettings, metrics: Metrics) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+
+    def _options(self, event: evt.Event) -> MatchOptions:
+        info = event.assoc.requestor.sop_class_extended.get(MWL_UID) or b""
+        return MatchOptions(
+            case_insensitive_names=self.settings.case_insensitive_names or info[2:3] == b"\x01",
+            combined_datetime=info[1:2] == b"\x01",
+        )
+
+    def handle(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        started = time.perf_counter()
+        calling = event.assoc.requestor.ae_title.strip()
+        result = "success"
+        try:
+            yield from self._find(event, calling)
+        except _Refused as exc:
+            result = exc.result
+            yield exc.status, None
+        finally:
+            self.metrics.cfind.labels(result).inc()
+            self.metrics.cfind_latency.observe(time.perf_counter() - started)
+
+    def _find(self, event: evt.Event, calling: str):
+        if str(event.request.AffectedSOPClassUID) != MWL_UID:
+            raise _Refused("unsupported", _failure(IDENTIFIER_MISMATCH, "only Modality Worklist queries are served"))
+        try:
+            query = event.identifier
+        except Exception:
+            log.warning("mwl.undecodable_query", extra=fields(calling_ae=calling))
+            raise _Refused("refused", _failure(UNABLE_TO_PROCESS, "the query identifier cannot be decoded"))
+        try:
+            check_query(query, allow_unknown=self.settings.unsupported_keys == "ignore")
+        except QueryError as exc:
+            log.warning("mwl.query_refused", extra=fields(calling_ae=calling, tag=str(exc.tag), reason=exc.reason))
+            raise _Refused("refused", _failure(IDENTIFIER_MISMATCH, exc.reason, exc.tag))
+        opts = self._options(event)
+        limit = self.settings.max_results
+        found: list[Dataset] = []
+        for item in self.store.find_worklist(index_filter(query)):
+            candidate = item_to_dataset(item)
+            if matches(query, candidate, opts):
+                found.append(build_response(query, candidate, fallback_charset=self.settings.fallback_character_set))
+                if len(found) > limit:
+                    log.warning("mwl.too_many_matches", extra=fields(calling_ae=calling, limit=limit))
+                    raise _Refused("too_many", _failure(OUT_OF_RESOURCES, f"more than {limit} matches: narrow the query"))
+        self.metrics.cfind_matches.inc(len(found))
+        log.info("mwl.query", extra=fields(calling_ae=calling, matches=len(found)))
+        for n, identifier in enumerate(found):
+            if n and n % CANCEL_CHECK_EVERY == 0:
+                _let_dul_read(event)
+            if event.is_cancelled:
+                # PS3.4 C.4.1.2.3: C-CANCEL ends the query with status Cancel.
+                log.info("mwl.cancelled", extra=fields(calling_ae=calling))
+                raise _Refused("cancelled", CANCEL)
+            yield PENDING, identifier
+        yield SUCCESS, None
+
+
+CANCEL_CHECK_EVERY = 8
+
+
+def _let_dul_read(event: evt.Event, timeout: float = 2.0) -> None:
+    """Wait until pynetdicom's DUL has sent what we queued.
+
+    Its reactor sends queued PDUs before it reads the socket, so a C-CANCEL
+    from the peer is seen only once the send queue is empty.  Waiting for
+    that every few responses keeps C-CANCEL prompt (and bounds memory).
+    """
+    queue = event.assoc.dul.to_provider_queue
+    deadline = time.monotonic() + timeout
+    while queue.qsize() and time.monotonic() < deadline:
+        time.sleep(0.0002)
+    time.sleep(0.0005)  # one reactor turn to read the socket
+
+
+class _Refused(Exception):
+    def __init__(self, result: str, status: int | Dataset) -> None:
+        super().__init__(result)
+        self.result = result
+        self.status = status

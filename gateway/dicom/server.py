@@ -1,0 +1,158 @@
+"""The DICOM listener: one pynetdicom AE serving the gateway's SCP roles.
+
+pynetdicom runs each association in its own thread; handlers here stay
+synchronous, read or write through the thread-safe store and answer the
+peer (DESIGN.md rule 4).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
+
+from gateway.config import DicomSettings
+from gateway.dicom.mwl import MWL_UID, WorklistFindHandler
+from gateway.logs import fields
+from gateway.metrics import Metrics
+from gateway.store import Store
+
+log = logging.getLogger("gateway.dicom")
+
+# Which service each abstract syntax belongs to, for per-service access.
+SERVICE_OF = {
+    str(Verification): "verification",
+    str(ModalityWorklistInformationFind): "worklist",
+}
+
+
+class DicomServer:
+    def __init__(self, settings: DicomSettings, store: Store, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.mwl = WorklistFindHandler(store, settings.worklist, metrics)
+        self.ae = self._make_ae()
+        self._server = None
+        self.port = settings.port
+
+    def _make_ae(self) -> AE:
+        s = self.settings
+        ae = AE(ae_title=s.ae_title)
+        ae.maximum_pdu_size = s.maximum_pdu_size
+        ae.maximum_associations = s.maximum_associations
+        ae.network_timeout = s.network_timeout
+        ae.acse_timeout = s.acse_timeout
+        ae.dimse_timeout = s.dimse_timeout
+        ae.add_supported_context(Verification)
+        ae.add_supported_context(ModalityWorklistInformationFind)
+        return ae
+
+    def start(self) -> None:
+        handlers = [
+            (evt.EVT_CONN_OPEN, self._on_connect),
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_ABORTED, self._on_aborted),
+            (evt.EVT_SOP_EXTENDED, self._on_sop_extended),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_FIND, self.mwl.handle),
+        ]
+        self._server = self.ae.start_server(
+            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
+        )
+        self.port = self._server.server_address[1]
+
+    def stop(self, grace: float = 8.0) -> None:
+        """Stop accepting; let running associations finish, then abort them."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        deadline = time.monotonic() + grace
+        # Wait for established associations only: a connection that never
+        # sent an A-ASSOCIATE-RQ (a port probe) has no work in flight.
+        while time.monotonic() < deadline and any(
+            a.is_acceptor and a.is_established for a in self.ae.active_associations
+        ):
+            time.sleep(0.05)
+        for assoc in self.ae.active_associations:
+            assoc.abort()
+        self._server = None
+
+    # -- association events --------------------------------------------------
+
+    @staticmethod
+    def _on_connect(event: evt.Event) -> None:
+        # pynetdicom leaves Nagle on: every response would wait for a delayed ACK.
+        sock = getattr(event.assoc.dul.socket, "socket", None)
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def _allowed(self, calling: str, service: str) -> bool:
+        s = self.settings
+        if s.allowed_calling_aes and calling not in s.allowed_calling_aes:
+            return False
+        access = s.services.get(service)
+        return not access or not access.allowed_calling_aes or calling in access.allowed_calling_aes
+
+    def _on_requested(self, event: evt.Event) -> None:
+        """Refuse at association a calling AE allowed none of what it asks.
+
+        PS3.8 9.3.4: A-ASSOCIATE-RJ, rejected-permanent, DUL service user,
+        "calling AE title not recognized".  Contexts for services it may not
+        use are removed, so they are rejected and the rest accepted.
+        """
+        assoc = event.assoc
+        calling = assoc.requestor.primitive.calling_ae_title.strip()
+        proposed = assoc.requestor.primitive.presentation_context_definition_list
+        wanted = {SERVICE_OF.get(str(cx.abstract_syntax), "other") for cx in proposed}
+        allowed = {svc for svc in wanted if svc != "other" and self._allowed(calling, svc)}
+        if not allowed:
+            log.warning("dicom.association_refused", extra=fields(calling_ae=calling, reason="calling AE not allowed", services=sorted(wanted)))
+            self.metrics.associations.labels(calling, "refused").inc()
+            assoc.acse.send_reject(0x01, 0x01, 0x03)
+            return
+        if allowed != wanted - {"other"}:
+            assoc.acceptor.supported_contexts = [
+                cx for cx in self.ae.supported_contexts if SERVICE_OF.get(str(cx.abstract_syntax)) in allowed
+            ]
+
+    def _on_accepted(self, event: evt.Event) -> None:
+        calling = event.assoc.requestor.ae_title.strip()
+        self.metrics.associations.labels(calling, "accepted").inc()
+
+    def _on_rejected(self, event: evt.Event) -> None:
+        calling = event.assoc.requestor.ae_title.strip()
+        self.metrics.associations.labels(calling, "rejected").inc()
+        log.warning("dicom.association_rejected", extra=fields(calling_ae=calling))
+
+    def _on_aborted(self, event: evt.Event) -> None:
+        calling = (event.assoc.requestor.ae_title or "").strip()
+        self.metrics.associations.labels(calling, "aborted").inc()
+
+    @staticmethod
+    def _on_sop_extended(event: evt.Event) -> dict:
+        """Accept the C-FIND extended negotiation bytes we implement.
+
+        PS3.4 B.3.1 / Table K.3-1: byte 1 relational queries (no), byte 2
+        combined date-time matching (yes), byte 3 fuzzy semantic matching of
+        person names (yes: case-insensitive).
+        """
+        out = {}
+        for uid, info in (event.app_info or {}).items():
+            if str(uid) == MWL_UID and info:
+                data = bytearray(info[:3].ljust(3, b"\x00"))
+                data[0] = 0
+                out[uid] = bytes(data)
+        return out
+
+    @staticmethod
+    def _on_echo(event: evt.Event) -> int:
+        return 0x0000  # PS3.7 9.3.5: Success

@@ -1,0 +1,95 @@
+"""HL7 order intake: parse, commit, then acknowledge (DESIGN.md rule 1).
+
+The ACK is built only after the store's transaction has committed; a
+message that cannot be accepted gets AE/AR with an ERR segment and changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from concurrent.futures import Executor
+from datetime import datetime
+
+from gateway.logs import fields
+from gateway.metrics import Metrics
+from gateway.store import InboundMessage, Store, UnknownOrder
+from mappings.hl7_ack import build_ack
+from mappings.hl7_orders import Header, OrderOptions, parse_message
+from mappings.hl7_text import CHARSETS, Hl7Error
+
+log = logging.getLogger("gateway.hl7")
+
+
+class Hl7Intake:
+    def __init__(self, store: Store, options: OrderOptions, executor: Executor, metrics: Metrics) -> None:
+        self.store = store
+        self.options = options
+        self.executor = executor
+        self.metrics = metrics
+        self._seq = itertools.count(1)
+        self._boot = int(time.time())
+
+    def _ack(self, header: Header | None, code: str, error: Hl7Error | None = None, text: str = "") -> bytes:
+        ack = build_ack(
+            header,
+            code,
+            control_id=f"DXAGW{self._boot}{next(self._seq):06d}",
+            timestamp=datetime.now().strftime("%Y%m%d%H%M%S"),
+            error=error,
+            text=text,
+        )
+        codec = CHARSETS.get(header.charset, ("utf-8", ""))[0] if header else "utf-8"
+        return ack.encode(codec, errors="replace")
+
+    async def handle(self, raw: bytes, peer: str) -> bytes:
+        """One framed message in, its ACK out."""
+        started = time.perf_counter()
+        header: Header | None = None
+        msg_type = "unknown"
+        try:
+            parsed = parse_message(raw, self.options)
+            header = parsed.header
+            msg_type = f"{header.message_type}^{header.trigger}"
+            message = InboundMessage(
+                source="hl7",
+                sender=header.sender,
+                message_id=header.control_id,
+                message_type=msg_type,
+                raw=raw,
+            )
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self.executor, self.store.apply_inbound, message, parsed.actions)
+            code = result.ack_code
+            ack = self._ack(header, code, text="duplicate message, already processed" if result.duplicate else "")
+            log.info(
+                "hl7.accepted",
+                extra=fields(type=msg_type, control_id=header.control_id, duplicate=result.duplicate, items=list(result.item_ids), peer=peer),
+            )
+        except Hl7Error as exc:
+            header = exc.header
+            if header is not None:
+                msg_type = f"{header.message_type}^{header.trigger}" if header.message_type else "unknown"
+            code = exc.ack_code
+            ack = self._ack(header, code, exc)
+            log.warning(
+                "hl7.refused",
+                extra=fields(type=msg_type, ack=code, hl7_error=exc.code, location=exc.location, reason=exc.text, peer=peer),
+            )
+        except UnknownOrder as exc:
+            code = "AE"
+            error = Hl7Error("unknown order: no step has this placer, filler or accession number", code=204, segment="ORC", field=2)
+            ack = self._ack(header, code, error)
+            log.warning("hl7.refused", extra=fields(type=msg_type, ack=code, hl7_error=204, location="ORC-2", peer=peer))
+        except Exception:
+            # Anything else is our fault: say so (AE 207) and keep serving.
+            code = "AE"
+            error = Hl7Error("application internal error", code=207)
+            ack = self._ack(header, code, error)
+            log.exception("hl7.error", extra=fields(type=msg_type, peer=peer))
+        self.metrics.hl7_messages.labels(msg_type, code).inc()
+        self.metrics.hl7_latency.observe(time.perf_counter() - started)
+        return ack

@@ -1,0 +1,217 @@
+"""HTTP: health, metrics, the worklist REST API and FHIR order intake."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from typing import Callable
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from gateway.logs import fields
+from gateway.metrics import Metrics
+from gateway.store import InboundMessage, Store, UnknownOrder
+from mappings.fhir_orders import FhirOrderError, Issue, operation_outcome, service_request_actions
+from mappings.worklist import CANCELLED, STATUSES, ItemError, item_from_dataset, item_to_dataset
+
+log = logging.getLogger("gateway.http")
+
+DICOM_JSON = "application/dicom+json"
+FHIR_JSON = "application/fhir+json"
+
+
+def _json(data: object, status: int = 200, content_type: str = "application/json", headers: dict | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type=content_type, headers=headers)
+
+
+def _problem(status: int, message: str, **extra: object) -> web.Response:
+    return _json({"error": message, **extra}, status=status)
+
+
+class HttpServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        store: Store,
+        metrics: Metrics,
+        executor: Executor,
+        *,
+        ready: Callable[[], dict[str, bool]],
+        default_station_ae: str = "",
+        default_modality: str = "BMD",
+        max_body_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.store = store
+        self.metrics = metrics
+        self.executor = executor
+        self.ready = ready
+        self.default_station_ae = default_station_ae
+        self.default_modality = default_modality
+        self.app = web.Application(client_max_size=max_body_bytes)
+        self.app.add_routes(
+            [
+                web.get("/healthz", self.healthz),
+                web.get("/readyz", self.readyz),
+                web.get("/metrics", self.metrics_endpoint),
+                web.post("/api/worklist", self.worklist_create),
+                web.get("/api/worklist", self.worklist_list),
+                web.get("/api/worklist/{id}", self.worklist_get),
+                web.delete("/api/worklist/{id}", self.worklist_delete),
+                web.post("/fhir/ServiceRequest", self.fhir_service_request),
+                web.post("/fhir", self.fhir_service_request),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=5.0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _db(self, fn, *args, **kw):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, lambda: fn(*args, **kw))
+
+    # -- operations ----------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        checks = dict(self.ready())
+        try:
+            checks["store"] = await self._db(self.store.ping)
+        except Exception:
+            checks["store"] = False
+        ok = all(checks.values())
+        return _json({"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503)
+
+    async def metrics_endpoint(self, request: web.Request) -> web.Response:
+        body = await self._db(generate_latest, self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # -- worklist REST -------------------------------------------------------
+
+    @staticmethod
+    def _row_json(row) -> dict:
+        return {
+            "id": row.id,
+            "status": row.item.status,
+            "source": row.item.source,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+            "dataset": item_to_dataset(row.item).to_json_dict(),
+        }
+
+    async def worklist_create(self, request: web.Request) -> web.Response:
+        """POST one item as DICOM JSON (PS3.18 Annex F) -> 201 {"id": n}."""
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            self.metrics.api_requests.labels("worklist.create", "400").inc()
+            return _problem(400, "the body is not JSON")
+        if not isinstance(body, dict):
+            return _problem(400, "the body must be one DICOM JSON object")
+        try:
+            ds = Dataset.from_json(body)
+            item = item_from_dataset(ds, source="api")
+        except ItemError as exc:
+            self.metrics.api_requests.labels("worklist.create", "422").inc()
+            return _problem(422, str(exc), attribute=exc.keyword)
+        except Exception as exc:  # pydicom raises several types for bad DICOM JSON
+            self.metrics.api_requests.labels("worklist.create", "400").inc()
+            return _problem(400, f"not a valid DICOM JSON dataset: {type(exc).__name__}")
+        if not item.study_instance_uid:
+            item = item.replace(study_instance_uid=generate_uid())
+        actor = request.headers.get("X-Actor", request.remote or "api")
+        ids = await self._db(self.store.add_worklist_items, [item], sender="api", actor=actor)
+        self.metrics.api_requests.labels("worklist.create", "201").inc()
+        log.info("api.worklist_created", extra=fields(id=ids[0]))
+        return _json({"id": ids[0]}, status=201, headers={"Location": f"/api/worklist/{ids[0]}"})
+
+    async def worklist_list(self, request: web.Request) -> web.Response:
+        q = request.query
+        status = q.get("status")
+        if status and status.upper() not in STATUSES:
+            return _problem(400, f"unknown status; use one of {', '.join(STATUSES)}")
+        try:
+            limit = min(int(q.get("limit", "100")), 1000)
+            offset = int(q.get("offset", "0"))
+        except ValueError:
+            return _problem(400, "limit and offset are whole numbers")
+        rows = await self._db(
+            self.store.list_worklist,
+            date=(q.get("date") or "").replace("-", "") or None,
+            station_ae=q.get("station"),
+            status=status.upper() if status else None,
+            patient_id=q.get("patient"),
+            limit=limit,
+            offset=offset,
+        )
+        return _json([self._row_json(r) for r in rows])
+
+    def _id(self, request: web.Request) -> int | None:
+        try:
+            return int(request.match_info["id"])
+        except ValueError:
+            return None
+
+    async def worklist_get(self, request: web.Request) -> web.Response:
+        row_id = self._id(request)
+        row = await self._db(self.store.get_worklist_item, row_id) if row_id is not None else None
+        if row is None:
+            return _problem(404, "no such worklist item")
+        return _json(self._row_json(row))
+
+    async def worklist_delete(self, request: web.Request) -> web.Response:
+        """Take an item off the worklist: it becomes CANCELLED, kept for audit."""
+        row_id = self._id(request)
+        actor = request.headers.get("X-Actor", request.remote or "api")
+        done = await self._db(self.store.set_worklist_status, row_id, CANCELLED, actor=actor) if row_id is not None else False
+        if not done:
+            return _problem(404, "no such worklist item")
+        self.metrics.api_requests.labels("worklist.delete", "204").inc()
+        return web.Response(status=204)
+
+    # -- FHIR intake ---------------------------------------------------------
+
+    async def fhir_service_request(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise FhirOrderError([Issue("invalid", "the body is not JSON")], status=400) from None
+            actions = service_request_actions(
+                body, default_station_ae=self.default_station_ae, default_modality=self.default_modality
+            )
+            message = InboundMessage(source="fhir", sender=request.remote or "?", message_id="", message_type=body.get("resourceType", "?"), raw=raw)
+            try:
+                result = await self._db(self.store.apply_inbound, message, actions)
+            except UnknownOrder:
+                raise FhirOrderError([Issue("not-found", "no worklist item has this order's identifiers", "ServiceRequest.identifier")]) from None
+        except FhirOrderError as exc:
+            self.metrics.fhir_requests.labels(str(exc.status)).inc()
+            log.warning("fhir.refused", extra=fields(status=exc.status, reason=str(exc)[:200]))
+            return _json(operation_outcome(exc.issues), status=exc.status, content_type=FHIR_JSON)
+        self.metrics.fhir_requests.labels("201").inc()
+        first = result.item_ids[0] if result.item_ids else 0
+        log.info("fhir.accepted", extra=fields(items=list(result.item_ids)))
+        out = dict(body) if body.get("resourceType") == "ServiceRequest" else {"resourceType": "Bundle", "type": "transaction-response"}
+        if body.get("resourceType") == "ServiceRequest":
+            out["id"] = str(first)
+        return _json(out, status=201, content_type=FHIR_JSON, headers={"Location": f"/fhir/ServiceRequest/{first}"})

@@ -1,0 +1,49 @@
+"""Prometheus metrics of one gateway process (served at /metrics)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _WorklistCollector:
+    """Worklist items by status, read from the store at scrape time."""
+
+    def __init__(self, count: Callable[[], dict[str, int]]) -> None:
+        self._count = count
+
+    def collect(self):
+        family = GaugeMetricFamily("dxagw_worklist_items", "Worklist items by status", labels=["status"])
+        for status, n in sorted(self._count().items()):
+            family.add_metric([status], n)
+        yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.hl7_messages = Counter(
+            "dxagw_hl7_messages", "HL7 messages received, by type and ACK code", ["type", "ack"], registry=r
+        )
+        self.hl7_latency = Histogram(
+            "dxagw_hl7_ack_seconds", "Time from a message's last byte to its ACK", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.mllp_errors = Counter("dxagw_mllp_errors", "MLLP framing errors by reason", ["reason"], registry=r)
+        self.cfind = Counter("dxagw_mwl_queries", "MWL C-FIND requests by result", ["result"], registry=r)
+        self.cfind_latency = Histogram(
+            "dxagw_mwl_query_seconds", "MWL C-FIND time from request to final response", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.cfind_matches = Counter("dxagw_mwl_matches", "Worklist items returned", registry=r)
+        self.associations = Counter(
+            "dxagw_associations", "DICOM associations by calling AE and result", ["calling_ae", "result"], registry=r
+        )
+        self.fhir_requests = Counter("dxagw_fhir_requests", "FHIR intake requests by status code", ["code"], registry=r)
+        self.api_requests = Counter("dxagw_api_requests", "Admin API requests by route and status", ["route", "code"], registry=r)
+
+    def watch_worklist(self, count: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_WorklistCollector(count))

@@ -1,0 +1,78 @@
+"""The store interface: what the daemon keeps, whatever database holds it.
+
+:class:`Store` is the contract; :class:`~gateway.store.sqlite.SqliteStore` is
+the embedded default.  A PostgreSQL store implements the same methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+from mappings.hl7_orders import Action, OrderKey
+from mappings.mwl import IndexFilter
+from mappings.worklist import WorklistItem
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (schema too new, bad value)."""
+
+
+class UnknownOrder(StoreError):
+    """A change or cancel names an order the gateway does not have."""
+
+    def __init__(self, key: OrderKey) -> None:
+        super().__init__("unknown order")
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message as received, kept raw beside what it changed."""
+
+    source: str  # hl7, fhir
+    sender: str
+    message_id: str  # MSH-10; empty: no duplicate check
+    message_type: str
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InboundResult:
+    duplicate: bool
+    ack_code: str
+    item_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WorklistRow:
+    id: int
+    item: WorklistItem
+    created_at: str
+    updated_at: str
+
+
+class Store(Protocol):
+    """Thread-safe; every write is durable when the call returns."""
+
+    schema_version: int
+
+    def apply_inbound(self, message: InboundMessage, actions: tuple[Action, ...]) -> InboundResult: ...
+    def add_worklist_items(self, items: list[WorklistItem], *, sender: str = ..., actor: str = ...) -> list[int]: ...
+    def get_worklist_item(self, row_id: int) -> WorklistRow | None: ...
+    def set_worklist_status(self, row_id: int, status: str, *, actor: str) -> bool: ...
+    def list_worklist(self, **filters: object) -> list[WorklistRow]: ...
+    def find_worklist(self, flt: IndexFilter) -> Iterator[WorklistItem]: ...
+    def count_worklist_by_status(self) -> dict[str, int]: ...
+    def audit(self, event: str, actor: str, detail: dict) -> None: ...
+    def ping(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+def open_store(path: str) -> "Store":
+    """The store under ``storage.path`` (SQLite, the embedded default)."""
+    from pathlib import Path
+
+    from gateway.store.sqlite import SqliteStore
+
+    return SqliteStore(Path(path) / "gateway.sqlite3")

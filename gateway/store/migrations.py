@@ -1,0 +1,64 @@
+"""The versioned schema: migration N takes the database from N-1 to N.
+
+``PRAGMA user_version`` holds the version.  Append new migrations; never edit
+one that has shipped.
+"""
+
+MIGRATIONS: list[str] = [
+    # 1: inbound messages, the worklist and the audit trail
+    """
+    CREATE TABLE inbound_messages (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,            -- hl7, fhir
+        sender TEXT NOT NULL,            -- MSH-3|MSH-4, or the FHIR client
+        message_id TEXT NOT NULL,        -- MSH-10, or the resource id
+        message_type TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        ack_code TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        UNIQUE (source, sender, message_id)
+    );
+    CREATE TABLE worklist_items (
+        id INTEGER PRIMARY KEY,
+        status TEXT NOT NULL,
+        station_ae TEXT NOT NULL,
+        modality TEXT NOT NULL,
+        start_date TEXT NOT NULL,
+        start_time TEXT NOT NULL,
+        patient_id TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        patient_name_upper TEXT NOT NULL,
+        accession TEXT NOT NULL,
+        requested_procedure_id TEXT NOT NULL,
+        sps_id TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        placer_order TEXT NOT NULL,
+        filler_order TEXT NOT NULL,
+        source TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        item BLOB NOT NULL               -- WorklistItem as JSON
+    );
+    -- The MWL reads only open steps, so its indexes cover only those.
+    CREATE INDEX wl_station ON worklist_items (station_ae, start_date)
+        WHERE status IN ('SCHEDULED', 'IN PROGRESS');
+    CREATE INDEX wl_date ON worklist_items (start_date)
+        WHERE status IN ('SCHEDULED', 'IN PROGRESS');
+    CREATE INDEX wl_name ON worklist_items (patient_name_upper)
+        WHERE status IN ('SCHEDULED', 'IN PROGRESS');
+    CREATE INDEX wl_patient ON worklist_items (patient_id);
+    CREATE INDEX wl_accession ON worklist_items (accession);
+    CREATE INDEX wl_study ON worklist_items (study_uid);
+    CREATE INDEX wl_placer ON worklist_items (placer_order);
+    CREATE INDEX wl_filler ON worklist_items (filler_order);
+    CREATE INDEX wl_status ON worklist_items (status);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        event TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    """,
+]

@@ -1,0 +1,364 @@
+"""The SQLite store: WAL, synchronous=FULL, one writer, a reader per thread.
+
+Thread-safe: pynetdicom's handler threads and the asyncio side's executor
+both call it (DESIGN.md rule 4).  Every write is one transaction that is
+durable when the method returns (DESIGN.md rule 1).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+
+from gateway.store import InboundMessage, InboundResult, StoreError, UnknownOrder, WorklistRow
+from gateway.store.migrations import MIGRATIONS
+from mappings.hl7_orders import Action, MergePatient, OrderKey, SetOrderStatus, UpdatePatient, UpsertOrder
+from mappings.mwl import IndexFilter
+from mappings.worklist import ACTIVE_STATUSES, SCHEDULED, STATUSES, WorklistItem
+
+_OPEN = ("SCHEDULED", "IN PROGRESS")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class SqliteStore:
+    """The embedded default store (``storage.path``/gateway.sqlite3)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer = self._connect()
+        self._migrate()
+
+    # -- connections ---------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # ack means durable
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write_lock:
+            version = self._writer.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(f"database schema {version} is newer than this gateway ({len(MIGRATIONS)})")
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                self._writer.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+
+    @property
+    def schema_version(self) -> int:
+        return self._reader().execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:
+                    pass  # closed from its own thread already
+            self._readers.clear()
+        with self._write_lock:
+            self._writer.close()
+
+    def ping(self) -> bool:
+        return self._reader().execute("SELECT 1").fetchone()[0] == 1
+
+    # -- worklist rows -------------------------------------------------------
+
+    @staticmethod
+    def _columns(item: WorklistItem) -> dict:
+        return {
+            "status": item.status,
+            "station_ae": item.station_ae,
+            "modality": item.modality,
+            "start_date": item.start_date,
+            "start_time": item.start_time,
+            "patient_id": item.patient_id,
+            "issuer": item.issuer_of_patient_id,
+            "patient_name_upper": item.patient_name.upper(),
+            "accession": item.accession_number,
+            "requested_procedure_id": item.requested_procedure_id,
+            "sps_id": item.sps_id,
+            "study_uid": item.study_instance_uid,
+            "placer_order": item.placer_order_number,
+            "filler_order": item.filler_order_number,
+            "source": item.source,
+            "item": orjson.dumps(item.to_json()),
+        }
+
+    def _insert(self, conn: sqlite3.Connection, item: WorklistItem, sender: str, now: str) -> int:
+        if item.status not in STATUSES:
+            raise StoreError(f"unknown status {item.status!r}")
+        cols = self._columns(item)
+        cols.update(sender=sender, created_at=now, updated_at=now)
+        names = ", ".join(cols)
+        marks = ", ".join(f":{k}" for k in cols)
+        return conn.execute(f"INSERT INTO worklist_items ({names}) VALUES ({marks})", cols).lastrowid
+
+    def _update(self, conn: sqlite3.Connection, row_id: int, item: WorklistItem, now: str) -> None:
+        cols = self._columns(item)
+        cols.update(updated_at=now, id=row_id)
+        sets = ", ".join(f"{k} = :{k}" for k in cols if k != "id")
+        conn.execute(f"UPDATE worklist_items SET {sets} WHERE id = :id", cols)
+
+    @staticmethod
+    def _row(row: tuple) -> WorklistRow:
+        row_id, created, updated, blob = row
+        return WorklistRow(id=row_id, item=WorklistItem.from_json(orjson.loads(blob)), created_at=created, updated_at=updated)
+
+    def add_worklist_items(self, items: list[WorklistItem], *, sender: str = "api", actor: str = "api") -> list[int]:
+        now = _now()
+        with self._transaction() as conn:
+            ids = [self._insert(conn, item, sender, now) for item in items]
+            if len(ids) <= 100:
+                for row_id in ids:
+                    self._audit(conn, now, "worklist.create", actor, {"id": row_id})
+            else:
+                self._audit(conn, now, "worklist.bulk_create", actor, {"count": len(ids)})
+        return ids
+
+    def get_worklist_item(self, row_id: int) -> WorklistRow | None:
+        row = self._reader().execute(
+            "SELECT id, created_at, updated_at, item FROM worklist_items WHERE id = ?", (row_id,)
+        ).fetchone()
+        return self._row(row) if row else None
+
+    def set_worklist_status(self, row_id: int, status: str, *, actor: str) -> bool:
+        now = _now()
+        with self._transaction() as conn:
+            row = conn.execute("SELECT id, created_at, updated_at, item FROM worklist_items WHERE id = ?", (row_id,)).fetchone()
+            if row is None:
+                return False
+            current = self._row(row)
+            self._update(conn, row_id, current.item.replace(status=status), now)
+            self._audit(conn, now, "worklist.status", actor, {"id": row_id, "status": status})
+        return True
+
+    def list_worklist(
+        self,
+        *,
+        date: str | None = None,
+        station_ae: str | None = None,
+        status: str | None = None,
+        patient_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[WorklistRow]:
+        where, args = [], []
+        for column, value in (("start_date", date), ("station_ae", station_ae), ("status", status), ("patient_id", patient_id)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT id, created_at, updated_at, item FROM worklist_items"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY start_date, start_time, id LIMIT ? OFFSET ?"
+        return [self._row(r) for r in self._reader().execute(sql, (*args, limit, offset))]
+
+    def find_worklist(self, flt: IndexFilter) -> Iterator[WorklistItem]:
+        """Open steps the MWL query may match, narrowed by the indexes.
+
+        A generator over the cursor: the caller stops reading when it has
+        enough, so a broad query does not load every row first.
+        """
+        statuses = [s for s in flt.statuses if s in _OPEN] or list(_OPEN)
+        where = [f"status IN ({', '.join('?' * len(statuses))})"]
+        args: list = list(statuses)
+        if flt.station_ae is not None:
+            where.append("station_ae = ?")
+            args.append(flt.station_ae)
+        if flt.modality is not None:
+            where.append("modality = ?")
+            args.append(flt.modality)
+        if flt.date_from is not None:
+            where.append("start_date >= ?")
+            args.append(flt.date_from)
+        if flt.date_to is not None:
+            where.append("start_date <= ?")
+            args.append(flt.date_to)
+        if flt.patient_id is not None:
+            where.append("patient_id = ?")
+            args.append(flt.patient_id)
+        if flt.accession is not None:
+            where.append("accession = ?")
+            args.append(flt.accession)
+        if flt.name_prefix:
+            where.append("patient_name_upper >= ? AND patient_name_upper < ?")
+            args.extend([flt.name_prefix, flt.name_prefix + "\U0010ffff"])
+        if flt.study_uids:
+            where.append(f"study_uid IN ({', '.join('?' * len(flt.study_uids))})")
+            args.extend(flt.study_uids)
+        sql = f"SELECT item FROM worklist_items WHERE {' AND '.join(where)} ORDER BY start_date, start_time, id"
+        for row in self._reader().execute(sql, args):
+            yield WorklistItem.from_json(orjson.loads(row[0]))
+
+    def count_worklist_by_status(self) -> dict[str, int]:
+        rows = self._reader().execute("SELECT status, COUNT(*) FROM worklist_items GROUP BY status").fetchall()
+        counts = {s: 0 for s in STATUSES}
+        counts.update(dict(rows))
+        return counts
+
+    # -- inbound messages (HL7, FHIR) -------------------------------------------
+
+    def apply_inbound(self, message: InboundMessage, actions: tuple[Action, ...]) -> InboundResult:
+        """Apply a message's actions and keep the raw message, in one commit.
+
+        A message seen before (same source, sender and id) changes nothing and
+        returns ``duplicate=True`` with the first answer's ACK code.
+        Raises :class:`UnknownOrder` (rolled back) when a change or cancel
+        names an order the gateway does not have.
+        """
+        now = _now()
+        with self._transaction() as conn:
+            if message.message_id:
+                seen = conn.execute(
+                    "SELECT ack_code FROM inbound_messages WHERE source = ? AND sender = ? AND message_id = ?",
+                    (message.source, message.sender, message.message_id),
+                ).fetchone()
+                if seen:
+                    return InboundResult(duplicate=True, ack_code=seen[0], item_ids=())
+            changed: list[int] = []
+            for action in actions:
+                changed.extend(self._apply(conn, action, message.sender, now))
+            if message.message_id:
+                conn.execute(
+                    "INSERT INTO inbound_messages (source, sender, message_id, message_type, received_at, ack_code, raw)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (message.source, message.sender, message.message_id, message.message_type, now, "AA", message.raw),
+                )
+            self._audit(
+                conn,
+                now,
+                f"{message.source}.{message.message_type}",
+                message.sender,
+                {"message_id": message.message_id, "items": changed},
+            )
+        return InboundResult(duplicate=False, ack_code="AA", item_ids=tuple(changed))
+
+    def _find_order(self, conn: sqlite3.Connection, key: OrderKey, sender: str) -> list[WorklistRow]:
+        for column, value in (("placer_order", key.placer), ("filler_order", key.filler), ("accession", key.accession)):
+            if value:
+                rows = conn.execute(
+                    f"SELECT id, created_at, updated_at, item FROM worklist_items WHERE {column} = ? AND sender = ?",
+                    (value, sender),
+                ).fetchall()
+                if rows:
+                    return [self._row(r) for r in rows]
+        return []
+
+    def _apply(self, conn: sqlite3.Connection, action: Action, sender: str, now: str) -> list[int]:
+        if isinstance(action, UpsertOrder):
+            existing = self._find_order(conn, action.key, sender)
+            if action.is_change and not existing:
+                raise UnknownOrder(action.key)
+            ids = []
+            for item in action.items:
+                match = next(
+                    (
+                        r
+                        for r in existing
+                        if r.item.requested_procedure_id == item.requested_procedure_id and r.item.sps_id == item.sps_id
+                    ),
+                    None,
+                )
+                if match is None:
+                    ids.append(self._insert(conn, item, sender, now))
+                else:
+                    # Keep what the step already had: its Study UID and status.
+                    kept = item.replace(
+                        study_instance_uid=match.item.study_instance_uid or item.study_instance_uid,
+                        status=match.item.status if match.item.status != SCHEDULED else item.status,
+                    )
+                    self._update(conn, match.id, kept, now)
+                    ids.append(match.id)
+            return ids
+        if isinstance(action, SetOrderStatus):
+            existing = self._find_order(conn, action.key, sender)
+            if not existing:
+                raise UnknownOrder(action.key)
+            for row in existing:
+                self._update(conn, row.id, row.item.replace(status=action.status), now)
+            return [r.id for r in existing]
+        if isinstance(action, (UpdatePatient, MergePatient)):
+            if isinstance(action, UpdatePatient):
+                pid, issuer = action.demographics.patient_id, action.demographics.issuer_of_patient_id
+            else:
+                pid, issuer = action.prior_patient_id, action.prior_issuer
+            sql = "SELECT id, created_at, updated_at, item FROM worklist_items WHERE patient_id = ? AND status IN ('SCHEDULED', 'IN PROGRESS')"
+            args: tuple = (pid,)
+            if issuer:
+                sql += " AND issuer IN (?, '')"
+                args = (pid, issuer)
+            rows = [self._row(r) for r in conn.execute(sql, args)]
+            changes = action.demographics.changes()
+            if isinstance(action, MergePatient):
+                changes.update(patient_id=action.patient_id, issuer_of_patient_id=action.issuer or issuer)
+            for row in rows:
+                self._update(conn, row.id, row.item.replace(**changes), now)
+            return [r.id for r in rows]
+        raise StoreError(f"unknown action {type(action).__name__}")
+
+    # -- audit -----------------------------------------------------------------
+
+    @staticmethod
+    def _audit(conn: sqlite3.Connection, at: str, event: str, actor: str, detail: dict) -> None:
+        conn.execute(
+            "INSERT INTO audit (at, event, actor, detail) VALUES (?, ?, ?, ?)",
+            (at, event, actor, orjson.dumps(detail).decode()),
+        )
+
+    def audit(self, event: str, actor: str, detail: dict) -> None:
+        now = _now()
+        with self._transaction() as conn:
+            self._audit(conn, now, event, actor, detail)
+
+    def raw_message(self, source: str, sender: str, message_id: str) -> bytes | None:
+        row = self._reader().execute(
+            "SELECT raw FROM inbound_messages WHERE source = ? AND sender = ? AND message_id = ?",
+            (source, sender, message_id),
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def count_inbound(self) -> int:
+        return self._reader().execute("SELECT COUNT(*) FROM inbound_messages").fetchone()[0]
+
+
+__all__ = ["SqliteStore", "ACTIVE_STATUSES"]

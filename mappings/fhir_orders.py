@@ -1,0 +1,220 @@
+"""FHIR R4 ServiceRequest (+ Patient) -> worklist actions.
+
+Takes a ServiceRequest with its Patient contained, or a transaction Bundle
+holding both; validates them with fhir.resources (R4B models) and maps them
+to the same actions an HL7 order gives.  Pure: dicts in, actions out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.servicerequest import ServiceRequest
+from pydantic import ValidationError
+from pydicom.uid import generate_uid
+
+from mappings.hl7_orders import OrderKey, SetOrderStatus, UpsertOrder
+from mappings.worklist import CANCELLED, COMPLETED, DEFAULT_MODALITY, SCHEDULED, Code, WorklistItem
+
+STATION_AE_EXTENSION = "http://dxa-gateway.org/fhir/StructureDefinition/scheduled-station-ae"
+MODALITY_EXTENSION = "http://dxa-gateway.org/fhir/StructureDefinition/modality"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+# ServiceRequest.status (FHIR R4 request-status) -> step status
+STATUS = {
+    "draft": SCHEDULED,
+    "active": SCHEDULED,
+    "on-hold": SCHEDULED,
+    "revoked": CANCELLED,
+    "entered-in-error": CANCELLED,
+    "completed": COMPLETED,
+}
+GENDER = {"male": "M", "female": "F", "other": "O", "unknown": ""}
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One OperationOutcome issue: what is wrong and where (FHIRPath)."""
+
+    code: str  # invalid, required, value, not-supported, not-found
+    diagnostics: str
+    expression: str = ""
+
+
+class FhirOrderError(ValueError):
+    def __init__(self, issues: list[Issue], status: int = 422) -> None:
+        super().__init__("; ".join(i.diagnostics for i in issues))
+        self.issues = issues
+        self.status = status
+
+
+def operation_outcome(issues: list[Issue]) -> dict:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {"severity": "error", "code": i.code, "diagnostics": i.diagnostics, **({"expression": [i.expression]} if i.expression else {})}
+            for i in issues
+        ],
+    }
+
+
+def _validation_issues(exc: ValidationError, root: str) -> list[Issue]:
+    out = []
+    for err in exc.errors()[:20]:
+        loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        out.append(Issue("invalid", err["msg"], f"{root}.{loc}" if loc else root))
+    return out
+
+
+def _validate(model, data: dict, root: str):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise FhirOrderError(_validation_issues(exc, root)) from None
+
+
+def _identifier(sr: ServiceRequest, type_code: str) -> str:
+    for ident in sr.identifier or []:
+        codings = (ident.type.coding if ident.type and ident.type.coding else []) or []
+        if any(c.code == type_code for c in codings):
+            return ident.value or ""
+    return ""
+
+
+def _dicom_datetime(value: str) -> tuple[str, str]:
+    """FHIR dateTime (ISO 8601) -> DICOM DA, TM in the time as written."""
+    date, _, time = value.partition("T")
+    time = time.split("+")[0].split("-")[0].rstrip("Z")
+    return date.replace("-", ""), time.replace(":", "").split(".")[0]
+
+
+def _patient_fields(patient: Patient) -> dict:
+    ident = None
+    for candidate in patient.identifier or []:
+        codings = candidate.type.coding if candidate.type and candidate.type.coding else []
+        if any(c.code == "MR" for c in codings):
+            ident = candidate
+            break
+    if ident is None and patient.identifier:
+        ident = patient.identifier[0]
+    if ident is None or not ident.value:
+        raise FhirOrderError([Issue("required", "Patient.identifier with a value is required", "Patient.identifier")])
+    name = ""
+    if patient.name:
+        n = patient.name[0]
+        given = list(n.given or [])
+        name = "^".join(
+            [n.family or "", given[0] if given else "", " ".join(given[1:]), " ".join(n.prefix or []), " ".join(n.suffix or [])]
+        ).rstrip("^")
+    return {
+        "patient_id": ident.value,
+        "issuer_of_patient_id": ident.system or "",
+        "patient_name": name,
+        "birth_date": str(patient.birthDate).replace("-", "") if patient.birthDate else "",
+        "sex": GENDER.get(patient.gender or "unknown", ""),
+    }
+
+
+def _find_patient(sr: ServiceRequest, bundle_patients: dict[str, Patient]) -> Patient:
+    ref = sr.subject.reference if sr.subject else None
+    if not ref:
+        raise FhirOrderError([Issue("required", "ServiceRequest.subject is required", "ServiceRequest.subject")])
+    if ref.startswith("#"):
+        for res in sr.contained or []:
+            if res.get_resource_type() == "Patient" and res.id == ref[1:]:
+                return res
+        raise FhirOrderError([Issue("not-found", f"contained Patient {ref} not found", "ServiceRequest.subject")])
+    if ref in bundle_patients:
+        return bundle_patients[ref]
+    raise FhirOrderError(
+        [Issue("not-supported", "subject must reference a contained Patient or one in the same Bundle", "ServiceRequest.subject")]
+    )
+
+
+def _extension(sr: ServiceRequest, url: str) -> str:
+    for ext in sr.extension or []:
+        if ext.url == url:
+            return ext.valueString or (ext.valueCode or "")
+    return ""
+
+
+def service_request_actions(body: dict, *, default_station_ae: str = "", default_modality: str = DEFAULT_MODALITY):
+    """Validate a ServiceRequest or transaction Bundle; return its actions."""
+    if not isinstance(body, dict):
+        raise FhirOrderError([Issue("invalid", "the body must be a JSON object")], status=400)
+    kind = body.get("resourceType")
+    patients: dict[str, Patient] = {}
+    requests: list[ServiceRequest] = []
+    if kind == "Bundle":
+        bundle = _validate(Bundle, body, "Bundle")
+        if bundle.type != "transaction":
+            raise FhirOrderError([Issue("not-supported", "only transaction Bundles are taken", "Bundle.type")])
+        for i, entry in enumerate(bundle.entry or []):
+            res = entry.resource
+            if res is None:
+                continue
+            if res.get_resource_type() == "Patient":
+                for key in (entry.fullUrl, f"Patient/{res.id}" if res.id else None):
+                    if key:
+                        patients[key] = res
+            elif res.get_resource_type() == "ServiceRequest":
+                requests.append(res)
+        if not requests:
+            raise FhirOrderError([Issue("required", "the Bundle holds no ServiceRequest", "Bundle.entry")])
+    elif kind == "ServiceRequest":
+        requests.append(_validate(ServiceRequest, body, "ServiceRequest"))
+    else:
+        raise FhirOrderError([Issue("not-supported", f"resourceType {kind!r} is not taken here", "resourceType")], status=400)
+
+    actions = []
+    for sr in requests:
+        accession = _identifier(sr, "ACSN")
+        placer = _identifier(sr, "PLAC") or (f"ServiceRequest/{sr.id}" if sr.id else "")
+        filler = _identifier(sr, "FILL")
+        if not accession:
+            raise FhirOrderError(
+                [Issue("required", "an identifier of type ACSN (accession number) is required", "ServiceRequest.identifier")]
+            )
+        key = OrderKey(placer=placer, filler=filler, accession=accession)
+        status = STATUS.get(sr.status)
+        if status is None:
+            raise FhirOrderError([Issue("value", f"status {sr.status!r} is not taken", "ServiceRequest.status")])
+        if status != SCHEDULED:
+            actions.append(SetOrderStatus(key=key, status=status, control=f"fhir:{sr.status}"))
+            continue
+        patient = _patient_fields(_find_patient(sr, patients))
+        when = sr.occurrenceDateTime or (sr.occurrencePeriod.start if sr.occurrencePeriod else None)
+        if not when:
+            raise FhirOrderError([Issue("required", "occurrenceDateTime is required", "ServiceRequest.occurrence")])
+        start_date, start_time = _dicom_datetime(when.isoformat() if hasattr(when, "isoformat") else str(when))
+        coding = sr.code.coding[0] if sr.code and sr.code.coding else None
+        code = Code(coding.code or "", (coding.system or "").rsplit("/", 1)[-1][:16] or "L", coding.display or "") if coding else None
+        description = (sr.code.text if sr.code and sr.code.text else "") or (coding.display if coding else "") or ""
+        study_uid = ""
+        for ident in sr.identifier or []:
+            if ident.system == "urn:dicom:uid" and ident.value:
+                study_uid = ident.value.removeprefix("urn:oid:")
+        requester = sr.requester.display if sr.requester and sr.requester.display else ""
+        item = WorklistItem(
+            **patient,
+            accession_number=accession,
+            requested_procedure_id=accession,
+            requested_procedure_description=description,
+            requested_procedure_code=code,
+            study_instance_uid=study_uid or generate_uid(prefix=None, entropy_srcs=["fhir", placer, filler, accession]),
+            requesting_physician=requester.replace(" ", "^", 1) if requester else "",
+            placer_order_number=placer[:64],
+            filler_order_number=filler,
+            sps_id=accession,
+            station_ae=_extension(sr, STATION_AE_EXTENSION) or default_station_ae,
+            modality=_extension(sr, MODALITY_EXTENSION) or default_modality,
+            start_date=start_date,
+            start_time=start_time,
+            sps_description=description,
+            character_set="ISO_IR 192",
+            source="fhir",
+            source_ref=sr.id or "",
+        )
+        actions.append(UpsertOrder(items=(item,), key=key))
+    return tuple(actions)

@@ -1,0 +1,240 @@
+"""The worklist item: one Scheduled Procedure Step of one Requested Procedure.
+
+A :class:`WorklistItem` is what an order (HL7, FHIR or DICOM JSON) becomes and
+what the Modality Worklist serves.  It converts to and from the MWL dataset of
+PS3.4 K.6.1.2.2 (Table K.6-1) with :func:`item_to_dataset` and
+:func:`item_from_dataset`.  Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+# Scheduled Procedure Step Status (0040,0020), PS3.3 C.4.10 plus the two
+# states the gateway uses for orders that left the worklist.
+SCHEDULED = "SCHEDULED"
+IN_PROGRESS = "IN PROGRESS"
+COMPLETED = "COMPLETED"
+DISCONTINUED = "DISCONTINUED"
+CANCELLED = "CANCELLED"
+STATUSES = (SCHEDULED, IN_PROGRESS, COMPLETED, DISCONTINUED, CANCELLED)
+#: States the MWL serves; the others have left the worklist.
+ACTIVE_STATUSES = (SCHEDULED, IN_PROGRESS)
+
+DEFAULT_MODALITY = "BMD"  # PS3.3 C.7.3.1.1.1: Bone Mineral Densitometry
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    """A coded entry (PS3.3 Table 8.8-1): value, scheme and meaning."""
+
+    value: str
+    scheme: str
+    meaning: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WorklistItem:
+    """One scheduled procedure step with its patient and requested procedure."""
+
+    # Patient (PS3.3 C.2.2, C.7.1.1)
+    patient_id: str
+    patient_name: str = ""  # DICOM PN: Family^Given^Middle^Prefix^Suffix
+    issuer_of_patient_id: str = ""
+    birth_date: str = ""  # DA YYYYMMDD
+    sex: str = ""  # M, F, O or empty
+    ethnic_group: str = ""
+    other_patient_ids: tuple[str, ...] = ()
+    # Imaging Service Request / Requested Procedure (PS3.3 C.4.11, C.4.12)
+    accession_number: str = ""
+    requested_procedure_id: str = ""
+    requested_procedure_description: str = ""
+    requested_procedure_code: Code | None = None
+    study_instance_uid: str = ""
+    referring_physician: str = ""
+    requesting_physician: str = ""
+    placer_order_number: str = ""
+    filler_order_number: str = ""
+    admission_id: str = ""
+    # Scheduled Procedure Step (PS3.3 C.4.10)
+    sps_id: str = ""
+    station_ae: str = ""
+    station_name: str = ""
+    modality: str = DEFAULT_MODALITY
+    start_date: str = ""  # DA
+    start_time: str = ""  # TM
+    performing_physician: str = ""
+    sps_description: str = ""
+    sps_location: str = ""
+    status: str = SCHEDULED
+    # Where it came from
+    character_set: str = ""  # DICOM Specific Character Set of the source text
+    source: str = ""  # hl7, fhir, api
+    source_ref: str = ""  # message control id or resource id (not PHI)
+
+    def replace(self, **changes: object) -> "WorklistItem":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict:
+        """A plain dict for storage (orjson-serialisable)."""
+        data = dataclasses.asdict(self)
+        data["other_patient_ids"] = list(self.other_patient_ids)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "WorklistItem":
+        data = dict(data)
+        code = data.get("requested_procedure_code")
+        data["requested_procedure_code"] = Code(**code) if code else None
+        data["other_patient_ids"] = tuple(data.get("other_patient_ids") or ())
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True, slots=True)
+class PatientDemographics:
+    """What an ADT^A08/A31 may change on the open items of one patient."""
+
+    patient_id: str
+    issuer_of_patient_id: str = ""
+    patient_name: str | None = None
+    birth_date: str | None = None
+    sex: str | None = None
+    ethnic_group: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def changes(self) -> dict[str, str]:
+        """The fields this update sets (None means 'not sent')."""
+        out = {}
+        for name in ("patient_name", "birth_date", "sex", "ethnic_group"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+def _code_item(code: Code) -> Dataset:
+    ds = Dataset()
+    ds.CodeValue = code.value
+    ds.CodingSchemeDesignator = code.scheme
+    ds.CodeMeaning = code.meaning
+    return ds
+
+
+def item_to_dataset(item: WorklistItem) -> Dataset:
+    """The full MWL dataset for ``item`` (PS3.4 Table K.6-1), no charset set."""
+    ds = Dataset()
+    # SOP Common
+    # Patient Identification / Demographic
+    ds.PatientName = item.patient_name
+    ds.PatientID = item.patient_id
+    ds.IssuerOfPatientID = item.issuer_of_patient_id
+    ds.PatientBirthDate = item.birth_date
+    ds.PatientSex = item.sex
+    ds.EthnicGroup = item.ethnic_group
+    if item.other_patient_ids:
+        ds.OtherPatientIDs = list(item.other_patient_ids)
+    # Visit
+    ds.AdmissionID = item.admission_id
+    # Imaging Service Request
+    ds.AccessionNumber = item.accession_number
+    ds.ReferringPhysicianName = item.referring_physician
+    ds.RequestingPhysician = item.requesting_physician
+    ds.PlacerOrderNumberImagingServiceRequest = item.placer_order_number
+    ds.FillerOrderNumberImagingServiceRequest = item.filler_order_number
+    # Requested Procedure
+    ds.RequestedProcedureID = item.requested_procedure_id
+    ds.RequestedProcedureDescription = item.requested_procedure_description
+    ds.RequestedProcedureCodeSequence = Sequence(
+        [_code_item(item.requested_procedure_code)] if item.requested_procedure_code else []
+    )
+    ds.StudyInstanceUID = item.study_instance_uid
+    # Scheduled Procedure Step (PS3.4 K.6.1.2.2: one item)
+    sps = Dataset()
+    sps.ScheduledStationAETitle = item.station_ae
+    sps.ScheduledStationName = item.station_name
+    sps.ScheduledProcedureStepLocation = item.sps_location
+    sps.ScheduledProcedureStepStartDate = item.start_date
+    sps.ScheduledProcedureStepStartTime = item.start_time
+    sps.Modality = item.modality
+    sps.ScheduledPerformingPhysicianName = item.performing_physician
+    sps.ScheduledProcedureStepDescription = item.sps_description
+    sps.ScheduledProcedureStepID = item.sps_id
+    sps.ScheduledProcedureStepStatus = item.status
+    sps.ScheduledProtocolCodeSequence = Sequence([])
+    ds.ScheduledProcedureStepSequence = Sequence([sps])
+    return ds
+
+
+def _values(value: object) -> tuple[str, ...]:
+    """A DICOM value as a tuple of strings (empty, single or multi-valued)."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, (list, tuple, MultiValue)):
+        return tuple(str(v) for v in value)
+    return (str(value),)
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    return "\\".join(_values(ds.get(keyword)))
+
+
+class ItemError(ValueError):
+    """A dataset cannot become a worklist item; ``keyword`` names the attribute."""
+
+    def __init__(self, keyword: str, reason: str) -> None:
+        super().__init__(f"{keyword}: {reason}")
+        self.keyword = keyword
+        self.reason = reason
+
+
+def item_from_dataset(ds: Dataset, *, source: str = "api") -> WorklistItem:
+    """Read an MWL-shaped dataset (as the REST API takes it) into an item."""
+    if not _text(ds, "PatientID"):
+        raise ItemError("PatientID", "required")
+    seq = ds.get("ScheduledProcedureStepSequence")
+    sps = seq[0] if seq else Dataset()
+    code_seq = ds.get("RequestedProcedureCodeSequence")
+    code = None
+    if code_seq:
+        c = code_seq[0]
+        code = Code(_text(c, "CodeValue"), _text(c, "CodingSchemeDesignator"), _text(c, "CodeMeaning"))
+    status = _text(sps, "ScheduledProcedureStepStatus") or SCHEDULED
+    if status not in STATUSES:
+        raise ItemError("ScheduledProcedureStepStatus", f"unknown status {status!r}")
+    return WorklistItem(
+        patient_id=_text(ds, "PatientID"),
+        patient_name=_text(ds, "PatientName"),
+        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
+        birth_date=_text(ds, "PatientBirthDate"),
+        sex=_text(ds, "PatientSex"),
+        ethnic_group=_text(ds, "EthnicGroup"),
+        other_patient_ids=_values(ds.get("OtherPatientIDs")),
+        accession_number=_text(ds, "AccessionNumber"),
+        requested_procedure_id=_text(ds, "RequestedProcedureID"),
+        requested_procedure_description=_text(ds, "RequestedProcedureDescription"),
+        requested_procedure_code=code,
+        study_instance_uid=_text(ds, "StudyInstanceUID"),
+        referring_physician=_text(ds, "ReferringPhysicianName"),
+        requesting_physician=_text(ds, "RequestingPhysician"),
+        placer_order_number=_text(ds, "PlacerOrderNumberImagingServiceRequest"),
+        filler_order_number=_text(ds, "FillerOrderNumberImagingServiceRequest"),
+        admission_id=_text(ds, "AdmissionID"),
+        sps_id=_text(sps, "ScheduledProcedureStepID"),
+        station_ae=_text(sps, "ScheduledStationAETitle"),
+        station_name=_text(sps, "ScheduledStationName"),
+        modality=_text(sps, "Modality") or DEFAULT_MODALITY,
+        start_date=_text(sps, "ScheduledProcedureStepStartDate"),
+        start_time=_text(sps, "ScheduledProcedureStepStartTime"),
+        performing_physician=_text(sps, "ScheduledPerformingPhysicianName"),
+        sps_description=_text(sps, "ScheduledProcedureStepDescription"),
+        sps_location=_text(sps, "ScheduledProcedureStepLocation"),
+        status=status,
+        character_set=_text(ds, "SpecificCharacterSet"),
+        source=source,
+    )

@@ -1,0 +1,163 @@
+"""Test helpers: free ports, the real daemon as a subprocess, MLLP, dcmtk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+# pynetdicom installs Python scripts named findscu/echoscu/storescu; the
+# tests use dcmtk's own binaries.
+DCMTK = Path("/usr/bin")
+
+
+def dcmtk(tool: str) -> str:
+    path = DCMTK / tool
+    if not path.exists():
+        raise RuntimeError(f"dcmtk's {tool} is not installed (apt-get install dcmtk)")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open")
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen
+    dir: Path
+    config_path: Path
+    dicom_port: int
+    hl7_port: int
+    http_port: int
+    ae_title: str = "DXAGW"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def log_text(self) -> str:
+        return (self.dir / "gateway.log").read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise
+        return self.proc.returncode
+
+
+def start_daemon(tmp: Path, overrides: dict | None = None) -> Daemon:
+    """Start ``dxa-gateway run`` with a config in ``tmp`` on free ports."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    ports = {"dicom": free_port(), "hl7": free_port(), "http": free_port()}
+    config = {
+        "dicom": {"ae_title": "DXAGW", "host": "127.0.0.1", "port": ports["dicom"]},
+        "hl7": {"host": "127.0.0.1", "port": ports["hl7"]},
+        "http": {"host": "127.0.0.1", "port": ports["http"]},
+        "storage": {"path": str(tmp / "data")},
+    }
+    for section, values in (overrides or {}).items():
+        if isinstance(values, dict):
+            config.setdefault(section, {}).update(values)
+        else:
+            config[section] = values
+    path = tmp / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = open(tmp / "gateway.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp,
+    )
+    daemon = Daemon(proc, tmp, path, ports["dicom"], ports["hl7"], ports["http"])
+    try:
+        for port in ports.values():
+            wait_port(port)
+    except TimeoutError:
+        proc.kill()
+        raise RuntimeError("daemon did not start:\n" + daemon.log_text())
+    return daemon
+
+
+class MllpClient:
+    """A real MLLP client: one connection, many messages."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send(self, message: str | bytes, encoding: str = "utf-8") -> str:
+        data = message.encode(encoding) if isinstance(message, str) else message
+        self.sock.sendall(b"\x0b" + data + b"\x1c\x0d")
+        return self.read_ack(encoding)
+
+    def read_ack(self, encoding: str = "utf-8") -> str:
+        while b"\x1c\x0d" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed before the ACK")
+            self.buf += chunk
+        frame, self.buf = self.buf.split(b"\x1c\x0d", 1)
+        return frame.lstrip(b"\x0b").decode(encoding)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def ack_fields(ack: str) -> dict[str, list[str]]:
+    """Segments of an ACK by id: {"MSA": [...fields], "ERR": [...]}."""
+    out = {}
+    for seg in ack.strip("\r").split("\r"):
+        parts = seg.split("|")
+        out[parts[0]] = parts
+    return out
+
+
+def findscu(port: int, keys: list[str], *, aet: str = "DXA1", aec: str = "DXAGW", extra: list[str] | None = None, out_dir: Path | None = None, timeout: float = 30):
+    """Run dcmtk findscu -W; return (returncode, stdout+stderr, result files)."""
+    args = [dcmtk("findscu"), "-W", "-aet", aet, "-aec", aec, "-to", "10"]
+    for k in keys:
+        args += ["-k", k]
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        args += ["-X", "-od", str(out_dir)]
+    args += extra or []
+    args += ["127.0.0.1", str(port)]
+    env = dict(os.environ, TCP_NODELAY="1")
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, errors="replace")
+    files = sorted(out_dir.glob("*")) if out_dir is not None else []
+    return proc.returncode, proc.stdout + proc.stderr, files
+
+
+def have_dcmtk() -> bool:
+    return shutil.which(str(DCMTK / "findscu")) is not None
