@@ -13,10 +13,9 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
-from pydicom.uid import generate_uid
 
 from mappings.hl7_orders import OrderKey, SetOrderStatus, UpsertOrder
-from mappings.worklist import CANCELLED, COMPLETED, DEFAULT_MODALITY, SCHEDULED, Code, WorklistItem
+from mappings.worklist import CANCELLED, COMPLETED, DEFAULT_MODALITY, SCHEDULED, Code, WorklistItem, derived_uid
 
 STATION_AE_EXTENSION = "http://dxa-gateway.org/fhir/StructureDefinition/scheduled-station-ae"
 MODALITY_EXTENSION = "http://dxa-gateway.org/fhir/StructureDefinition/modality"
@@ -202,7 +201,7 @@ def service_request_actions(body: dict, *, default_station_ae: str = "", default
             requested_procedure_id=accession,
             requested_procedure_description=description,
             requested_procedure_code=code,
-            study_instance_uid=study_uid or generate_uid(prefix=None, entropy_srcs=["fhir", placer, filler, accession]),
+            study_instance_uid=study_uid or derived_uid("fhir", placer, filler, accession),
             requesting_physician=requester.replace(" ", "^", 1) if requester else "",
             placer_order_number=placer[:64],
             filler_order_number=filler,

@@ -21,7 +21,6 @@ import re
 from dataclasses import dataclass, field
 
 import hl7
-from pydicom.uid import generate_uid
 
 from mappings.hl7_text import CHARSETS, Encoding, Hl7Error, decode_message, unescape
 from mappings.worklist import (
@@ -34,6 +33,7 @@ from mappings.worklist import (
     Code,
     PatientDemographics,
     WorklistItem,
+    derived_uid,
 )
 
 SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8")
@@ -372,12 +372,8 @@ def _patient(msg: _Message) -> tuple[_Segment, dict]:
 
 
 def _study_uid(header: Header, key: OrderKey, proc_id: str) -> str:
-    """A Study Instance UID derived from the order identity (PS3.5 B.2).
-
-    Derived, not random: the same order always gets the same UID, so the
-    value is generated once and kept across resends and changes.
-    """
-    return generate_uid(prefix=None, entropy_srcs=[header.sender, key.placer, key.filler, key.accession, proc_id])
+    """The Study Instance UID of an order that sent none: derived from it."""
+    return derived_uid(header.sender, key.placer, key.filler, key.accession, proc_id)
 
 
 def _field_ref(spec: str) -> tuple[str, int, int]:

@@ -9,6 +9,7 @@ PS3.4 K.6.1.2.2 (Table K.6-1) with :func:`item_to_dataset` and
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
@@ -116,6 +117,18 @@ class PatientDemographics:
             if value is not None:
                 out[name] = value
         return out
+
+
+_UID_NAMESPACE = uuid.UUID("6f1c2a52-3d5e-4c1b-9d7a-0b8c5e2f4a61")
+
+
+def derived_uid(*parts: str) -> str:
+    """A UID derived from ``parts`` (PS3.5 B.2, UUID-derived ``2.25``).
+
+    The same parts always give the same UID: an order's Study Instance UID
+    is generated once and kept across resends and changes.
+    """
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, chr(31).join(parts)).int}"
 
 
 def _code_item(code: Code) -> Dataset:

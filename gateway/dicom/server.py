@@ -118,6 +118,7 @@ class DicomServer:
             log.warning("dicom.association_refused", extra=fields(calling_ae=calling, reason="calling AE not allowed", services=sorted(wanted)))
             self.metrics.associations.labels(calling, "refused").inc()
             assoc.acse.send_reject(0x01, 0x01, 0x03)
+            _flush(assoc)
             return
         if allowed != wanted - {"other"}:
             assoc.acceptor.supported_contexts = [
@@ -156,3 +157,13 @@ class DicomServer:
     @staticmethod
     def _on_echo(event: evt.Event) -> int:
         return 0x0000  # PS3.7 9.3.5: Success
+
+
+def _flush(assoc, timeout: float = 1.0) -> None:
+    """Wait until the DUL has sent what is queued (pynetdicom closes the
+    socket right after EVT_REQUESTED, which could drop our A-ASSOCIATE-RJ)."""
+    dul = assoc.dul
+    deadline = time.monotonic() + timeout
+    while (dul.to_provider_queue.qsize() or dul.event_queue.qsize()) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.01)

@@ -1,0 +1,144 @@
+"""mappings.mwl: PS3.4 C.2.2.2 matching, index filters and responses."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.dataset import Dataset
+
+from mappings.mwl import MatchOptions, QueryError, build_response, check_query, index_filter, matches
+from mappings.worklist import WorklistItem, item_from_dataset, item_to_dataset
+
+ITEM = WorklistItem(
+    patient_id="P1",
+    patient_name="Müller^Jürgen",
+    birth_date="19600101",
+    sex="M",
+    accession_number="A1",
+    requested_procedure_id="R1",
+    study_instance_uid="1.2.3.4",
+    sps_id="S1",
+    station_ae="DXA1",
+    start_date="20261124",
+    start_time="093000",
+    performing_physician="Tech^Tina",
+)
+CANDIDATE = item_to_dataset(ITEM)
+
+
+def q(**sps_keys) -> Dataset:
+    ds = Dataset()
+    top = {k: v for k, v in sps_keys.items() if k[0].isupper() and k not in SPS}
+    for k, v in top.items():
+        setattr(ds, k, v)
+    step = Dataset()
+    for k, v in sps_keys.items():
+        if k in SPS:
+            setattr(step, k, v)
+    if len(step):
+        ds.ScheduledProcedureStepSequence = [step]
+    return ds
+
+
+SPS = {"ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime", "Modality", "ScheduledPerformingPhysicianName", "ScheduledProcedureStepStatus"}
+
+
+@pytest.mark.parametrize(
+    "keys, expected",
+    [
+        ({"PatientID": "P1"}, True),
+        ({"PatientID": "P2"}, False),
+        ({"PatientID": ""}, True),  # universal
+        ({"PatientName": "müller*"}, True),  # case-insensitive PN
+        ({"PatientName": "M?ller^J*"}, True),
+        ({"PatientName": "Mull*"}, False),
+        ({"AccessionNumber": "A*"}, True),
+        ({"AccessionNumber": "a*"}, False),  # only PN is case-insensitive
+        ({"StudyInstanceUID": "9.9\\1.2.3.4"}, True),  # list of UIDs
+        ({"StudyInstanceUID": "1.2.3"}, False),
+        ({"PatientBirthDate": "19500101-19651231"}, True),
+        ({"PatientBirthDate": "-19591231"}, False),
+        ({"PatientBirthDate": "19600101-"}, True),
+        ({"ScheduledStationAETitle": "DXA1", "Modality": "BMD"}, True),
+        ({"ScheduledStationAETitle": "DXA2"}, False),
+        ({"ScheduledStationAETitle": "DXA*"}, True),
+        ({"ScheduledProcedureStepStartDate": "20261124"}, True),
+        ({"ScheduledProcedureStepStartDate": "20261125-"}, False),
+        ({"ScheduledProcedureStepStartTime": "09-10"}, True),
+        ({"ScheduledProcedureStepStartTime": "0931-"}, False),
+        ({"ScheduledProcedureStepStartTime": "-0930"}, True),
+        ({"ScheduledPerformingPhysicianName": "tech*"}, True),
+        ({"ScheduledProcedureStepStatus": "SCHEDULED"}, True),
+    ],
+)
+def test_single_wildcard_range_uid_sequence(keys, expected):
+    assert matches(q(**keys), CANDIDATE) is expected
+
+
+def test_case_sensitive_names_by_option():
+    assert not matches(q(PatientName="müller*"), CANDIDATE, MatchOptions(case_insensitive_names=False))
+
+
+def test_combined_date_time_range():
+    query = q(ScheduledProcedureStepStartDate="20261123-20261124", ScheduledProcedureStepStartTime="1000-0900")
+    # independently, 09:30 is not within 10:00-09:00 ...
+    assert not matches(query, CANDIDATE)
+    # ... combined (PS3.4 C.2.2.2.5.1), 2026-11-24 09:30 is within 23rd 10:00 to 24th 09:00? no
+    assert not matches(query, CANDIDATE, MatchOptions(combined_datetime=True))
+    query = q(ScheduledProcedureStepStartDate="20261123-20261124", ScheduledProcedureStepStartTime="1000-0945")
+    assert matches(query, CANDIDATE, MatchOptions(combined_datetime=True))
+
+
+def test_sequence_universal_and_missing_attribute():
+    ds = Dataset()
+    ds.ScheduledProcedureStepSequence = []
+    assert matches(ds, CANDIDATE)
+    ds = Dataset()
+    ds.PatientWeight = ""  # not on the item: universal matching returns it empty
+    assert matches(ds, CANDIDATE)
+    ds.PatientWeight = "70"
+    assert not matches(ds, CANDIDATE)
+
+
+def test_response_has_requested_keys_only_and_empty_where_missing():
+    query = q(PatientName="", PatientWeight="", ScheduledStationAETitle="DXA1")
+    query.SpecificCharacterSet = "ISO_IR 100"
+    rsp = build_response(query, CANDIDATE)
+    assert {e.keyword for e in rsp} == {"SpecificCharacterSet", "PatientName", "PatientWeight", "ScheduledProcedureStepSequence"}
+    assert rsp.PatientWeight is None or rsp.PatientWeight == ""
+    assert {e.keyword for e in rsp.ScheduledProcedureStepSequence[0]} == {"ScheduledStationAETitle"}
+    assert rsp.SpecificCharacterSet == "ISO_IR 100"
+
+
+def test_response_charset_falls_back_when_values_do_not_fit():
+    item = item_to_dataset(ITEM.replace(patient_name="Łódź^Ola"))
+    query = q(PatientName="")
+    query.SpecificCharacterSet = "ISO_IR 100"
+    assert build_response(query, item).SpecificCharacterSet == "ISO_IR 192"
+    ascii_item = item_to_dataset(ITEM.replace(patient_name="Smith^Ann"))
+    assert "SpecificCharacterSet" not in build_response(q(PatientName=""), ascii_item)
+
+
+def test_unsupported_and_malformed_keys():
+    ds = Dataset()
+    ds.StudyDescription = "x"
+    with pytest.raises(QueryError) as err:
+        check_query(ds)
+    assert err.value.tag == 0x00081030
+    check_query(ds, allow_unknown=True)
+    with pytest.raises(QueryError):
+        check_query(q(ScheduledProcedureStepStartDate="2026-11-24"))
+    with pytest.raises(QueryError):
+        check_query(q(ScheduledProcedureStepStartTime="25xx"))
+
+
+def test_index_filter_takes_exact_and_prefix_only():
+    flt = index_filter(q(ScheduledStationAETitle="DXA1", ScheduledProcedureStepStartDate="20261124", Modality="BMD", PatientName="Mül*"))
+    assert (flt.station_ae, flt.date_from, flt.date_to, flt.modality) == ("DXA1", "20261124", "20261124", "BMD")
+    assert flt.name_prefix == "MÜL"
+    flt = index_filter(q(ScheduledStationAETitle="DXA*", ScheduledProcedureStepStartDate="20261120-20261124"))
+    assert flt.station_ae is None and (flt.date_from, flt.date_to) == ("20261120", "20261124")
+    assert flt.statuses == ("SCHEDULED", "IN PROGRESS")
+
+
+def test_item_dataset_roundtrip():
+    assert item_from_dataset(item_to_dataset(ITEM), source="") == ITEM.replace(source="")
