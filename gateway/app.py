@@ -14,8 +14,10 @@ from gateway.hl7.listener import MllpServer
 from gateway.http.server import HttpServer
 from gateway.logs import fields
 from gateway.metrics import Metrics
+from gateway.spool import Spool
 from gateway.store import open_store
 from mappings.hl7_orders import OrderOptions
+from routes.rules import compile_routes
 
 log = logging.getLogger("gateway")
 
@@ -30,10 +32,14 @@ class Gateway:
         data.mkdir(parents=True, exist_ok=True)
         self.store = open_store(str(data))
         self.metrics.watch_worklist(self.store.count_worklist_by_status)
+        self.spool = Spool(data, config.storage.min_free_bytes)
+        self.metrics.watch_spool(self.store.instance_totals, self.spool.free_bytes)
+        self.rules = compile_routes(config.routes)
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Blocking store writes and SCU calls run here, never on the loop.
         self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dxagw-io")
         c = config
-        self.dicom = DicomServer(c.dicom, self.store, self.metrics)
+        self.dicom = DicomServer(c.dicom, self.store, self.metrics, self.spool, self.rules, self._on_stored)
         options = OrderOptions(
             default_charset=c.hl7.default_charset,
             station_ae_field=c.hl7.station_ae_field,
@@ -51,12 +57,24 @@ class Gateway:
             default_modality=c.worklist.default_modality, max_body_bytes=c.http.max_body_bytes,
         )
         self._running = False
+        self._wake: asyncio.Event | None = None
 
     def _ready(self) -> dict[str, bool]:
         return {"dicom": self._running and self.dicom._server is not None, "hl7": self._running and self.mllp._server is not None}
 
+    def _on_stored(self, kind: str, row_id: int) -> None:
+        """Called from a pynetdicom thread after an instance is committed."""
+        loop = self._loop
+        if loop is not None and self._wake is not None:
+            loop.call_soon_threadsafe(self._wake.set)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._wake = asyncio.Event()
+        removed = self.spool.clean_incoming()
+        if removed:
+            log.warning("spool.partial_files_removed", extra=fields(count=removed))
         await loop.run_in_executor(self.executor, self.dicom.start)
         await self.mllp.start()
         await self.http.start()

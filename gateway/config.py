@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
 
@@ -34,6 +34,28 @@ class WorklistSettings(_Model):
     max_results: int = Field(1000, ge=1, le=100000)
 
 
+class StorageScpSettings(_Model):
+    """C-STORE SCP: which SOP classes beyond the DXA set, and duplicates."""
+
+    extra_sop_classes: list[str] = []
+    duplicate_policy: Literal["keep_first", "replace", "keep_both"] = "keep_first"
+
+
+class DicomPeer(_Model):
+    """A peer's listening address, for replies on a new association."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class CommitmentSettings(_Model):
+    """Storage Commitment Push Model (PS3.4 Annex J)."""
+
+    report_on: Literal["same", "new"] = "same"
+    report_delay: float = Field(0.2, ge=0)  # seconds between N-ACTION-RSP and N-EVENT-REPORT
+    verify_checksum: bool = True
+
+
 class DicomSettings(_Model):
     ae_title: str = "DXAGW"
     host: str = "127.0.0.1"
@@ -44,8 +66,11 @@ class DicomSettings(_Model):
     acse_timeout: float = Field(30, gt=0)
     dimse_timeout: float = Field(60, gt=0)
     allowed_calling_aes: list[str] = []
-    services: dict[Literal["verification", "worklist"], ServiceAccess] = {}
+    services: dict[Literal["verification", "worklist", "mpps", "storage", "commitment"], ServiceAccess] = {}
     worklist: WorklistSettings = WorklistSettings()
+    storage: StorageScpSettings = StorageScpSettings()
+    commitment: CommitmentSettings = CommitmentSettings()
+    peers: dict[str, DicomPeer] = {}
 
     @field_validator("ae_title")
     @classmethod
@@ -82,6 +107,7 @@ class HttpSettings(_Model):
 
 class StorageSettings(_Model):
     path: Path = Path("./data")
+    min_free_bytes: int = Field(1024**3, ge=0)  # below this, C-STORE answers 0xA700
 
 
 class WorklistDefaults(_Model):
@@ -93,6 +119,60 @@ class LoggingSettings(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class Destination(_Model):
+    """Where the outbox delivers: one of the kinds routes/ implements."""
+
+    type: Literal["dicom", "dicomweb", "hl7", "fhir", "folder"]
+    host: str = ""
+    port: int = Field(0, ge=0, le=65535)
+    ae_title: str = ""  # called AE of a dicom destination
+    calling_ae_title: str = ""  # our AE toward it (default: dicom.ae_title)
+    url: str = ""  # dicomweb / fhir base URL
+    path: str = ""  # folder
+    auth: str = ""  # e.g. "Bearer ${TOKEN}"
+    ack_timeout: float = Field(30, gt=0)
+    concurrency: int = Field(2, ge=1, le=64)
+    retry_base: float = Field(2.0, gt=0)
+    retry_cap: float = Field(300.0, gt=0)
+    max_attempts: int = Field(50, ge=1)
+
+    @model_validator(mode="after")
+    def _needs(self) -> "Destination":
+        need = {"dicom": ("host", "port", "ae_title"), "hl7": ("host", "port"), "dicomweb": ("url",), "fhir": ("url",), "folder": ("path",)}
+        missing = [k for k in need[self.type] if not getattr(self, k)]
+        if missing:
+            raise ValueError(f"a {self.type} destination needs {', '.join(missing)}")
+        return self
+
+
+ROUTE_KINDS = ("image", "sr", "pdf", "dose", "report", "mpps", "order-status", "other")
+
+
+class RouteMatch(_Model):
+    """What a route takes: every given condition must hold.
+
+    Besides the named conditions, any DICOM keyword may be given with an
+    exact value or ``{regex: ...}``.  A single value may stand for a list.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: list[Literal["image", "sr", "pdf", "dose", "report", "mpps", "order-status", "other"]] = []
+    sop_class: list[str] = []
+    modality: list[str] = []
+    calling_ae: list[str] = []
+    manufacturer: list[str] = []
+
+    @field_validator("kind", "sop_class", "modality", "calling_ae", "manufacturer", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
+class Route(_Model):
+    match: RouteMatch = RouteMatch()
+    to: list[str] = Field(min_length=1)
+
+
 class Config(_Model):
     dicom: DicomSettings = DicomSettings()
     hl7: Hl7Settings = Hl7Settings()
@@ -100,6 +180,17 @@ class Config(_Model):
     storage: StorageSettings = StorageSettings()
     worklist: WorklistDefaults = WorklistDefaults()
     logging: LoggingSettings = LoggingSettings()
+    destinations: dict[str, Destination] = {}
+    routes: list[Route] = []
+
+    def dangling_references(self) -> list[tuple[tuple, str]]:
+        """(key path, problem) for each route naming an unknown destination."""
+        return [
+            (("routes", i, "to"), f"no destination named {name!r}")
+            for i, route in enumerate(self.routes)
+            for name in route.to
+            if name not in self.destinations
+        ]
 
 
 class ConfigError(ValueError):
@@ -178,6 +269,13 @@ def load_config(path: str | Path | None = None) -> Config:
                 msg = "unknown key"
             problems.append(f"{where}: {key}: {msg}")
         raise ConfigError("\n".join(problems)) from None
+    problems = []
+    for loc, problem in config.dangling_references():
+        line = lines.get(loc)
+        where = f"{path}:{line}" if line else str(path)
+        problems.append(f"{where}: {'.'.join(str(p) for p in loc)}: {problem}")
+    if problems:
+        raise ConfigError("\n".join(problems))
     return config
 
 

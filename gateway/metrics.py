@@ -23,6 +23,20 @@ class _WorklistCollector:
         yield family
 
 
+class _SpoolCollector:
+    """Spool size and free space, read at scrape time."""
+
+    def __init__(self, totals: Callable[[], tuple[int, int]], free: Callable[[], int]) -> None:
+        self._totals = totals
+        self._free = free
+
+    def collect(self):
+        count, size = self._totals()
+        yield GaugeMetricFamily("dxagw_spool_instances", "Instances in the spool", value=count)
+        yield GaugeMetricFamily("dxagw_spool_bytes", "Bytes in the spool", value=size)
+        yield GaugeMetricFamily("dxagw_spool_free_bytes", "Free bytes on the spool's file system", value=self._free())
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -43,7 +57,25 @@ class Metrics:
             "dxagw_associations", "DICOM associations by calling AE and result", ["calling_ae", "result"], registry=r
         )
         self.fhir_requests = Counter("dxagw_fhir_requests", "FHIR intake requests by status code", ["code"], registry=r)
+        self.instances = Counter(
+            "dxagw_instances_received", "Instances stored, by SOP class and calling AE", ["sop_class", "calling_ae"], registry=r
+        )
+        self.instance_bytes = Counter(
+            "dxagw_instance_bytes_received", "Bytes stored, by SOP class and calling AE", ["sop_class", "calling_ae"], registry=r
+        )
+        self.store_refusals = Counter("dxagw_store_refusals", "C-STORE refusals by status", ["status"], registry=r)
+        self.store_latency = Histogram(
+            "dxagw_store_seconds", "C-STORE handling time (durable write and index)", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.mpps = Counter("dxagw_mpps_events", "MPPS N-CREATE/N-SET by resulting state", ["operation", "state"], registry=r)
+        self.commitments = Counter("dxagw_commitment_requests", "Storage Commitment requests", registry=r)
+        self.commitment_failures = Counter(
+            "dxagw_commitment_failed_instances", "Instances reported in the Failed SOP Sequence", registry=r
+        )
         self.api_requests = Counter("dxagw_api_requests", "Admin API requests by route and status", ["route", "code"], registry=r)
 
     def watch_worklist(self, count: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_WorklistCollector(count))
+
+    def watch_spool(self, totals: Callable[[], tuple[int, int]], free: Callable[[], int]) -> None:
+        self.registry.register(_SpoolCollector(totals, free))

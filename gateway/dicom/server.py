@@ -11,14 +11,30 @@ import logging
 import socket
 import time
 
-from pynetdicom import AE, evt
-from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
+from functools import partial
+from tempfile import NamedTemporaryFile
+from typing import Callable
+
+import pynetdicom.dimse_messages
+from pynetdicom import AE, _config, evt
+from pynetdicom.sop_class import (
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    StorageCommitmentPushModel,
+    Verification,
+)
 
 from gateway.config import DicomSettings
+from gateway.dicom.commitment import CommitmentScp
+from gateway.dicom.mpps import MppsScp
 from gateway.dicom.mwl import MWL_UID, WorklistFindHandler
+from gateway.dicom.storage import StorageScp, discard_partial
 from gateway.logs import fields
 from gateway.metrics import Metrics
+from gateway.spool import Spool
 from gateway.store import Store
+from mappings.instances import STORAGE_SOP_CLASSES
+from routes.rules import Rule
 
 log = logging.getLogger("gateway.dicom")
 
@@ -26,15 +42,54 @@ log = logging.getLogger("gateway.dicom")
 SERVICE_OF = {
     str(Verification): "verification",
     str(ModalityWorklistInformationFind): "worklist",
+    str(ModalityPerformedProcedureStep): "mpps",
+    str(StorageCommitmentPushModel): "commitment",
 }
+# What a DXA scanner sends objects in (PS3.5 Annex A): stored as received.
+STORAGE_TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, First-Order Prediction
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+]
+
+
+def use_spool_for_incoming(spool: Spool) -> None:
+    """Have pynetdicom stream C-STORE datasets into the spool's incoming/.
+
+    With STORE_RECV_CHUNKED_DATASET pynetdicom writes each dataset (with file
+    meta) to a NamedTemporaryFile as it arrives; putting that file on the
+    spool's file system lets the handler keep it by a link, without a copy.
+    """
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    pynetdicom.dimse_messages.NamedTemporaryFile = partial(NamedTemporaryFile, dir=str(spool.incoming))
 
 
 class DicomServer:
-    def __init__(self, settings: DicomSettings, store: Store, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: DicomSettings,
+        store: Store,
+        metrics: Metrics,
+        spool: Spool,
+        rules: tuple[Rule, ...] = (),
+        notify: Callable[[str, int], None] = lambda kind, row_id: None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.mwl = WorklistFindHandler(store, settings.worklist, metrics)
+        self.storage = StorageScp(settings, spool, store, rules, metrics, notify)
+        self.mpps = MppsScp(store, rules, metrics)
+        self.commitment = CommitmentScp(settings, spool, store, metrics)
+        self.storage_classes = set(STORAGE_SOP_CLASSES) | set(settings.storage.extra_sop_classes)
+        use_spool_for_incoming(spool)
         self.ae = self._make_ae()
         self._server = None
         self.port = settings.port
@@ -49,7 +104,16 @@ class DicomServer:
         ae.dimse_timeout = s.dimse_timeout
         ae.add_supported_context(Verification)
         ae.add_supported_context(ModalityWorklistInformationFind)
+        ae.add_supported_context(ModalityPerformedProcedureStep)
+        ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+        for uid in sorted(self.storage_classes):
+            ae.add_supported_context(uid, STORAGE_TRANSFER_SYNTAXES)
         return ae
+
+    def service_of(self, abstract_syntax: str) -> str:
+        if abstract_syntax in self.storage_classes:
+            return "storage"
+        return SERVICE_OF.get(abstract_syntax, "other")
 
     def start(self) -> None:
         handlers = [
@@ -61,6 +125,11 @@ class DicomServer:
             (evt.EVT_SOP_EXTENDED, self._on_sop_extended),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_FIND, self.mwl.handle),
+            (evt.EVT_C_STORE, self.storage.handle),
+            (evt.EVT_N_CREATE, self.mpps.handle_create),
+            (evt.EVT_N_SET, self.mpps.handle_set),
+            (evt.EVT_N_ACTION, self.commitment.handle_action),
+            (evt.EVT_CONN_CLOSE, self._on_close),
         ]
         self._server = self.ae.start_server(
             (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
@@ -112,7 +181,7 @@ class DicomServer:
         assoc = event.assoc
         calling = assoc.requestor.primitive.calling_ae_title.strip()
         proposed = assoc.requestor.primitive.presentation_context_definition_list
-        wanted = {SERVICE_OF.get(str(cx.abstract_syntax), "other") for cx in proposed}
+        wanted = {self.service_of(str(cx.abstract_syntax)) for cx in proposed}
         allowed = {svc for svc in wanted if svc != "other" and self._allowed(calling, svc)}
         if not allowed:
             log.warning("dicom.association_refused", extra=fields(calling_ae=calling, reason="calling AE not allowed", services=sorted(wanted)))
@@ -122,8 +191,12 @@ class DicomServer:
             return
         if allowed != wanted - {"other"}:
             assoc.acceptor.supported_contexts = [
-                cx for cx in self.ae.supported_contexts if SERVICE_OF.get(str(cx.abstract_syntax)) in allowed
+                cx for cx in self.ae.supported_contexts if self.service_of(str(cx.abstract_syntax)) in allowed
             ]
+
+    @staticmethod
+    def _on_close(event: evt.Event) -> None:
+        discard_partial(event.assoc)
 
     def _on_accepted(self, event: evt.Event) -> None:
         calling = event.assoc.requestor.ae_title.strip()

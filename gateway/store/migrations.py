@@ -61,4 +61,68 @@ MIGRATIONS: list[str] = [
         detail TEXT NOT NULL
     );
     """,
+    # 2: the spool index, MPPS, storage commitment and the outbox
+    """
+    CREATE TABLE instances (
+        id INTEGER PRIMARY KEY,
+        sop_instance_uid TEXT NOT NULL,
+        sop_class_uid TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        series_uid TEXT NOT NULL,
+        patient_id TEXT NOT NULL,
+        accession TEXT NOT NULL,
+        modality TEXT NOT NULL,
+        manufacturer TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        transfer_syntax TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        path TEXT NOT NULL,
+        calling_ae TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        is_current INTEGER NOT NULL DEFAULT 1  -- 0: a later copy replaced it
+    );
+    CREATE INDEX inst_sop ON instances (sop_instance_uid);
+    CREATE INDEX inst_study ON instances (study_uid);
+    CREATE INDEX inst_received ON instances (received_at);
+    CREATE TABLE mpps (
+        id INTEGER PRIMARY KEY,
+        sop_instance_uid TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL,
+        calling_ae TEXT NOT NULL,
+        worklist_item_id INTEGER REFERENCES worklist_items (id),
+        study_uid TEXT NOT NULL,
+        accession TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        attributes BLOB NOT NULL          -- DICOM JSON
+    );
+    CREATE TABLE commitments (
+        id INTEGER PRIMARY KEY,
+        transaction_uid TEXT NOT NULL,
+        calling_ae TEXT NOT NULL,
+        requested_at TEXT NOT NULL,
+        state TEXT NOT NULL,              -- requested, reported, failed
+        request BLOB NOT NULL,            -- [[sop class, sop instance], ...]
+        failed INTEGER NOT NULL DEFAULT 0,
+        reported_at TEXT
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        destination TEXT NOT NULL,
+        kind TEXT NOT NULL,               -- image, sr, pdf, dose, report, mpps, order-status
+        ref_table TEXT NOT NULL,
+        ref_id INTEGER NOT NULL,
+        order_key TEXT NOT NULL,          -- delivery order is kept per study per destination
+        state TEXT NOT NULL,              -- pending, in_flight, done, dead
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        delivered_at TEXT,
+        last_error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX outbox_due ON outbox (destination, state, next_attempt_at);
+    CREATE INDEX outbox_order ON outbox (destination, order_key, id);
+    """,
 ]

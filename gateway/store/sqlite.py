@@ -7,6 +7,7 @@ durable when the method returns (DESIGN.md rule 1).
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -16,8 +17,21 @@ from typing import Iterator
 
 import orjson
 
-from gateway.store import InboundMessage, InboundResult, StoreError, UnknownOrder, WorklistRow
+from gateway.store import (
+    DuplicateInstance,
+    InboundMessage,
+    InboundResult,
+    InstanceRecord,
+    InstanceRow,
+    MppsRow,
+    NoSuchInstance,
+    OutboxRow,
+    StoreError,
+    UnknownOrder,
+    WorklistRow,
+)
 from gateway.store.migrations import MIGRATIONS
+from mappings.mpps import StepKeys
 from mappings.hl7_orders import Action, MergePatient, OrderKey, SetOrderStatus, UpdatePatient, UpsertOrder
 from mappings.mwl import IndexFilter
 from mappings.worklist import ACTIVE_STATUSES, SCHEDULED, STATUSES, WorklistItem
@@ -335,6 +349,198 @@ class SqliteStore:
                 self._update(conn, row.id, row.item.replace(**changes), now)
             return [r.id for r in rows]
         raise StoreError(f"unknown action {type(action).__name__}")
+
+    # -- the spool index ----------------------------------------------------------
+
+    _INSTANCE_COLUMNS = (
+        "sop_instance_uid, sop_class_uid, study_uid, series_uid, patient_id, accession, modality,"
+        " manufacturer, kind, transfer_syntax, size, sha256, path, calling_ae"
+    )
+
+    def _instance_row(self, row: tuple) -> InstanceRow:
+        row_id, received_at, is_current, *values = row
+        return InstanceRow(id=row_id, record=InstanceRecord(*values), received_at=received_at, is_current=bool(is_current))
+
+    def current_instances(self, sop_instance_uid: str) -> list[InstanceRow]:
+        rows = self._reader().execute(
+            f"SELECT id, received_at, is_current, {self._INSTANCE_COLUMNS} FROM instances"
+            " WHERE sop_instance_uid = ? AND is_current = 1 ORDER BY id",
+            (sop_instance_uid,),
+        ).fetchall()
+        return [self._instance_row(r) for r in rows]
+
+    def get_instance(self, row_id: int) -> InstanceRow | None:
+        row = self._reader().execute(
+            f"SELECT id, received_at, is_current, {self._INSTANCE_COLUMNS} FROM instances WHERE id = ?", (row_id,)
+        ).fetchone()
+        return self._instance_row(row) if row else None
+
+    def add_instance(self, record: InstanceRecord, *, supersede: bool, destinations: tuple[str, ...]) -> int:
+        """Index a stored file and queue its deliveries, in one commit.
+
+        ``supersede`` marks earlier copies of the same SOP Instance UID as
+        replaced (their files stay where they are).
+        """
+        now = _now()
+        with self._transaction() as conn:
+            if supersede:
+                conn.execute(
+                    "UPDATE instances SET is_current = 0 WHERE sop_instance_uid = ? AND is_current = 1",
+                    (record.sop_instance_uid,),
+                )
+            values = dataclasses.astuple(record)
+            row_id = conn.execute(
+                f"INSERT INTO instances (received_at, is_current, {self._INSTANCE_COLUMNS})"
+                f" VALUES (?, 1, {', '.join('?' * len(values))})",
+                (now, *values),
+            ).lastrowid
+            self._enqueue(conn, destinations, record.kind, "instances", row_id, record.study_uid, now)
+        return row_id
+
+    def instance_totals(self) -> tuple[int, int]:
+        """(current instances, their bytes)."""
+        row = self._reader().execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM instances WHERE is_current = 1").fetchone()
+        return row[0], row[1]
+
+    # -- MPPS --------------------------------------------------------------------
+
+    def _mpps_row(self, row: tuple) -> MppsRow:
+        return MppsRow(*row[:5], attributes=bytes(row[5]))
+
+    def get_mpps(self, sop_instance_uid: str) -> MppsRow | None:
+        row = self._reader().execute(
+            "SELECT id, sop_instance_uid, status, calling_ae, worklist_item_id, attributes FROM mpps WHERE sop_instance_uid = ?",
+            (sop_instance_uid,),
+        ).fetchone()
+        return self._mpps_row(row) if row else None
+
+    def _link_step(self, conn: sqlite3.Connection, keys: list[StepKeys]) -> int | None:
+        """The worklist item a performed step reports on, if it was scheduled."""
+        for key in keys:
+            for where, args in (
+                ("accession = ? AND requested_procedure_id = ? AND sps_id = ?", (key.accession, key.requested_procedure_id, key.sps_id)),
+                ("study_uid = ? AND sps_id = ?", (key.study_uid, key.sps_id)),
+                ("study_uid = ?", (key.study_uid,)),
+            ):
+                if any(not a for a in args):
+                    continue
+                row = conn.execute(f"SELECT id FROM worklist_items WHERE {where} ORDER BY id LIMIT 1", args).fetchone()
+                if row:
+                    return row[0]
+        return None
+
+    def _set_item_status(self, conn: sqlite3.Connection, item_id: int, status: str, now: str) -> None:
+        row = conn.execute("SELECT id, created_at, updated_at, item FROM worklist_items WHERE id = ?", (item_id,)).fetchone()
+        if row is not None:
+            self._update(conn, item_id, self._row(row).item.replace(status=status), now)
+
+    def mpps_create(
+        self,
+        sop_instance_uid: str,
+        *,
+        calling_ae: str,
+        status: str,
+        attributes: bytes,
+        keys: list[StepKeys],
+        destinations: dict[str, tuple[str, ...]],
+    ) -> MppsRow:
+        """Keep a new performed step (IN PROGRESS) and move its worklist item."""
+        now = _now()
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM mpps WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone():
+                raise DuplicateInstance(sop_instance_uid)
+            item_id = self._link_step(conn, keys)
+            study = keys[0].study_uid if keys else ""
+            accession = keys[0].accession if keys else ""
+            row_id = conn.execute(
+                "INSERT INTO mpps (sop_instance_uid, status, calling_ae, worklist_item_id, study_uid, accession, created_at, updated_at, attributes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (sop_instance_uid, status, calling_ae, item_id, study, accession, now, now, attributes),
+            ).lastrowid
+            if item_id is not None:
+                self._set_item_status(conn, item_id, status, now)
+            for kind, names in destinations.items():  # "mpps" forwards, "order-status" to the RIS
+                self._enqueue(conn, names, kind, "mpps", row_id, study or sop_instance_uid, now)
+            self._audit(conn, now, "mpps.create", calling_ae, {"mpps": row_id, "item": item_id, "status": status})
+        return MppsRow(row_id, sop_instance_uid, status, calling_ae, item_id, attributes)
+
+    def mpps_update(self, sop_instance_uid: str, update, *, calling_ae: str, destinations: dict[str, tuple[str, ...]]) -> MppsRow:
+        """Apply ``update(current attributes) -> (attributes, status)`` atomically."""
+        now = _now()
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT id, sop_instance_uid, status, calling_ae, worklist_item_id, attributes, study_uid FROM mpps WHERE sop_instance_uid = ?",
+                (sop_instance_uid,),
+            ).fetchone()
+            if row is None:
+                raise NoSuchInstance(sop_instance_uid)
+            current = self._mpps_row(row)
+            attributes, status = update(current.attributes)
+            conn.execute(
+                "UPDATE mpps SET status = ?, attributes = ?, updated_at = ? WHERE id = ?",
+                (status, attributes, now, current.id),
+            )
+            if current.worklist_item_id is not None and status != current.status:
+                self._set_item_status(conn, current.worklist_item_id, status, now)
+            for kind, names in destinations.items():
+                self._enqueue(conn, names, kind, "mpps", current.id, row[6] or sop_instance_uid, now)
+            self._audit(conn, now, "mpps.set", calling_ae, {"mpps": current.id, "status": status})
+        return MppsRow(current.id, sop_instance_uid, status, current.calling_ae, current.worklist_item_id, attributes)
+
+    def count_mpps_by_status(self) -> dict[str, int]:
+        return dict(self._reader().execute("SELECT status, COUNT(*) FROM mpps GROUP BY status").fetchall())
+
+    # -- storage commitment ----------------------------------------------------
+
+    def add_commitment(self, transaction_uid: str, calling_ae: str, refs: list[tuple[str, str]]) -> int:
+        now = _now()
+        with self._transaction() as conn:
+            return conn.execute(
+                "INSERT INTO commitments (transaction_uid, calling_ae, requested_at, state, request) VALUES (?, ?, ?, 'requested', ?)",
+                (transaction_uid, calling_ae, now, orjson.dumps(refs)),
+            ).lastrowid
+
+    def finish_commitment(self, commitment_id: int, *, state: str, failed: int) -> None:
+        now = _now()
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE commitments SET state = ?, failed = ?, reported_at = ? WHERE id = ?",
+                (state, failed, now, commitment_id),
+            )
+
+    # -- outbox ------------------------------------------------------------------
+
+    @staticmethod
+    def _enqueue(
+        conn: sqlite3.Connection,
+        destinations: tuple[str, ...],
+        kind: str,
+        ref_table: str,
+        ref_id: int,
+        order_key: str,
+        now: str,
+    ) -> None:
+        """Outbox rows, in the caller's transaction (DESIGN.md rule 2)."""
+        for destination in destinations:
+            conn.execute(
+                "INSERT INTO outbox (destination, kind, ref_table, ref_id, order_key, state, next_attempt_at, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                (destination, kind, ref_table, ref_id, order_key, now, now, now),
+            )
+
+    def list_outbox(self, *, state: str | None = None, destination: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        where, args = [], []
+        if state:
+            where.append("state = ?")
+            args.append(state)
+        if destination:
+            where.append("destination = ?")
+            args.append(destination)
+        sql = "SELECT id, destination, kind, ref_table, ref_id, order_key, state, attempts, next_attempt_at, last_error FROM outbox"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id LIMIT ?"
+        return [OutboxRow(*r) for r in self._reader().execute(sql, (*args, limit))]
 
     # -- audit -----------------------------------------------------------------
 

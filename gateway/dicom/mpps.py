@@ -1,0 +1,120 @@
+"""Modality Performed Procedure Step SCP (PS3.4 Annex F.7).
+
+N-CREATE opens a step IN PROGRESS, N-SET updates it until it is COMPLETED
+or DISCONTINUED; each change moves the linked worklist item and becomes
+outbox rows (MPPS forward, order status to the RIS) in the same commit.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import evt
+from pynetdicom.sop_class import ModalityPerformedProcedureStep
+
+from gateway.logs import fields
+from gateway.metrics import Metrics
+from gateway.store import DuplicateInstance, NoSuchInstance, Store
+from mappings.mpps import (
+    DUPLICATE_INSTANCE,
+    NO_SUCH_INSTANCE,
+    PROCESSING_FAILURE,
+    MppsError,
+    apply_set,
+    check_create,
+    status_of,
+    step_keys,
+)
+from routes.rules import Rule, RoutedObject, destinations_for
+
+log = logging.getLogger("gateway.mpps")
+
+MPPS_UID = str(ModalityPerformedProcedureStep)
+
+
+def _status(status: int, comment: str = "") -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    if comment:
+        ds.ErrorComment = comment[:64]
+    return ds
+
+
+class MppsScp:
+    def __init__(self, store: Store, rules: tuple[Rule, ...], metrics: Metrics) -> None:
+        self.store = store
+        self.rules = rules
+        self.metrics = metrics
+
+    def _destinations(self, ds: Dataset, calling: str) -> dict[str, tuple[str, ...]]:
+        out = {}
+        for kind in ("mpps", "order-status"):
+            routed = RoutedObject(kind=kind, sop_class=MPPS_UID, modality=str(ds.get("Modality", "") or ""), calling_ae=calling)
+            names = destinations_for(self.rules, routed)
+            if names:
+                out[kind] = names
+        return out
+
+    def handle_create(self, event: evt.Event):
+        calling = event.assoc.requestor.ae_title.strip()
+        if str(event.request.AffectedSOPClassUID) != MPPS_UID:
+            return _status(0x0122, "SOP class not supported"), None
+        uid = str(event.request.AffectedSOPInstanceUID or "") or generate_uid()
+        try:
+            ds = event.attribute_list
+            status = check_create(ds)
+        except MppsError as exc:
+            log.warning("mpps.refused", extra=fields(op="create", status=f"0x{exc.status:04X}", reason=exc.comment, calling_ae=calling))
+            self.metrics.mpps.labels("create", "refused").inc()
+            return _status(exc.status, exc.comment), None
+        except Exception as exc:
+            log.warning("mpps.refused", extra=fields(op="create", reason=type(exc).__name__, calling_ae=calling))
+            return _status(PROCESSING_FAILURE, "cannot decode the attribute list"), None
+        try:
+            row = self.store.mpps_create(
+                uid,
+                calling_ae=calling,
+                status=status,
+                attributes=ds.to_json().encode(),
+                keys=step_keys(ds),
+                destinations=self._destinations(ds, calling),
+            )
+        except DuplicateInstance:
+            log.warning("mpps.refused", extra=fields(op="create", status="0x0111", reason="duplicate", calling_ae=calling))
+            self.metrics.mpps.labels("create", "duplicate").inc()
+            return _status(DUPLICATE_INSTANCE, "an MPPS with this SOP Instance UID exists"), None
+        self.metrics.mpps.labels("create", status).inc()
+        log.info("mpps.created", extra=fields(mpps=row.id, item=row.worklist_item_id, unscheduled=row.worklist_item_id is None, calling_ae=calling))
+        return 0x0000, ds
+
+    def handle_set(self, event: evt.Event):
+        calling = event.assoc.requestor.ae_title.strip()
+        if str(event.request.RequestedSOPClassUID) != MPPS_UID:
+            return _status(0x0122, "SOP class not supported"), None
+        uid = str(event.request.RequestedSOPInstanceUID)
+        try:
+            modification = event.modification_list
+        except Exception:
+            return _status(PROCESSING_FAILURE, "cannot decode the modification list"), None
+        result: dict[str, Dataset] = {}
+
+        def update(current: bytes) -> tuple[bytes, str]:
+            new = apply_set(Dataset.from_json(current.decode()), modification)
+            result["ds"] = new
+            return new.to_json().encode(), status_of(new)
+
+        try:
+            row = self.store.mpps_update(uid, update, calling_ae=calling, destinations=self._destinations(modification, calling))
+        except NoSuchInstance:
+            log.warning("mpps.refused", extra=fields(op="set", status="0x0112", reason="no such instance", calling_ae=calling))
+            self.metrics.mpps.labels("set", "unknown").inc()
+            return _status(NO_SUCH_INSTANCE, "no MPPS with this SOP Instance UID"), None
+        except MppsError as exc:
+            log.warning("mpps.refused", extra=fields(op="set", status=f"0x{exc.status:04X}", reason=exc.comment, calling_ae=calling))
+            self.metrics.mpps.labels("set", "refused").inc()
+            return _status(exc.status, exc.comment), None
+        self.metrics.mpps.labels("set", row.status).inc()
+        log.info("mpps.updated", extra=fields(mpps=row.id, status=row.status, item=row.worklist_item_id, calling_ae=calling))
+        return 0x0000, modification

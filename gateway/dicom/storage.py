@@ -1,0 +1,141 @@
+"""C-STORE SCP into the durable spool (PS3.4 Annex B; DESIGN.md rules 1, 5).
+
+pynetdicom streams the dataset to a file under the spool's ``incoming/``
+(``STORE_RECV_CHUNKED_DATASET``), so memory stays bounded whatever the size.
+The handler reads the header only (no pixel data), makes the file durable,
+commits the index row with its outbox rows, and only then answers success.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pynetdicom import evt
+
+from gateway.config import DicomSettings
+from gateway.logs import fields
+from gateway.metrics import Metrics
+from gateway.spool import Spool
+from gateway.store import InstanceRecord, Store
+from mappings.instances import HeaderError, read_header
+from routes.rules import Rule, RoutedObject, destinations_for
+
+log = logging.getLogger("gateway.store_scp")
+
+# PS3.4 Table B.2-1 C-STORE statuses
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DATASET_MISMATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+
+class StorageScp:
+    def __init__(
+        self,
+        settings: DicomSettings,
+        spool: Spool,
+        store: Store,
+        rules: tuple[Rule, ...],
+        metrics: Metrics,
+        notify: Callable[[str, int], None],
+    ) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.store = store
+        self.rules = rules
+        self.metrics = metrics
+        self.notify = notify
+        self.policy = settings.storage.duplicate_policy
+        # DICOM keywords that routes match on, read from each header.
+        self.route_keywords = {kw for rule in rules for kw, _ in rule.keywords}
+
+    def _refuse(self, status: int, reason: str, calling: str, **extra: object) -> int:
+        self.metrics.store_refusals.labels(f"0x{status:04X}").inc()
+        log.warning("store.refused", extra=fields(status=f"0x{status:04X}", reason=reason, calling_ae=calling, **extra))
+        return status
+
+    def handle(self, event: evt.Event) -> int:
+        started = time.perf_counter()
+        calling = event.assoc.requestor.ae_title.strip()
+        req = event.request
+        sop_class = str(req.AffectedSOPClassUID)
+        sop_instance = str(req.AffectedSOPInstanceUID)
+        if not self.spool.has_room():
+            return self._refuse(OUT_OF_RESOURCES, "free space under storage.min_free_bytes", calling)
+        temp = Path(event.dataset_path)
+        try:
+            ds = dcmread(temp, stop_before_pixels=True)
+            header = read_header(ds, sop_class=sop_class, sop_instance=sop_instance)
+        except HeaderError as exc:
+            status = DATASET_MISMATCH if exc.keyword in ("SOPClassUID", "SOPInstanceUID") else CANNOT_UNDERSTAND
+            return self._refuse(status, exc.reason, calling, attribute=exc.keyword, sop_instance_uid=sop_instance)
+        except (InvalidDicomError, RecursionError, ValueError, KeyError, EOFError, OSError) as exc:
+            return self._refuse(CANNOT_UNDERSTAND, f"cannot read the dataset: {type(exc).__name__}", calling)
+        except Exception as exc:  # pydicom may raise anything on broken data
+            return self._refuse(CANNOT_UNDERSTAND, f"cannot read the dataset: {type(exc).__name__}", calling)
+
+        existing = self.store.current_instances(header.sop_instance_uid)
+        if existing and self.policy == "keep_first":
+            log.info("store.duplicate_kept_first", extra=fields(sop_instance_uid=sop_instance, calling_ae=calling, first=existing[0].id))
+            return SUCCESS
+        try:
+            path, size, sha256 = self.spool.keep(temp, header)
+        except OSError as exc:
+            reason = "disk full" if exc.errno == errno.ENOSPC else f"cannot write the spool: {exc.strerror}"
+            return self._refuse(OUT_OF_RESOURCES, reason, calling)
+        except ValueError as exc:
+            return self._refuse(CANNOT_UNDERSTAND, str(exc), calling)
+        record = InstanceRecord(
+            sop_instance_uid=header.sop_instance_uid,
+            sop_class_uid=header.sop_class_uid,
+            study_uid=header.study_uid,
+            series_uid=header.series_uid,
+            patient_id=header.patient_id,
+            accession=header.accession,
+            modality=header.modality,
+            manufacturer=header.manufacturer,
+            kind=header.kind,
+            transfer_syntax=str(event.context.transfer_syntax),
+            size=size,
+            sha256=sha256,
+            path=str(path.relative_to(self.spool.root)),
+            calling_ae=calling,
+        )
+        routed = RoutedObject(
+            kind=header.kind,
+            sop_class=header.sop_class_uid,
+            modality=header.modality,
+            calling_ae=calling,
+            manufacturer=header.manufacturer,
+            attributes={kw: str(ds.get(kw, "") or "") for kw in self.route_keywords},
+        )
+        destinations = destinations_for(self.rules, routed)
+        row_id = self.store.add_instance(record, supersede=bool(existing) and self.policy == "replace", destinations=destinations)
+        self.metrics.instances.labels(sop_class, calling).inc()
+        self.metrics.instance_bytes.labels(sop_class, calling).inc(size)
+        self.metrics.store_latency.observe(time.perf_counter() - started)
+        log.info(
+            "store.stored",
+            extra=fields(instance=row_id, sop_instance_uid=sop_instance, kind=header.kind, size=size, calling_ae=calling, destinations=list(destinations)),
+        )
+        self.notify(header.kind, row_id)
+        return SUCCESS
+
+
+def discard_partial(assoc) -> None:
+    """Remove the half-received file of a peer that vanished mid-transfer."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    handle = getattr(message, "_data_set_file", None)
+    if handle is None:
+        return
+    try:
+        handle.close()
+    except OSError:
+        pass
+    Path(handle.name).unlink(missing_ok=True)

@@ -1,0 +1,118 @@
+"""The durable spool: received objects as files, exactly as they came.
+
+pynetdicom writes each incoming dataset (with its file meta) to a temporary
+file under ``incoming/`` on the spool's own file system; :meth:`Spool.keep`
+makes it durable (fsync file, link into place, fsync folders) without a
+copy.  A stored file is never overwritten or deleted: a second copy gets
+its own name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from mappings.instances import InstanceHeader, valid_uid
+
+CHUNK = 1024 * 1024
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    def __init__(self, root: Path, min_free_bytes: int) -> None:
+        self.root = root
+        self.incoming = root / "incoming"
+        self.files = root / "spool"
+        self.min_free_bytes = min_free_bytes
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        self.files.mkdir(parents=True, exist_ok=True)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.files).free
+
+    def has_room(self) -> bool:
+        return self.free_bytes() >= self.min_free_bytes
+
+    def clean_incoming(self) -> int:
+        """Remove partial receptions left by a crash or a vanished peer."""
+        removed = 0
+        for path in self.incoming.iterdir():
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def _target(self, header: InstanceHeader) -> Path:
+        # The UIDs were checked (PS3.5 9.1: digits and dots only), so they are
+        # safe as path components: no traversal, no separators.
+        for uid in (header.study_uid, header.series_uid, header.sop_instance_uid):
+            if not valid_uid(uid):
+                raise ValueError("invalid UID for a file name")
+        return self.files / header.study_uid / header.series_uid / header.sop_instance_uid
+
+    def keep(self, temp: Path, header: InstanceHeader) -> tuple[Path, int, str]:
+        """Make ``temp`` durable in the spool; returns (path, size, sha256).
+
+        The sha256 is of the dataset as the peer sent it (the bytes after the
+        file meta), so it can be compared with the sender's own copy.  Write
+        order for crash safety: fsync the file, hard-link it under its final
+        name (never replacing an existing file), fsync the folders.
+        """
+        with open(temp, "rb") as f:
+            size, sha256 = _dataset_digest(f)
+            os.fsync(f.fileno())
+        base = self._target(header)
+        folder = base.parent
+        new_dirs = [p for p in (folder.parent, folder) if not p.exists()]
+        folder.mkdir(parents=True, exist_ok=True)
+        version = 0
+        while True:
+            final = base.with_name(f"{base.name}.dcm" if version == 0 else f"{base.name}.{version}.dcm")
+            try:
+                os.link(temp, final)
+                break
+            except FileExistsError:
+                version += 1
+        fsync_dir(folder)
+        for created in reversed(new_dirs):
+            fsync_dir(created.parent)
+        return final, size, sha256
+
+    def total_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files.rglob("*.dcm"))
+
+
+def meta_length(head: bytes) -> int:
+    """Bytes of preamble and file meta (PS3.10 7.1): 132 + the group 2 elements.
+
+    (0002,0000) File Meta Information Group Length is the first element,
+    explicit VR little endian: tag(4) VR(2) length(2) value(4).
+    """
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+        raise ValueError("not a DICOM file with a File Meta Information Group Length")
+    return 144 + int.from_bytes(head[140:144], "little")
+
+
+def _dataset_digest(f) -> tuple[int, str]:
+    """(file size, sha256 of the dataset after the file meta) of an open file."""
+    head = f.read(144)
+    f.seek(meta_length(head))
+    digest = hashlib.sha256()
+    while chunk := f.read(CHUNK):
+        digest.update(chunk)
+    return f.seek(0, os.SEEK_END), digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a DICOM file's dataset (what the peer sent), as the index keeps it."""
+    with open(path, "rb") as f:
+        return _dataset_digest(f)[1]

@@ -1,0 +1,162 @@
+"""BMD results -> HL7 v2.5.1 ORU^R01 (ER7, segments separated by CR).
+
+MSH, PID, PV1, ORC, OBR (panel 83311-1, accession in OBR-18, result status
+OBR-25), then OBX TX lines of the report text (38269-7), OBX NM per region
+for BMD / T-score / Z-score (LOINC where one exists, always a local code
+naming the site as the alternate identifier; UCUM units ``g/cm2``, ``1``),
+OBX NM for FRAX (90265-0, 90266-8) and changes since the previous exam, and
+OBX CWE for the diagnostic category.  Every value is escaped (HL7 v2.5
+section 2.7: \\F\\ \\S\\ \\T\\ \\R\\ \\E\\).  The timestamp comes from ``ctx``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mappings.bmd import codes as c
+from mappings.bmd.classify import Classification
+from mappings.bmd.compare import Comparison
+from mappings.bmd.models import BmdExam
+from mappings.bmd.report import status_code
+from mappings.hl7_text import escape
+
+VERSION = "2.5.1"
+LOCAL = "99DXAGW"
+CATEGORY_CODE = ("DXA-CATEGORY", LOCAL, "DXA diagnostic category")
+
+
+@dataclass(frozen=True, slots=True)
+class OruContext:
+    """Message envelope and order identifiers; demographics default to the exam's."""
+
+    message_control_id: str
+    timestamp: str  # HL7 DTM, e.g. 20240501101500
+    sending_application: str = "DXA-GATEWAY"
+    sending_facility: str = ""
+    receiving_application: str = ""
+    receiving_facility: str = ""
+    placer_order_number: str = ""
+    filler_order_number: str = ""
+    result_status: str = "P"  # P preliminary, F final, C corrected (HL7 Table 0123)
+    patient_id: str = ""
+    patient_id_authority: str = ""
+    patient_name: str = ""  # DICOM PN Family^Given^Middle^Prefix^Suffix
+    birth_date: str = ""
+    sex: str = ""
+    processing_id: str = "P"
+    charset: str = "UNICODE UTF-8"
+
+
+def _cx(*components: str) -> str:
+    """Escaped components joined with ^, trailing empties dropped."""
+    parts = [escape(x) for x in components]
+    while parts and not parts[-1]:
+        parts.pop()
+    return "^".join(parts)
+
+
+def _segment(name: str, fields: dict[int, str]) -> str:
+    n = max(fields) if fields else 0
+    return "|".join([name] + [fields.get(i, "") for i in range(1, n + 1)])
+
+
+def _ce(code: tuple[str, str, str], alt: tuple[str, str, str] | None = None) -> str:
+    """CWE: identifier^text^coding system[^alternate identifier^text^system]."""
+    parts = [code[0], code[2], code[1]] + ([alt[0], alt[2], alt[1]] if alt else [])
+    return _cx(*parts)
+
+
+def _obx_nm(set_id: int, ident: str, sub_id: str, value: str, unit: tuple[str, str, str], status: str, when: str) -> str:
+    return _segment("OBX", {1: str(set_id), 2: "NM", 3: ident, 4: sub_id, 5: escape(value), 6: _ce(unit), 11: status, 14: when})
+
+
+def build_oru_r01(
+    exam: BmdExam,
+    classification: Classification,
+    comparison: Comparison | None,
+    report_text: str,
+    ctx: OruContext,
+) -> str:
+    """The ORU^R01 message text (segments joined by ``\\r``)."""
+    status = status_code(ctx.result_status)
+    when = (exam.exam_date + exam.exam_time.split(".")[0])[:14]
+    msh = "MSH|^~\\&|" + "|".join(
+        [
+            _cx(ctx.sending_application),
+            _cx(ctx.sending_facility),
+            _cx(ctx.receiving_application),
+            _cx(ctx.receiving_facility),
+            escape(ctx.timestamp),
+            "",
+            "ORU^R01^ORU_R01",
+            escape(ctx.message_control_id),
+            escape(ctx.processing_id),
+            VERSION,
+            "", "", "", "", "",
+            escape(ctx.charset),
+        ]
+    )  # fmt: skip
+    name = (ctx.patient_name or exam.patient_name).split("^")
+    pid = _segment(
+        "PID",
+        {
+            1: "1",
+            3: _cx(ctx.patient_id or exam.patient_id, "", "", ctx.patient_id_authority, "MR" if ctx.patient_id_authority else ""),
+            5: _cx(*name[:5]),
+            7: escape(ctx.birth_date or exam.patient_birth_date),
+            8: escape(ctx.sex or exam.patient_sex),
+        },
+    )
+    segments = [msh, pid, _segment("PV1", {1: "1", 2: "O"})]
+    segments.append(
+        _segment("ORC", {1: "RE", 2: _cx(ctx.placer_order_number), 3: _cx(ctx.filler_order_number), 5: "CM"})
+    )
+    segments.append(
+        _segment(
+            "OBR",
+            {
+                1: "1",
+                2: _cx(ctx.placer_order_number),
+                3: _cx(ctx.filler_order_number),
+                4: _ce(c.PANEL),
+                7: when,
+                18: escape(exam.accession_number),
+                22: escape(ctx.timestamp),
+                24: "RAD",
+                25: status,
+            },
+        )
+    )
+    obx: list[str] = []
+
+    def add(line: str) -> None:
+        obx.append(line)
+
+    lines = report_text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for line in lines:
+        add(_segment("OBX", {1: "", 2: "TX", 3: _ce(c.STUDY_REPORT), 4: "1", 5: escape(line), 11: status, 14: when}))
+    for k, r in enumerate(exam.regions, start=1):
+        loinc = c.LOINC_BY_SITE.get((r.site, r.laterality), {})
+        for measure in ("bmd", "t_score", "z_score"):
+            value = getattr(r, measure)
+            if value is None:
+                continue
+            local = c.local_code(r.site, r.laterality, measure)
+            ident = _ce((loinc[measure], c.LOINC, f"{r.name} {c.MEASURE_NAMES[measure]}"), local) if measure in loinc else _ce(local)
+            unit = (c.MEASURE_UNITS[measure], "UCUM", c.MEASURE_UNITS[measure])
+            add(_obx_nm(0, ident, str(k), str(value), unit, status, when))
+    if exam.frax is not None:
+        for code, value in ((c.FRAX_MAJOR, exam.frax.major_with_bmd), (c.FRAX_HIP, exam.frax.hip_with_bmd)):
+            if value is not None:
+                add(_obx_nm(0, _ce(code), "1", str(value), c.PERCENT, status, when))
+    if comparison is not None and comparison.comparable:
+        for k, ch in enumerate(comparison.changes, start=1):
+            local = (f"{ch.laterality + '.' if ch.laterality else ''}{ch.site}.bmd_change_pct", LOCAL, f"{ch.name} BMD change since previous")
+            add(_obx_nm(0, _ce(local), str(k), str(ch.change_percent), c.PERCENT, status, when))
+    category = (classification.category, LOCAL, classification.category_text)
+    add(_segment("OBX", {1: "", 2: "CWE", 3: _ce(CATEGORY_CODE), 4: "1", 5: _ce(category), 11: status, 14: when}))
+    # OBX-1 Set ID numbers the OBX segments of the order from 1
+    for n, seg in enumerate(obx, start=1):
+        name_, _set, rest = seg.split("|", 2)
+        segments.append(f"{name_}|{n}|{rest}")
+    return "\r".join(segments)

@@ -1,0 +1,99 @@
+"""What a stored instance is: its kind for routing and its index attributes.
+
+Pure: a header dataset (read without pixel data) in, an
+:class:`InstanceHeader` out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+
+# Storage SOP classes a DXA scanner sends (PS3.4 Annex B.5), by kind.
+SOP_CLASS_KIND: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.7": "image",  # Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.7.1": "image",  # Multi-frame Single Bit SC
+    "1.2.840.10008.5.1.4.1.1.7.2": "image",  # Multi-frame Grayscale Byte SC
+    "1.2.840.10008.5.1.4.1.1.7.3": "image",  # Multi-frame Grayscale Word SC
+    "1.2.840.10008.5.1.4.1.1.7.4": "image",  # Multi-frame True Color SC
+    "1.2.840.10008.5.1.4.1.1.1": "image",  # Computed Radiography (GE Lunar iDXA)
+    "1.2.840.10008.5.1.4.1.1.1.1": "image",  # Digital X-Ray, For Presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "image",  # Digital X-Ray, For Processing
+    "1.2.840.10008.5.1.4.1.1.11.1": "image",  # Grayscale Softcopy Presentation State (Hologic IVA)
+    "1.2.840.10008.5.1.4.1.1.88.11": "sr",  # Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22": "sr",  # Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33": "sr",  # Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.34": "sr",  # Comprehensive 3D SR
+    "1.2.840.10008.5.1.4.1.1.88.59": "other",  # Key Object Selection
+    "1.2.840.10008.5.1.4.1.1.88.67": "dose",  # X-Ray Radiation Dose SR
+    "1.2.840.10008.5.1.4.1.1.104.1": "pdf",  # Encapsulated PDF
+}
+STORAGE_SOP_CLASSES = tuple(SOP_CLASS_KIND)
+# PS3.5 9.1: a UID is digits and dots, components without leading zeros, <= 64 chars.
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def valid_uid(value: str) -> bool:
+    return bool(value) and len(value) <= 64 and bool(_UID.match(value))
+
+
+def kind_of(sop_class: str) -> str:
+    return SOP_CLASS_KIND.get(sop_class, "other")
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceHeader:
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    patient_id: str
+    accession: str
+    modality: str
+    manufacturer: str
+    kind: str
+
+
+class HeaderError(ValueError):
+    """The dataset is not storable as it is; ``keyword`` names the attribute."""
+
+    def __init__(self, keyword: str, reason: str) -> None:
+        super().__init__(f"{keyword}: {reason}")
+        self.keyword = keyword
+        self.reason = reason
+
+
+def _s(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return "" if value is None else str(value).strip()
+
+
+def read_header(ds: Dataset, *, sop_class: str, sop_instance: str) -> InstanceHeader:
+    """Check a received dataset against its C-STORE request and index it.
+
+    PS3.4 B.2.3: the dataset's SOP Class and Instance UIDs must be those of
+    the request, and the UIDs used to file it must be valid (PS3.5 9.1).
+    """
+    ds_class, ds_instance = _s(ds, "SOPClassUID"), _s(ds, "SOPInstanceUID")
+    if not ds_class or not ds_instance:
+        raise HeaderError("SOPCommon", "no SOP Class or Instance UID: not a readable dataset")
+    if ds_class != sop_class:
+        raise HeaderError("SOPClassUID", "does not match the C-STORE request")
+    if ds_instance != sop_instance:
+        raise HeaderError("SOPInstanceUID", "does not match the C-STORE request")
+    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if not valid_uid(_s(ds, keyword)):
+            raise HeaderError(keyword, "missing or not a valid UID")
+    return InstanceHeader(
+        sop_class_uid=ds_class,
+        sop_instance_uid=ds_instance,
+        study_uid=_s(ds, "StudyInstanceUID"),
+        series_uid=_s(ds, "SeriesInstanceUID"),
+        patient_id=_s(ds, "PatientID"),
+        accession=_s(ds, "AccessionNumber"),
+        modality=_s(ds, "Modality"),
+        manufacturer=_s(ds, "Manufacturer"),
+        kind=kind_of(ds_class),
+    )

@@ -1,0 +1,446 @@
+"""Order messages a RIS sends: HL7 v2 ORM^O01, OMI^O23, ADT^A08, cancels, and
+FHIR ServiceRequest; plus the ACK check.  Pure functions: the caller passes
+every timestamp and control ID, so tests and benchmarks reuse them.
+
+Field conventions (the gateway's, IHE RAD TF-2 Table 4.4-6 style):
+
+* ORM^O01: PID-3 patient ID, PID-5 name, PID-7 birth date, PID-8 sex,
+  PID-22 ethnic group, ORC-2/ORC-3 placer/filler, OBR-4 procedure
+  code^text, OBR-18 accession, OBR-19 requested procedure ID, OBR-20 SPS
+  ID, OBR-21 station AE, OBR-24 modality, OBR-27.4 start, ZDS-1 Study
+  Instance UID.  One ORC/OBR/ZDS group per scheduled step.
+* OMI^O23: one IPC per step (IPC-1 accession, IPC-2 requested procedure ID,
+  IPC-3 Study Instance UID, IPC-4 SPS ID, IPC-5 modality, IPC-9 station
+  AE), TQ1-7 start.
+* FHIR: ServiceRequest with a contained Patient, identifier type ACSN for
+  the accession, the station AE in an extension.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from pydicom.uid import generate_uid
+
+STATION_AE_EXTENSION = "http://dxa-gateway.org/fhir/StructureDefinition/scheduled-station-ae"
+MODALITY_EXTENSION = "http://dxa-gateway.org/fhir/StructureDefinition/modality"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+
+# MSH-18 (HL7 Table 0211) -> Python codec
+CHARSETS = {"ASCII": "ascii", "": "ascii", "8859/1": "latin-1", "8859/15": "iso8859-15", "UNICODE UTF-8": "utf-8"}
+FHIR_GENDER = {"F": "female", "M": "male", "O": "other", "": "unknown", "U": "unknown"}
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    patient_id: str
+    family: str
+    given: str = ""
+    birth_date: str = ""  # YYYYMMDD
+    sex: str = ""  # F, M, O, U
+    ethnic_group: str = ""  # code^text, e.g. W^White
+    issuer: str = "HOSP"
+
+    @property
+    def dicom_name(self) -> str:
+        return f"{self.family}^{self.given}".rstrip("^")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One scheduled procedure step (one worklist item)."""
+
+    accession: str
+    requested_procedure_id: str
+    sps_id: str
+    study_uid: str = ""
+    station_ae: str = "DXA1"
+    modality: str = "BMD"
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    patient: Patient
+    placer: str
+    filler: str
+    start: str  # YYYYMMDDHHMMSS
+    steps: tuple[Step, ...]
+    code: str = "DXAHS"
+    text: str = "DXA hip & spine"
+    coding_system: str = "L"
+    referrer: str = "D123^Referrer^Rita"  # XCN id^family^given
+    status: str = "active"  # FHIR request-status
+
+    @property
+    def accession(self) -> str:
+        return self.steps[0].accession
+
+
+# -- HL7 text ----------------------------------------------------------------
+
+
+def escape(value: str) -> str:
+    """Escape the separators of ``^~\\&`` and ``|`` (HL7 v2.5 2.7.1)."""
+    out = value.replace("\\", "\\E\\")
+    for char, code in (("|", "F"), ("^", "S"), ("&", "T"), ("~", "R")):
+        out = out.replace(char, f"\\{code}\\")
+    return out.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\.br\\")
+
+
+def _segment(seg_id: str, fields: dict[int, str]) -> str:
+    """``fields[n]`` at field n (already escaped); MSH counts MSH-1 too."""
+    top = max(fields) if fields else 0
+    if seg_id == "MSH":
+        return "MSH|" + "|".join(fields.get(n, "") for n in range(2, top + 1))
+    return "|".join([seg_id] + [fields.get(n, "") for n in range(1, top + 1)]).rstrip("|")
+
+
+def encode(message: str, charset: str = "UNICODE UTF-8") -> bytes:
+    """The bytes of ``message`` in the MSH-18 character set.
+
+    Raises ValueError naming the character when the charset cannot hold it
+    (HL7 has no escape for a character outside the message's charset).
+    """
+    codec = CHARSETS.get(charset)
+    if codec is None:
+        raise ValueError(f"unsupported MSH-18 character set {charset!r}")
+    try:
+        return message.encode(codec)
+    except UnicodeEncodeError as exc:
+        bad = message[exc.start : exc.end]
+        raise ValueError(f"{bad!r} cannot be sent in character set {charset or 'ASCII'}") from None
+
+
+def msh(
+    control_id: str,
+    message_type: str,
+    *,
+    timestamp: str,
+    version: str = "2.5.1",
+    charset: str = "UNICODE UTF-8",
+    sending: tuple[str, str] = ("RIS", "HOSP"),
+    receiving: tuple[str, str] = ("DXAGW", "DXA"),
+) -> str:
+    return _segment(
+        "MSH",
+        {
+            2: "^~\\&",
+            3: escape(sending[0]),
+            4: escape(sending[1]),
+            5: escape(receiving[0]),
+            6: escape(receiving[1]),
+            7: timestamp,
+            9: message_type,
+            10: escape(control_id),
+            11: "P",
+            12: version,
+            18: charset,
+        },
+    )
+
+
+def pid(p: Patient) -> str:
+    return _segment(
+        "PID",
+        {
+            1: "1",
+            3: f"{escape(p.patient_id)}^^^{escape(p.issuer)}^MR",
+            5: f"{escape(p.family)}^{escape(p.given)}".rstrip("^"),
+            7: p.birth_date,
+            8: p.sex,
+            22: "^".join(escape(c) for c in p.ethnic_group.split("^")) if p.ethnic_group else "",
+        },
+    )
+
+
+def build_orm(
+    order: Order,
+    control_id: str,
+    *,
+    timestamp: str,
+    version: str = "2.3.1",
+    charset: str = "UNICODE UTF-8",
+    control: str = "NW",
+    include_study_uid: bool = True,
+) -> str:
+    """ORM^O01: one ORC/OBR(/ZDS) group per step."""
+    segs = [
+        msh(control_id, "ORM^O01", timestamp=timestamp, version=version, charset=charset),
+        pid(order.patient),
+        _segment("PV1", {1: "1", 2: "O", 8: order.referrer}),
+    ]
+    code = f"{escape(order.code)}^{escape(order.text)}^{escape(order.coding_system)}"
+    for i, step in enumerate(order.steps, 1):
+        placer = order.placer if len(order.steps) == 1 else f"{order.placer}-{i}"
+        filler = order.filler if len(order.steps) == 1 else f"{order.filler}-{i}"
+        orc = {1: control, 2: escape(placer), 3: escape(filler), 7: f"^^^{order.start}", 12: order.referrer}
+        if control == "CA":
+            orc[5] = "CA"
+        segs.append(_segment("ORC", orc))
+        segs.append(
+            _segment(
+                "OBR",
+                {
+                    1: str(i),
+                    2: escape(placer),
+                    3: escape(filler),
+                    4: code,
+                    16: order.referrer,
+                    18: escape(step.accession),
+                    19: escape(step.requested_procedure_id),
+                    20: escape(step.sps_id),
+                    21: escape(step.station_ae),
+                    24: step.modality,
+                    27: f"^^^{order.start}",
+                },
+            )
+        )
+        if include_study_uid and step.study_uid and control != "CA":
+            segs.append(_segment("ZDS", {1: f"{step.study_uid}^DXAGW^Application^DICOM"}))
+    return "\r".join(segs) + "\r"
+
+
+def build_omi(
+    order: Order,
+    control_id: str,
+    *,
+    timestamp: str,
+    version: str = "2.5.1",
+    charset: str = "UNICODE UTF-8",
+    control: str = "NW",
+) -> str:
+    """OMI^O23: one ORC/TQ1/OBR with one IPC per scheduled step."""
+    code = f"{escape(order.code)}^{escape(order.text)}^{escape(order.coding_system)}"
+    orc = {1: control, 2: escape(order.placer), 3: escape(order.filler), 12: order.referrer}
+    if control == "CA":
+        orc[5] = "CA"
+    segs = [
+        msh(control_id, "OMI^O23^OMI_O23", timestamp=timestamp, version=version, charset=charset),
+        pid(order.patient),
+        _segment("PV1", {1: "1", 2: "O", 8: order.referrer}),
+        _segment("ORC", orc),
+        _segment("TQ1", {1: "1", 7: order.start}),
+        _segment("OBR", {1: "1", 2: escape(order.placer), 3: escape(order.filler), 4: code, 16: order.referrer}),
+    ]
+    for step in order.steps:
+        segs.append(
+            _segment(
+                "IPC",
+                {
+                    1: escape(step.accession),
+                    2: escape(step.requested_procedure_id),
+                    3: step.study_uid,
+                    4: escape(step.sps_id),
+                    5: step.modality,
+                    9: escape(step.station_ae),
+                },
+            )
+        )
+    return "\r".join(segs) + "\r"
+
+
+def build_cancel(order: Order, control_id: str, *, timestamp: str, fmt: str = "orm", **kw) -> str:
+    """ORC-1 CA for ``order`` (as ORM^O01 or OMI^O23)."""
+    if fmt == "omi":
+        return build_omi(order, control_id, timestamp=timestamp, control="CA", **kw)
+    return build_orm(order, control_id, timestamp=timestamp, control="CA", **kw)
+
+
+def build_adt_a08(
+    patient: Patient, control_id: str, *, timestamp: str, version: str = "2.5.1", charset: str = "UNICODE UTF-8"
+) -> str:
+    """ADT^A08: update patient information."""
+    segs = [
+        msh(control_id, "ADT^A08^ADT_A01", timestamp=timestamp, version=version, charset=charset),
+        _segment("EVN", {1: "A08", 2: timestamp}),
+        pid(patient),
+        _segment("PV1", {1: "1", 2: "O"}),
+    ]
+    return "\r".join(segs) + "\r"
+
+
+# -- FHIR --------------------------------------------------------------------
+
+
+def _fhir_datetime(ts: str, tz: str = "Z") -> str:
+    """DTM -> FHIR dateTime (a time needs a zone there: ``Z`` or ``+01:00``)."""
+    ts = (ts + "000000")[:14]
+    return f"{ts[0:4]}-{ts[4:6]}-{ts[6:8]}T{ts[8:10]}:{ts[10:12]}:{ts[12:14]}{tz}"
+
+
+def _fhir_date(da: str) -> str:
+    return f"{da[0:4]}-{da[4:6]}-{da[6:8]}"
+
+
+def _display_name(xcn: str) -> str:
+    """XCN id^family^given -> "given family"."""
+    parts = xcn.split("^") + ["", ""]
+    return " ".join(x for x in (parts[2], parts[1]) if x) or parts[0]
+
+
+def build_service_request(order: Order, *, status: str | None = None, step: int = 0, tz: str = "Z") -> dict:
+    """FHIR R4 ServiceRequest for one step, with its Patient contained."""
+    s = order.steps[step]
+    p = order.patient
+    patient = {
+        "resourceType": "Patient",
+        "id": "pat",
+        "identifier": [
+            {"type": {"coding": [{"system": V2_0203, "code": "MR"}]}, "system": p.issuer, "value": p.patient_id}
+        ],
+        "name": [{"family": p.family, **({"given": p.given.split()} if p.given else {})}],
+        "gender": FHIR_GENDER.get(p.sex, "unknown"),
+    }
+    if p.birth_date:
+        patient["birthDate"] = _fhir_date(p.birth_date)
+    identifiers = [
+        {"type": {"coding": [{"system": V2_0203, "code": "PLAC"}]}, "value": order.placer},
+        {"type": {"coding": [{"system": V2_0203, "code": "FILL"}]}, "value": order.filler},
+        {"type": {"coding": [{"system": V2_0203, "code": "ACSN"}]}, "value": s.accession},
+    ]
+    if s.study_uid:
+        identifiers.append({"system": "urn:dicom:uid", "value": f"urn:oid:{s.study_uid}"})
+    return {
+        "resourceType": "ServiceRequest",
+        "id": f"sr-{s.accession}".replace("_", "-")[:64],
+        "contained": [patient],
+        "extension": [
+            {"url": STATION_AE_EXTENSION, "valueString": s.station_ae},
+            {"url": MODALITY_EXTENSION, "valueString": s.modality},
+        ],
+        "identifier": identifiers,
+        "status": status or order.status,
+        "intent": "order",
+        "code": {
+            "coding": [{"system": "http://dxa-gateway.org/fhir/CodeSystem/procedure", "code": order.code, "display": order.text}],
+            "text": order.text,
+        },
+        "subject": {"reference": "#pat"},
+        "occurrenceDateTime": _fhir_datetime(order.start, tz),
+        "requester": {"display": _display_name(order.referrer)},
+    }
+
+
+# -- ACKs --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    code: str  # MSA-1
+    control_id: str  # MSA-2
+    text: str = ""  # MSA-3
+    message_type: str = ""  # MSH-9
+    error: str = ""  # ERR segment as received
+
+
+def parse_ack(raw: bytes | str, charset: str = "UNICODE UTF-8") -> Ack:
+    """MSA and ERR of an ACK (split by hand: an ACK is tiny and fixed)."""
+    text = raw if isinstance(raw, str) else raw.decode(CHARSETS.get(charset, "utf-8"), "replace")
+    segs = [s for s in text.replace("\n", "\r").split("\r") if s]
+    if not segs or not segs[0].startswith("MSH") or len(segs[0]) < 4:
+        raise ValueError("the reply does not start with MSH")
+    sep = segs[0][3]
+    msh_fields = segs[0].split(sep)
+    msa = next((s.split(sep) for s in segs if s.startswith("MSA")), None)
+    if msa is None:
+        raise ValueError("the reply has no MSA segment")
+    err = next((s for s in segs if s.startswith("ERR")), "")
+    get = lambda f, n: f[n] if len(f) > n else ""  # noqa: E731
+    return Ack(get(msa, 1), get(msa, 2), get(msa, 3), get(msh_fields, 8), err)
+
+
+def check_ack(raw: bytes | str, sent_control_id: str, accept=("AA", "CA")) -> tuple[bool, str]:
+    """(passed, detail) for an ACK to the message with MSH-10 ``sent_control_id``."""
+    try:
+        ack = parse_ack(raw)
+    except ValueError as exc:
+        return False, str(exc)
+    if ack.control_id != sent_control_id:
+        return False, f"MSA-2 {ack.control_id!r} != MSH-10 {sent_control_id!r}"
+    if ack.code not in accept:
+        return False, f"MSA-1 {ack.code} {ack.text} {ack.error}".strip()
+    return True, f"MSA-1 {ack.code}"
+
+
+def control_id_of(message: bytes | str) -> str:
+    """MSH-10 of an ER7 message."""
+    text = message if isinstance(message, str) else message.decode("latin-1")
+    first = text.replace("\n", "\r").split("\r", 1)[0]
+    if not first.startswith("MSH") or len(first) < 4:
+        return ""
+    fields = first.split(first[3])
+    return fields[9] if len(fields) > 9 else ""
+
+
+def charset_of(message: bytes | str) -> str:
+    text = message if isinstance(message, str) else message.decode("latin-1")
+    first = text.replace("\n", "\r").split("\r", 1)[0]
+    fields = first.split(first[3]) if len(first) > 3 else []
+    return fields[17].split("^")[0] if len(fields) > 17 else ""
+
+
+# -- sample orders -----------------------------------------------------------
+
+FAMILIES = [
+    "Smith", "Jones", "Müller", "Ærø", "Østergaard", "Núñez", "O'Brien", "Björk", "García", "Dubois",
+    "Patel", "Nowak", "Schäfer", "Lefèvre", "Svensson", "Brown", "Taylor", "Kowalski", "Håkansson", "Wilson",
+]
+GIVEN_F = ["Jane", "Ann", "Zoë", "Ingrid", "Marie-Hélène", "Søs", "Maria", "Agnès", "Grete", "Priya"]
+GIVEN_M = ["John", "Søren", "José", "Jürgen", "Olaf", "Ravi", "Pierre", "Tomás", "Ian", "Björn"]
+ETHNIC = ["W^White", "W^White", "W^White", "A^Asian", "B^Black", ""]
+PROCEDURES = [
+    ("DXAHS", "DXA hip & spine", 2),
+    ("DXAH", "DXA hip", 1),
+    ("DXAS", "DXA lumbar spine", 1),
+    ("DXAFA", "DXA forearm", 1),
+    ("DXATB", "DXA total body", 1),
+]
+
+
+def random_order(
+    rng: random.Random,
+    index: int,
+    *,
+    day: str,
+    station_ae: str = "DXA1",
+    prefix: str = "SIM",
+    study_uid: bool = True,
+) -> Order:
+    """A plausible DXA order for ``day`` (YYYYMMDD), reproducible from ``rng``."""
+    sex = "F" if rng.random() < 0.75 else "M"
+    year = rng.randint(1935, 1975)
+    patient = Patient(
+        patient_id=f"{prefix}{rng.randint(100000, 999999)}",
+        family=rng.choice(FAMILIES),
+        given=rng.choice(GIVEN_F if sex == "F" else GIVEN_M),
+        birth_date=f"{year}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}",
+        sex=sex,
+        ethnic_group=rng.choice(ETHNIC),
+    )
+    code, text, nsteps = rng.choice(PROCEDURES)
+    acc = f"A{prefix}{index:05d}{rng.randint(100, 999)}"
+    steps = []
+    for n in range(1, nsteps + 1):
+        uid = generate_uid(entropy_srcs=[prefix, acc, str(n)]) if study_uid else ""
+        steps.append(Step(accession=acc if nsteps == 1 else f"{acc}{n}", requested_procedure_id=f"RP{acc[-8:]}{n}", sps_id=f"SPS{acc[-8:]}{n}", study_uid=uid, station_ae=station_ae))
+    minute = 8 * 60 + (index * 15) % (10 * 60)
+    return Order(
+        patient=patient,
+        placer=f"PO{acc}",
+        filler=f"FO{acc}",
+        start=f"{day}{minute // 60:02d}{minute % 60:02d}00",
+        steps=tuple(steps),
+        code=code,
+        text=text,
+    )
+
+
+def random_orders(seed: int, count: int, *, day: str, station_ae: str = "DXA1", prefix: str = "SIM") -> list[Order]:
+    rng = random.Random(seed)
+    return [random_order(rng, i, day=day, station_ae=station_ae, prefix=prefix) for i in range(count)]
+
+
+def renamed(patient: Patient, family: str | None = None, given: str | None = None) -> Patient:
+    """The same patient with a corrected name (for ADT^A08)."""
+    return replace(patient, family=family or patient.family, given=given if given is not None else patient.given)
