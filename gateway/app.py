@@ -14,6 +14,7 @@ from gateway.hl7.listener import MllpServer
 from gateway.http.server import HttpServer
 from gateway.logs import fields
 from gateway.metrics import Metrics
+from gateway.outbox import Dispatcher
 from gateway.spool import Spool
 from gateway.store import open_store
 from mappings.hl7_orders import OrderOptions
@@ -56,28 +57,35 @@ class Gateway:
             ready=self._ready, default_station_ae=c.worklist.default_station_ae,
             default_modality=c.worklist.default_modality, max_body_bytes=c.http.max_body_bytes,
         )
+        self.metrics.watch_outbox(self.store.outbox_stats)
+        self.dispatcher = Dispatcher(c, self.store, data, self.executor, self.metrics)
+        self.http.dispatcher = self.dispatcher
+        self.http.destination_config = c.destinations
         self._running = False
-        self._wake: asyncio.Event | None = None
 
     def _ready(self) -> dict[str, bool]:
         return {"dicom": self._running and self.dicom._server is not None, "hl7": self._running and self.mllp._server is not None}
 
+    def wake_outbox(self) -> None:
+        """New outbox rows are committed (callable from any thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.dispatcher.wake)
+
     def _on_stored(self, kind: str, row_id: int) -> None:
         """Called from a pynetdicom thread after an instance is committed."""
-        loop = self._loop
-        if loop is not None and self._wake is not None:
-            loop.call_soon_threadsafe(self._wake.set)
+        self.wake_outbox()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._wake = asyncio.Event()
         removed = self.spool.clean_incoming()
         if removed:
             log.warning("spool.partial_files_removed", extra=fields(count=removed))
         await loop.run_in_executor(self.executor, self.dicom.start)
         await self.mllp.start()
         await self.http.start()
+        await self.dispatcher.start()
         self._running = True
         log.info(
             "gateway.started",
@@ -95,6 +103,7 @@ class Gateway:
             self.mllp.stop(grace=SHUTDOWN_GRACE),
             loop.run_in_executor(None, self.dicom.stop, SHUTDOWN_GRACE),
         )
+        await self.dispatcher.stop()
         await self.http.stop()
         self.executor.shutdown(wait=True)
         self.store.close()

@@ -37,6 +37,27 @@ class _SpoolCollector:
         yield GaugeMetricFamily("dxagw_spool_free_bytes", "Free bytes on the spool's file system", value=self._free())
 
 
+class _OutboxCollector:
+    """Queue depth by destination and state, and the oldest pending row's age."""
+
+    def __init__(self, stats: Callable[[], dict]) -> None:
+        self._stats = stats
+
+    def collect(self):
+        from datetime import datetime, timezone
+
+        stats = self._stats()
+        depth = GaugeMetricFamily("dxagw_outbox_rows", "Outbox rows by destination and state", labels=["destination", "state"])
+        for destination, state, n in stats["depth"]:
+            depth.add_metric([destination, state], n)
+        yield depth
+        age = GaugeMetricFamily("dxagw_outbox_oldest_pending_seconds", "Age of the oldest undelivered row", labels=["destination"])
+        now = datetime.now(timezone.utc)
+        for destination, created in stats["oldest_pending"].items():
+            age.add_metric([destination], (now - datetime.fromisoformat(created)).total_seconds())
+        yield age
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -72,10 +93,21 @@ class Metrics:
         self.commitment_failures = Counter(
             "dxagw_commitment_failed_instances", "Instances reported in the Failed SOP Sequence", registry=r
         )
+        self.outbox_attempts = Counter("dxagw_outbox_attempts", "Delivery attempts by destination", ["destination"], registry=r)
+        self.outbox_failures = Counter(
+            "dxagw_outbox_failures", "Failed deliveries by destination and reason", ["destination", "reason"], registry=r
+        )
+        self.outbox_dead = Counter("dxagw_outbox_dead_letters", "Rows dead-lettered, by destination", ["destination"], registry=r)
+        self.outbox_latency = Histogram(
+            "dxagw_outbox_delivery_seconds", "Time to deliver one row (its successful attempt)", ["destination"], buckets=LATENCY_BUCKETS, registry=r
+        )
         self.api_requests = Counter("dxagw_api_requests", "Admin API requests by route and status", ["route", "code"], registry=r)
 
     def watch_worklist(self, count: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_WorklistCollector(count))
+
+    def watch_outbox(self, stats: Callable[[], dict]) -> None:
+        self.registry.register(_OutboxCollector(stats))
 
     def watch_spool(self, totals: Callable[[], tuple[int, int]], free: Callable[[], int]) -> None:
         self.registry.register(_SpoolCollector(totals, free))

@@ -65,11 +65,17 @@ class HttpServer:
                 web.get("/api/worklist", self.worklist_list),
                 web.get("/api/worklist/{id}", self.worklist_get),
                 web.delete("/api/worklist/{id}", self.worklist_delete),
+                web.get("/api/outbox", self.outbox_list),
+                web.post("/api/outbox/retry", self.outbox_retry_all),
+                web.post("/api/outbox/{id}/retry", self.outbox_retry_one),
+                web.get("/api/destinations", self.destinations),
                 web.post("/fhir/ServiceRequest", self.fhir_service_request),
                 web.post("/fhir", self.fhir_service_request),
             ]
         )
         self._runner: web.AppRunner | None = None
+        self.dispatcher = None  # set by the Gateway: woken when dead letters are requeued
+        self.destination_config: dict = {}
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -186,6 +192,72 @@ class HttpServer:
             return _problem(404, "no such worklist item")
         self.metrics.api_requests.labels("worklist.delete", "204").inc()
         return web.Response(status=204)
+
+    # -- outbox admin ----------------------------------------------------------
+
+    @staticmethod
+    def _outbox_json(row) -> dict:
+        return {
+            "id": row.id,
+            "destination": row.destination,
+            "kind": row.kind,
+            "ref": f"{row.ref_table}/{row.ref_id}",
+            "state": row.state,
+            "attempts": row.attempts,
+            "next_attempt_at": row.next_attempt_at,
+            "last_error": row.last_error,
+        }
+
+    async def outbox_list(self, request: web.Request) -> web.Response:
+        q = request.query
+        state = q.get("state")
+        if state and state not in ("pending", "in_flight", "done", "dead"):
+            return _problem(400, "state is one of pending, in_flight, done, dead")
+        try:
+            limit = min(int(q.get("limit", "100")), 1000)
+        except ValueError:
+            return _problem(400, "limit is a whole number")
+        rows = await self._db(self.store.list_outbox, state=state, destination=q.get("destination"), limit=limit)
+        return _json([self._outbox_json(r) for r in rows])
+
+    def _requeued(self, n: int) -> web.Response:
+        if n and self.dispatcher is not None:
+            self.dispatcher.wake()
+        return _json({"requeued": n})
+
+    async def outbox_retry_one(self, request: web.Request) -> web.Response:
+        row_id = self._id(request)
+        row = await self._db(self.store.get_outbox, row_id) if row_id is not None else None
+        if row is None:
+            return _problem(404, "no such outbox row")
+        if row.state != "dead":
+            return _problem(409, f"row is {row.state}; only dead letters are requeued")
+        actor = request.headers.get("X-Actor", request.remote or "api")
+        return self._requeued(await self._db(self.store.retry_outbox, row_id=row_id, actor=actor))
+
+    async def outbox_retry_all(self, request: web.Request) -> web.Response:
+        destination = request.query.get("destination")
+        if destination and destination not in self.destination_config:
+            return _problem(404, "no such destination")
+        actor = request.headers.get("X-Actor", request.remote or "api")
+        return self._requeued(await self._db(self.store.retry_outbox, destination=destination, actor=actor))
+
+    async def destinations(self, request: web.Request) -> web.Response:
+        stats = await self._db(self.store.outbox_stats)
+        out = []
+        for name, dest in self.destination_config.items():
+            depth = {state: n for d, state, n in stats["depth"] if d == name}
+            out.append(
+                {
+                    "name": name,
+                    "type": dest.type,
+                    "queue": {s: depth.get(s, 0) for s in ("pending", "in_flight", "dead", "done")},
+                    "oldest_pending": stats["oldest_pending"].get(name),
+                    "last_success": stats["last_success"].get(name),
+                    "last_error": stats["last_error"].get(name),
+                }
+            )
+        return _json(out)
 
     # -- FHIR intake ---------------------------------------------------------
 

@@ -414,6 +414,14 @@ class SqliteStore:
         ).fetchone()
         return self._mpps_row(row) if row else None
 
+    def get_mpps_by_id(self, row_id: int) -> tuple[MppsRow, str, str] | None:
+        """An MPPS row with its study UID and accession."""
+        row = self._reader().execute(
+            "SELECT id, sop_instance_uid, status, calling_ae, worklist_item_id, attributes, study_uid, accession FROM mpps WHERE id = ?",
+            (row_id,),
+        ).fetchone()
+        return (self._mpps_row(row), row[6], row[7]) if row else None
+
     def _link_step(self, conn: sqlite3.Connection, keys: list[StepKeys]) -> int | None:
         """The worklist item a performed step reports on, if it was scheduled."""
         for key in keys:
@@ -527,6 +535,92 @@ class SqliteStore:
                 " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
                 (destination, kind, ref_table, ref_id, order_key, now, now, now),
             )
+
+    _OUTBOX_COLUMNS = "id, destination, kind, ref_table, ref_id, order_key, state, attempts, next_attempt_at, last_error"
+
+    def claim_outbox(self, destination: str, now: str, limit: int = 1) -> list[OutboxRow]:
+        """Claim due rows for delivery (state in_flight).
+
+        Order is kept per study per destination: a row waits while an
+        earlier row of the same order key is pending or in flight; a dead
+        letter does not hold the rest back.
+        """
+        with self._transaction() as conn:
+            rows = conn.execute(
+                f"SELECT {self._OUTBOX_COLUMNS} FROM outbox o WHERE o.destination = ? AND o.state = 'pending'"
+                " AND o.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.destination = o.destination"
+                " AND p.order_key = o.order_key AND p.id < o.id AND p.state IN ('pending', 'in_flight'))"
+                " ORDER BY o.id LIMIT ?",
+                (destination, now, limit),
+            ).fetchall()
+            for row in rows:
+                conn.execute("UPDATE outbox SET state = 'in_flight', updated_at = ? WHERE id = ?", (now, row[0]))
+        return [OutboxRow(*r) for r in rows]
+
+    def next_outbox_due(self, destination: str) -> str | None:
+        row = self._reader().execute(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE destination = ? AND state = 'pending'", (destination,)
+        ).fetchone()
+        return row[0]
+
+    def finish_outbox(self, row_id: int, *, state: str, error: str = "", next_attempt_at: str | None = None) -> None:
+        """Record a delivery attempt: done, dead, or pending again at ``next_attempt_at``."""
+        now = _now()
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?, updated_at = ?,"
+                " next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = CASE WHEN ? = 'done' THEN ? ELSE delivered_at END"
+                " WHERE id = ?",
+                (state, error[:500], now, next_attempt_at, state, now, row_id),
+            )
+
+    def resume_in_flight(self) -> int:
+        """After a crash or restart, rows that were being sent go again."""
+        now = _now()
+        with self._transaction() as conn:
+            return conn.execute("UPDATE outbox SET state = 'pending', updated_at = ? WHERE state = 'in_flight'", (now,)).rowcount
+
+    def retry_outbox(self, *, row_id: int | None = None, destination: str | None = None, actor: str = "api") -> int:
+        """Requeue dead letters (one row, or all of a destination, or all)."""
+        now = _now()
+        where, args = ["state = 'dead'"], []
+        if row_id is not None:
+            where.append("id = ?")
+            args.append(row_id)
+        if destination:
+            where.append("destination = ?")
+            args.append(destination)
+        with self._transaction() as conn:
+            n = conn.execute(
+                f"UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE {' AND '.join(where)}",
+                (now, now, *args),
+            ).rowcount
+            self._audit(conn, now, "outbox.retry", actor, {"id": row_id, "destination": destination, "rows": n})
+        return n
+
+    def get_outbox(self, row_id: int) -> OutboxRow | None:
+        row = self._reader().execute(f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
+        return OutboxRow(*row) if row else None
+
+    def first_outbox_for(self, destination: str, ref_table: str, ref_id: int) -> int | None:
+        row = self._reader().execute(
+            "SELECT MIN(id) FROM outbox WHERE destination = ? AND ref_table = ? AND ref_id = ?", (destination, ref_table, ref_id)
+        ).fetchone()
+        return row[0]
+
+    def outbox_stats(self) -> dict:
+        """Queue depth by destination and state, oldest pending, last success and error."""
+        reader = self._reader()
+        depth = reader.execute("SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state").fetchall()
+        oldest = dict(reader.execute("SELECT destination, MIN(created_at) FROM outbox WHERE state IN ('pending', 'in_flight') GROUP BY destination").fetchall())
+        success = dict(reader.execute("SELECT destination, MAX(delivered_at) FROM outbox WHERE state = 'done' GROUP BY destination").fetchall())
+        errors = {}
+        for dest, at, err in reader.execute(
+            "SELECT destination, updated_at, last_error FROM outbox o WHERE last_error != '' AND updated_at ="
+            " (SELECT MAX(updated_at) FROM outbox p WHERE p.destination = o.destination AND p.last_error != '')"
+        ):
+            errors[dest] = {"at": at, "error": err}
+        return {"depth": depth, "oldest_pending": oldest, "last_success": success, "last_error": errors}
 
     def list_outbox(self, *, state: str | None = None, destination: str | None = None, limit: int = 100) -> list[OutboxRow]:
         where, args = [], []

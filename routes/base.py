@@ -1,0 +1,47 @@
+"""What every destination sender shares: the delivery and its outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+class DeliveryError(Exception):
+    """A delivery that did not succeed; ``permanent`` ones go to dead letter."""
+
+    permanent = False
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Retry(DeliveryError):
+    """Try again later: the peer is down, busy, or answered a transient error."""
+
+
+class Refused(DeliveryError):
+    """The peer refused what can never succeed as it is (C-STORE 0xA9xx/0xCxxx, HL7 AR, HTTP 4xx)."""
+
+    permanent = True
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One outbox row made concrete: what to send."""
+
+    outbox_id: int
+    kind: str
+    path: Path | None = None  # a spooled DICOM file
+    message: bytes | None = None  # an HL7 v2 message (ER7)
+    control_id: str = ""  # its MSH-10
+    resource: dict | None = None  # a FHIR resource or Bundle
+    mpps_operation: str = ""  # create or set
+    mpps_uid: str = ""
+    mpps_attributes: bytes = b""  # DICOM JSON
+
+
+class Sender(Protocol):
+    async def send(self, delivery: Delivery) -> None: ...
+    async def close(self) -> None: ...
