@@ -315,3 +315,65 @@ def test_peer_dropping_mid_transfer_leaves_nothing(ingest, tmp_path):
     small = tmp_path / "small.dcm"
     secondary_capture(small, seed=8)
     assert storescu(ingest.dicom_port, [small]).returncode == 0
+
+
+def acked_files(output: str) -> list[str]:
+    """Files storescu -v reports a Success response for, in order."""
+    acked, current = [], None
+    for line in output.splitlines():
+        if "Sending file: " in line:
+            current = line.split("Sending file: ", 1)[1].strip()
+        elif "Received Store Response (Success)" in line and current:
+            acked.append(current)
+            current = None
+    return acked
+
+
+def test_kill_9_under_concurrent_load_loses_nothing_acknowledged(tmp_path):
+    d = start_daemon(tmp_path / "gw", {"storage": {"min_free_bytes": 0}})
+    batches = []
+    for b in range(4):
+        files = [tmp_path / f"b{b}-{i}.dcm" for i in range(25)]
+        for i, f in enumerate(files):
+            secondary_capture(f, seed=b * 100 + i, pixels=256 * 1024)
+        batches.append(files)
+    procs = [
+        subprocess.Popen([dcmtk("storescu"), "-v", "-aet", "DXA1", "-aec", "DXAGW", "127.0.0.1", str(d.dicom_port), *map(str, files)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+        for files in batches
+    ]
+    index = d.dir / "data" / "gateway.sqlite3"
+
+    def stored() -> int:
+        try:
+            conn = sqlite3.connect(index, timeout=1)
+            try:
+                return conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return 0
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and stored() < 20:
+        time.sleep(0.005)
+    d.proc.send_signal(9)
+    d.proc.wait(5)
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    acked = [f for out in outputs for f in acked_files(out)]
+    assert 0 < len(acked) < 100, "the kill must fall during the load"
+
+    again = start_daemon(tmp_path / "gw", {"storage": {"min_free_bytes": 0}})
+    try:
+        conn = db(again)
+        rows = {uid: (path, sha) for uid, path, sha in conn.execute("SELECT sop_instance_uid, path, sha256 FROM instances")}
+        conn.close()
+        for f in acked:
+            uid = pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID
+            assert uid in rows, f"acknowledged {f} is not indexed"
+            path, sha = rows[uid]
+            assert sha == sha256_of(Path(f))
+            assert sha256_of(again.dir / "data" / path) == sha  # the spool file is whole
+        assert list((again.dir / "data" / "incoming").iterdir()) == []  # partials cleaned at start
+    finally:
+        assert again.stop() == 0
