@@ -33,6 +33,12 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(patients=args.patients, vendor=args.vendor, data=args.data, keep_running=args.keep_running)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dxa-gateway", description="DICOM/HL7 gateway for bone densitometry")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("path")
     check.set_defaults(func=_check)
+    demo = sub.add_parser("demo", help="run a short DXA day on loopback with the simulators")
+    demo.add_argument("--patients", type=int, default=5)
+    demo.add_argument("--vendor", choices=["hologic", "ge"], default="hologic")
+    demo.add_argument("--data", default=None, help="folder for the demo (default: a new temporary folder)")
+    demo.add_argument("--keep-running", action="store_true", help="leave the gateway up after the summary")
+    demo.set_defaults(func=_demo)
     args = parser.parse_args(argv)
     return args.func(args)
 

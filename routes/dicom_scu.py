@@ -14,7 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pynetdicom import AE, _config
+import socket
+
+from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import ModalityPerformedProcedureStep
 
 from mappings.mpps import SET_NOT_ALLOWED
@@ -22,6 +24,16 @@ from routes.base import Delivery, Refused, Retry
 
 MAX_CONTEXTS = 100  # of the 128 an association may propose (PS3.8 9.3.2.2)
 COMMON_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+
+
+def _nodelay(event) -> None:
+    """pynetdicom leaves Nagle on; each response would wait for a delayed ACK."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
 
 def store_outcome(status: int) -> None:
@@ -65,7 +77,7 @@ class DicomSender:
             for syntax in syntaxes:
                 ae.add_requested_context(sop_class, [syntax])
         ae.add_requested_context(ModalityPerformedProcedureStep)
-        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae)
+        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
         if not assoc.is_established:
             reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no answer"
             raise Retry(f"association {reason}")

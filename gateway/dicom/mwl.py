@@ -7,7 +7,9 @@ PS3.4 C.2.2.2 rules and answered with the requested keys only.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from typing import Iterator
 
 from pydicom.dataset import Dataset
@@ -17,7 +19,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind
 from gateway.config import WorklistSettings
 from gateway.logs import fields
 from gateway.metrics import Metrics
-from gateway.store import Store
+from gateway.store import Store, WorklistRow
 from mappings.mwl import MatchOptions, QueryError, build_response, check_query, index_filter, matches
 from mappings.worklist import item_to_dataset
 
@@ -47,6 +49,28 @@ class WorklistFindHandler:
         self.store = store
         self.settings = settings
         self.metrics = metrics
+        self._cache: OrderedDict[tuple[int, str], Dataset] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def _dataset(self, row: WorklistRow) -> Dataset:
+        """The item's MWL dataset, built once per version of the row.
+
+        Scanners ask for the same day's steps again and again; building a
+        pydicom dataset is most of a candidate's cost.  Candidates are only
+        read (responses are new datasets), so sharing them is safe.
+        """
+        key = (row.id, row.updated_at)
+        with self._cache_lock:
+            ds = self._cache.get(key)
+            if ds is not None:
+                self._cache.move_to_end(key)
+                return ds
+        ds = item_to_dataset(row.item)
+        with self._cache_lock:
+            self._cache[key] = ds
+            while len(self._cache) > DATASET_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return ds
 
     def _options(self, event: evt.Event) -> MatchOptions:
         info = event.assoc.requestor.sop_class_extended.get(MWL_UID) or b""
@@ -84,8 +108,8 @@ class WorklistFindHandler:
         opts = self._options(event)
         limit = self.settings.max_results
         found: list[Dataset] = []
-        for item in self.store.find_worklist(index_filter(query)):
-            candidate = item_to_dataset(item)
+        for row in self.store.find_worklist(index_filter(query)):
+            candidate = self._dataset(row)
             if matches(query, candidate, opts):
                 found.append(build_response(query, candidate, fallback_charset=self.settings.fallback_character_set))
                 if len(found) > limit:
@@ -105,6 +129,7 @@ class WorklistFindHandler:
 
 
 CANCEL_CHECK_EVERY = 8
+DATASET_CACHE_SIZE = 20000  # candidate datasets kept (a few days of a busy service)
 
 
 def _let_dul_read(event: evt.Event, timeout: float = 2.0) -> None:
@@ -118,7 +143,7 @@ def _let_dul_read(event: evt.Event, timeout: float = 2.0) -> None:
     deadline = time.monotonic() + timeout
     while queue.qsize() and time.monotonic() < deadline:
         time.sleep(0.0002)
-    time.sleep(0.0005)  # one reactor turn to read the socket
+    time.sleep(0.0002)  # a reactor turn to read the socket
 
 
 class _Refused(Exception):

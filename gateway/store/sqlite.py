@@ -96,6 +96,9 @@ class SqliteStore:
                 raise StoreError(f"database schema {version} is newer than this gateway ({len(MIGRATIONS)})")
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 self._writer.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+            # Fresh statistics for the query planner (cheap: it samples).
+            self._writer.execute("PRAGMA analysis_limit = 1000")
+            self._writer.execute("ANALYZE")
 
     @property
     def schema_version(self) -> int:
@@ -207,15 +210,20 @@ class SqliteStore:
         sql += " ORDER BY start_date, start_time, id LIMIT ? OFFSET ?"
         return [self._row(r) for r in self._reader().execute(sql, (*args, limit, offset))]
 
-    def find_worklist(self, flt: IndexFilter) -> Iterator[WorklistItem]:
+    def find_worklist(self, flt: IndexFilter) -> Iterator[WorklistRow]:
         """Open steps the MWL query may match, narrowed by the indexes.
 
         A generator over the cursor: the caller stops reading when it has
         enough, so a broad query does not load every row first.
         """
+        # The statuses are written into the SQL, not bound: SQLite uses a
+        # partial index only when the query's WHERE visibly implies the
+        # index's (status IN ('SCHEDULED', 'IN PROGRESS')).
         statuses = [s for s in flt.statuses if s in _OPEN] or list(_OPEN)
-        where = [f"status IN ({', '.join('?' * len(statuses))})"]
-        args: list = list(statuses)
+        where = ["status IN ('SCHEDULED', 'IN PROGRESS')"]
+        if len(statuses) == 1:
+            where.append("status = 'SCHEDULED'" if statuses[0] == "SCHEDULED" else "status = 'IN PROGRESS'")
+        args: list = []
         if flt.station_ae is not None:
             where.append("station_ae = ?")
             args.append(flt.station_ae)
@@ -240,9 +248,9 @@ class SqliteStore:
         if flt.study_uids:
             where.append(f"study_uid IN ({', '.join('?' * len(flt.study_uids))})")
             args.extend(flt.study_uids)
-        sql = f"SELECT item FROM worklist_items WHERE {' AND '.join(where)} ORDER BY start_date, start_time, id"
+        sql = f"SELECT id, created_at, updated_at, item FROM worklist_items WHERE {' AND '.join(where)} ORDER BY start_date, start_time, id"
         for row in self._reader().execute(sql, args):
-            yield WorklistItem.from_json(orjson.loads(row[0]))
+            yield self._row(row)
 
     def count_worklist_by_status(self) -> dict[str, int]:
         rows = self._reader().execute("SELECT status, COUNT(*) FROM worklist_items GROUP BY status").fetchall()

@@ -115,8 +115,8 @@ def test_pacs_down_then_back_everything_arrives_in_order(tmp_path):
             storescu(d.dicom_port, files)
         time.sleep(PACS_DOWN_SECONDS)
         rows = outbox(d, destination="pacs")
-        assert len(rows) == 12 and all(r["state"] == "pending" for r in rows)
-        assert all(r["attempts"] >= 1 and r["last_error"] for r in rows[:1])
+        assert len(rows) == 12 and all(r["state"] in ("pending", "in_flight") for r in rows)  # none lost, none given up
+        assert rows[0]["attempts"] >= 1 and rows[0]["last_error"]
         orthanc.start()
         assert wait_for(lambda: all(r["state"] == "done" for r in outbox(d, destination="pacs")), 60), outbox(d)
         arrived = orthanc.instance_uids()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -293,7 +294,9 @@ def test_peer_dropping_mid_transfer_leaves_nothing(ingest, tmp_path):
     ds = secondary_capture(big, pixels=4096 * 4096, frames=4, seed=7, sop_class="1.2.840.10008.5.1.4.1.1.7.2")
     ae = AE(ae_title="DXA1")
     ae.add_requested_context(ds.SOPClassUID, "1.2.840.10008.1.2.1")
-    assoc = ae.associate("127.0.0.1", ingest.dicom_port, ae_title="DXAGW", max_pdu=16384)
+    # Slow the sender down (1 ms per 16 KiB PDU) so the abort falls mid-transfer.
+    slow = [(evt.EVT_PDU_SENT, lambda event: time.sleep(0.001))]
+    assoc = ae.associate("127.0.0.1", ingest.dicom_port, ae_title="DXAGW", max_pdu=16384, evt_handlers=slow)
     sender = threading.Thread(target=lambda: assoc.send_c_store(big), daemon=True)
     sender.start()
     incoming = ingest.dir / "data" / "incoming"
@@ -301,7 +304,10 @@ def test_peer_dropping_mid_transfer_leaves_nothing(ingest, tmp_path):
     while time.monotonic() < deadline and not any(p.stat().st_size > 1_000_000 for p in incoming.iterdir()):
         time.sleep(0.01)
     assert any(incoming.iterdir()), "the transfer never started"
-    assoc.abort()
+    # The peer vanishes: its socket is cut mid-transfer (an A-ABORT would only
+    # be sent after the data already queued).
+    assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
+    assoc.dul.socket.socket.close()
     sender.join(10)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(incoming.iterdir()):
