@@ -383,3 +383,21 @@ def test_kill_9_under_concurrent_load_loses_nothing_acknowledged(tmp_path):
         assert list((again.dir / "data" / "incoming").iterdir()) == []  # partials cleaned at start
     finally:
         assert again.stop() == 0
+
+
+def test_ingest_metrics(ingest, tmp_path):
+    """After the tests above on the same daemon, the ingest metrics show them."""
+    import urllib.request
+
+    f = tmp_path / "m.dcm"
+    secondary_capture(f, seed=77)
+    assert storescu(ingest.dicom_port, [f]).returncode == 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{ingest.http_port}/metrics", timeout=10) as rsp:
+        text = rsp.read().decode()
+    assert f'dxagw_instances_received_total{{calling_ae="DXA1",sop_class="{SC}"}}' in text
+    assert f'dxagw_instance_bytes_received_total{{calling_ae="DXA1",sop_class="{SC}"}}' in text
+    assert "dxagw_store_seconds_bucket" in text
+    assert "dxagw_spool_free_bytes" in text and "dxagw_spool_bytes" in text
+    assert 'dxagw_mpps_events_total{operation="create",state="IN PROGRESS"}' in text
+    assert "dxagw_commitment_requests_total" in text
+    assert 'dxagw_store_refusals_total{status="0xC000"}' in text
