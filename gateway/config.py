@@ -54,6 +54,10 @@ class CommitmentSettings(_Model):
     report_on: Literal["same", "new"] = "same"
     report_delay: float = Field(0.2, ge=0)  # seconds between N-ACTION-RSP and N-EVENT-REPORT
     verify_checksum: bool = True
+    # Commit an instance only once these destinations have confirmed it
+    # (their outbox rows are done); wait up to wait_timeout for them.
+    wait_for_destinations: list[str] = []
+    wait_timeout: float = Field(60, gt=0)
 
 
 class DicomSettings(_Model):
@@ -184,13 +188,19 @@ class Config(_Model):
     routes: list[Route] = []
 
     def dangling_references(self) -> list[tuple[tuple, str]]:
-        """(key path, problem) for each route naming an unknown destination."""
-        return [
+        """(key path, problem) for each reference to an unknown destination."""
+        out = [
             (("routes", i, "to"), f"no destination named {name!r}")
             for i, route in enumerate(self.routes)
             for name in route.to
             if name not in self.destinations
         ]
+        out += [
+            (("dicom", "commitment", "wait_for_destinations"), f"no destination named {name!r}")
+            for name in self.dicom.commitment.wait_for_destinations
+            if name not in self.destinations
+        ]
+        return out
 
 
 class ConfigError(ValueError):

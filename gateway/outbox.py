@@ -23,7 +23,7 @@ from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.store import OutboxRow, Store
 from mappings.hl7_status import build_status_message
-from routes.base import Delivery, DeliveryError, Refused, Retry, Sender
+from routes.base import Delivery, DeliveryError, Refused, Retry, Sender, idle
 from routes.dicom_scu import DicomSender
 from routes.folder import FolderSender
 from routes.hl7_mllp import MllpSender
@@ -127,6 +127,7 @@ class Dispatcher:
                 log.exception("outbox.claim_error", extra=fields(destination=name))
                 rows = []
             if not rows:
+                await idle(sender)
                 event.clear()
                 try:
                     await asyncio.wait_for(event.wait(), IDLE_POLL)

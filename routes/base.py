@@ -45,3 +45,10 @@ class Delivery:
 class Sender(Protocol):
     async def send(self, delivery: Delivery) -> None: ...
     async def close(self) -> None: ...
+
+
+async def idle(sender: Sender) -> None:
+    """Let a sender drop connections it has not used for a while."""
+    hook = getattr(sender, "idle", None)
+    if hook is not None:
+        await hook()

@@ -10,6 +10,7 @@ warnings are delivered; 0xA7xx (out of resources) is retried; 0xA9xx and
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from pydicom import dcmread
@@ -22,6 +23,7 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep
 from mappings.mpps import SET_NOT_ALLOWED
 from routes.base import Delivery, Refused, Retry
 
+IDLE_RELEASE = 5.0  # seconds an unused association is kept open
 MAX_CONTEXTS = 100  # of the 128 an association may propose (PS3.8 9.3.2.2)
 COMMON_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 
@@ -53,6 +55,7 @@ class DicomSender:
         self.timeout = timeout
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"scu-{called_ae}")
         self._assoc = None
+        self._last_used = 0.0
         self._contexts: dict[tuple[str, str], None] = {}  # (SOP class, transfer syntax), most recent last
         # Send files as stored, read in chunks (bounded memory), process-wide.
         _config.STORE_SEND_CHUNKED_DATASET = True
@@ -135,6 +138,7 @@ class DicomSender:
             raise Refused(f"MPPS status 0x{status.Status:04X}")
 
     def _send(self, delivery: Delivery) -> None:
+        self._last_used = time.monotonic()
         try:
             if delivery.path is not None:
                 self._store(delivery)
@@ -153,6 +157,13 @@ class DicomSender:
     async def send(self, delivery: Delivery) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._send, delivery)
+
+    async def idle(self) -> None:
+        """Release an association nobody has used for a while (a PACS may
+        not shut down, or may run out of slots, while we hold it open)."""
+        if self._assoc is not None and time.monotonic() - self._last_used > IDLE_RELEASE:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._thread, self._release)
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

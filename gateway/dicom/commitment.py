@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -82,6 +83,7 @@ class CommitmentScp:
         return 0x0000, None
 
     def _check(self, refs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str, int]]]:
+        """(committed, failed with reason) for the requested instances."""
         ok, failed = [], []
         for sop_class, sop_instance in refs:
             rows = self.store.current_instances(sop_instance) if valid_uid(sop_instance) else []
@@ -98,10 +100,29 @@ class CommitmentScp:
             except OSError:
                 intact = False
             if intact:
-                ok.append((sop_class, sop_instance))
+                ok.append((sop_class, sop_instance, row.id))
             else:
                 failed.append((sop_class, sop_instance, PROCESSING_FAILURE))
-        return ok, failed
+        return self._confirmed(ok, failed)
+
+    def _confirmed(self, ok, failed):
+        """With ``wait_for_destinations``, commit only what they have confirmed.
+
+        Waits (up to ``wait_timeout``) for the outbox rows of each instance
+        to those destinations to be done; what is still undelivered then is
+        reported failed (0x0110), so the scanner keeps its copy.
+        """
+        wanted = self.settings.commitment.wait_for_destinations
+        if not wanted:
+            return [(c, i) for c, i, _ in ok], failed
+        deadline = time.monotonic() + self.settings.commitment.wait_timeout
+        pending = list(ok)
+        while pending and time.monotonic() < deadline:
+            pending = [x for x in pending if not self.store.delivered_to("instances", x[2], wanted)]
+            if pending:
+                time.sleep(0.2)
+        confirmed = [(c, i) for c, i, row_id in ok if (c, i, row_id) not in pending]
+        return confirmed, failed + [(c, i, PROCESSING_FAILURE) for c, i, _ in pending]
 
     def _event_info(self, transaction: str, ok, failed) -> Dataset:
         ds = Dataset()

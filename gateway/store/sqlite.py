@@ -610,6 +610,15 @@ class SqliteStore:
         row = self._reader().execute(f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
         return OutboxRow(*row) if row else None
 
+    def delivered_to(self, ref_table: str, ref_id: int, destinations: list[str]) -> bool:
+        """True when every row of the object for these destinations is done."""
+        marks = ", ".join("?" * len(destinations))
+        rows = self._reader().execute(
+            f"SELECT state FROM outbox WHERE ref_table = ? AND ref_id = ? AND destination IN ({marks})",
+            (ref_table, ref_id, *destinations),
+        ).fetchall()
+        return bool(rows) and all(r[0] == "done" for r in rows)
+
     def first_outbox_for(self, destination: str, ref_table: str, ref_id: int) -> int | None:
         row = self._reader().execute(
             "SELECT MIN(id) FROM outbox WHERE destination = ? AND ref_table = ? AND ref_id = ?", (destination, ref_table, ref_id)

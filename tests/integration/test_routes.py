@@ -198,3 +198,36 @@ def test_kill_9_during_delivery_resumes_with_no_loss(tmp_path):
     finally:
         again.stop()
         orthanc.stop()
+
+
+def test_commitment_waits_for_the_pacs_when_configured(tmp_path):
+    from tests.dicom_data import SC
+
+    orthanc = start_orthanc(tmp_path / "orthanc")
+    cfg = config(orthanc)
+    cfg["dicom"] = {"commitment": {"wait_for_destinations": ["pacs"], "wait_timeout": 3}}
+    d = start_daemon(tmp_path / "gw", cfg)
+    try:
+        files = make_study(tmp_path, "1.2.826.0.1.3680043.8.498.501", 2, 500)
+        storescu(d.dicom_port, files)
+        scu = ScannerScu(d.dicom_port)
+        scu.commit([(SC, sop_uid(f)) for f in files])
+        assert scu.got_report.wait(10)
+        event_type, info = scu.reports[0]
+        scu.release()
+        assert event_type == 1 and len(info.ReferencedSOPSequence) == 2
+        assert len(orthanc.get("/instances")) == 2  # committed only once the PACS had them
+
+        orthanc.stop()  # now the PACS is down: nothing new can be confirmed
+        more = make_study(tmp_path, "1.2.826.0.1.3680043.8.498.502", 1, 600)
+        storescu(d.dicom_port, more)
+        scu = ScannerScu(d.dicom_port)
+        scu.commit([(SC, sop_uid(more[0]))])
+        assert scu.got_report.wait(15)
+        event_type, info = scu.reports[0]
+        scu.release()
+        assert event_type == 2
+        assert [(i.ReferencedSOPInstanceUID, i.FailureReason) for i in info.FailedSOPSequence] == [(sop_uid(more[0]), 0x0110)]
+    finally:
+        d.stop()
+        orthanc.stop()
