@@ -196,7 +196,15 @@ class DicomServer:
 
     @staticmethod
     def _on_close(event: evt.Event) -> None:
-        discard_partial(event.assoc)
+        assoc = event.assoc
+        discard_partial(assoc)
+        if assoc.is_acceptor and not assoc.is_established:
+            # A connection closed before any A-ASSOCIATE-RQ (a load balancer's
+            # health check, a port scan): pynetdicom's state machine drops it
+            # (PS3.8 Sta2 + Evt17) but the association thread waits out the
+            # whole ACSE timeout, counting against maximum_associations.
+            # An empty item wakes it; it then ends as on a timeout.
+            assoc.dul.to_user_queue.put(None)
 
     def _on_accepted(self, event: evt.Event) -> None:
         calling = event.assoc.requestor.ae_title.strip()

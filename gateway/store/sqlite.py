@@ -8,6 +8,7 @@ durable when the method returns (DESIGN.md rule 1).
 from __future__ import annotations
 
 import dataclasses
+import queue
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ from mappings.mwl import IndexFilter
 from mappings.worklist import ACTIVE_STATUSES, SCHEDULED, STATUSES, WorklistItem
 
 _OPEN = ("SCHEDULED", "IN PROGRESS")
+MAX_IDLE_READERS = 8
 
 
 def _now() -> str:
@@ -50,9 +52,8 @@ class SqliteStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._closed = False
         self._writer = self._connect()
         self._migrate()
 
@@ -66,15 +67,33 @@ class SqliteStore:
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """Borrow a read-only connection from the pool (WAL: readers never block).
+
+        Pooled, not per thread: pynetdicom starts a thread per association,
+        and a connection per thread leaked three file descriptors each.
+        """
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
             conn = self._connect()
             conn.execute("PRAGMA query_only=ON")
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+        try:
+            yield conn
+        finally:
+            if self._closed or self._idle.qsize() >= MAX_IDLE_READERS:
+                conn.close()
+            else:
+                self._idle.put(conn)
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._read() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def _query_one(self, sql: str, args: tuple = ()) -> tuple | None:
+        with self._read() as conn:
+            return conn.execute(sql, args).fetchone()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -102,21 +121,20 @@ class SqliteStore:
 
     @property
     def schema_version(self) -> int:
-        return self._reader().execute("PRAGMA user_version").fetchone()[0]
+        return self._query_one("PRAGMA user_version")[0]
 
     def close(self) -> None:
-        with self._readers_lock:
-            for conn in self._readers:
-                try:
-                    conn.close()
-                except sqlite3.ProgrammingError:
-                    pass  # closed from its own thread already
-            self._readers.clear()
+        self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                break
         with self._write_lock:
             self._writer.close()
 
     def ping(self) -> bool:
-        return self._reader().execute("SELECT 1").fetchone()[0] == 1
+        return self._query_one("SELECT 1")[0] == 1
 
     # -- worklist rows -------------------------------------------------------
 
@@ -173,9 +191,9 @@ class SqliteStore:
         return ids
 
     def get_worklist_item(self, row_id: int) -> WorklistRow | None:
-        row = self._reader().execute(
+        row = self._query_one(
             "SELECT id, created_at, updated_at, item FROM worklist_items WHERE id = ?", (row_id,)
-        ).fetchone()
+        )
         return self._row(row) if row else None
 
     def set_worklist_status(self, row_id: int, status: str, *, actor: str) -> bool:
@@ -208,7 +226,7 @@ class SqliteStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY start_date, start_time, id LIMIT ? OFFSET ?"
-        return [self._row(r) for r in self._reader().execute(sql, (*args, limit, offset))]
+        return [self._row(r) for r in self._query(sql, (*args, limit, offset))]
 
     def find_worklist(self, flt: IndexFilter) -> Iterator[WorklistRow]:
         """Open steps the MWL query may match, narrowed by the indexes.
@@ -249,11 +267,12 @@ class SqliteStore:
             where.append(f"study_uid IN ({', '.join('?' * len(flt.study_uids))})")
             args.extend(flt.study_uids)
         sql = f"SELECT id, created_at, updated_at, item FROM worklist_items WHERE {' AND '.join(where)} ORDER BY start_date, start_time, id"
-        for row in self._reader().execute(sql, args):
-            yield self._row(row)
+        with self._read() as conn:
+            for row in conn.execute(sql, args):
+                yield self._row(row)
 
     def count_worklist_by_status(self) -> dict[str, int]:
-        rows = self._reader().execute("SELECT status, COUNT(*) FROM worklist_items GROUP BY status").fetchall()
+        rows = self._query("SELECT status, COUNT(*) FROM worklist_items GROUP BY status")
         counts = {s: 0 for s in STATUSES}
         counts.update(dict(rows))
         return counts
@@ -370,17 +389,17 @@ class SqliteStore:
         return InstanceRow(id=row_id, record=InstanceRecord(*values), received_at=received_at, is_current=bool(is_current))
 
     def current_instances(self, sop_instance_uid: str) -> list[InstanceRow]:
-        rows = self._reader().execute(
+        rows = self._query(
             f"SELECT id, received_at, is_current, {self._INSTANCE_COLUMNS} FROM instances"
             " WHERE sop_instance_uid = ? AND is_current = 1 ORDER BY id",
             (sop_instance_uid,),
-        ).fetchall()
+        )
         return [self._instance_row(r) for r in rows]
 
     def get_instance(self, row_id: int) -> InstanceRow | None:
-        row = self._reader().execute(
+        row = self._query_one(
             f"SELECT id, received_at, is_current, {self._INSTANCE_COLUMNS} FROM instances WHERE id = ?", (row_id,)
-        ).fetchone()
+        )
         return self._instance_row(row) if row else None
 
     def add_instance(self, record: InstanceRecord, *, supersede: bool, destinations: tuple[str, ...]) -> int:
@@ -407,7 +426,7 @@ class SqliteStore:
 
     def instance_totals(self) -> tuple[int, int]:
         """(current instances, their bytes)."""
-        row = self._reader().execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM instances WHERE is_current = 1").fetchone()
+        row = self._query_one("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM instances WHERE is_current = 1")
         return row[0], row[1]
 
     # -- MPPS --------------------------------------------------------------------
@@ -416,18 +435,18 @@ class SqliteStore:
         return MppsRow(*row[:5], attributes=bytes(row[5]))
 
     def get_mpps(self, sop_instance_uid: str) -> MppsRow | None:
-        row = self._reader().execute(
+        row = self._query_one(
             "SELECT id, sop_instance_uid, status, calling_ae, worklist_item_id, attributes FROM mpps WHERE sop_instance_uid = ?",
             (sop_instance_uid,),
-        ).fetchone()
+        )
         return self._mpps_row(row) if row else None
 
     def get_mpps_by_id(self, row_id: int) -> tuple[MppsRow, str, str] | None:
         """An MPPS row with its study UID and accession."""
-        row = self._reader().execute(
+        row = self._query_one(
             "SELECT id, sop_instance_uid, status, calling_ae, worklist_item_id, attributes, study_uid, accession FROM mpps WHERE id = ?",
             (row_id,),
-        ).fetchone()
+        )
         return (self._mpps_row(row), row[6], row[7]) if row else None
 
     def _link_step(self, conn: sqlite3.Connection, keys: list[StepKeys]) -> int | None:
@@ -504,7 +523,7 @@ class SqliteStore:
         return MppsRow(current.id, sop_instance_uid, status, current.calling_ae, current.worklist_item_id, attributes)
 
     def count_mpps_by_status(self) -> dict[str, int]:
-        return dict(self._reader().execute("SELECT status, COUNT(*) FROM mpps GROUP BY status").fetchall())
+        return dict(self._query("SELECT status, COUNT(*) FROM mpps GROUP BY status"))
 
     # -- storage commitment ----------------------------------------------------
 
@@ -566,9 +585,9 @@ class SqliteStore:
         return [OutboxRow(*r) for r in rows]
 
     def next_outbox_due(self, destination: str) -> str | None:
-        row = self._reader().execute(
+        row = self._query_one(
             "SELECT MIN(next_attempt_at) FROM outbox WHERE destination = ? AND state = 'pending'", (destination,)
-        ).fetchone()
+        )
         return row[0]
 
     def finish_outbox(self, row_id: int, *, state: str, error: str = "", next_attempt_at: str | None = None) -> None:
@@ -607,36 +626,36 @@ class SqliteStore:
         return n
 
     def get_outbox(self, row_id: int) -> OutboxRow | None:
-        row = self._reader().execute(f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
+        row = self._query_one(f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (row_id,))
         return OutboxRow(*row) if row else None
 
     def delivered_to(self, ref_table: str, ref_id: int, destinations: list[str]) -> bool:
         """True when every row of the object for these destinations is done."""
         marks = ", ".join("?" * len(destinations))
-        rows = self._reader().execute(
+        rows = self._query(
             f"SELECT state FROM outbox WHERE ref_table = ? AND ref_id = ? AND destination IN ({marks})",
             (ref_table, ref_id, *destinations),
-        ).fetchall()
+        )
         return bool(rows) and all(r[0] == "done" for r in rows)
 
     def first_outbox_for(self, destination: str, ref_table: str, ref_id: int) -> int | None:
-        row = self._reader().execute(
+        row = self._query_one(
             "SELECT MIN(id) FROM outbox WHERE destination = ? AND ref_table = ? AND ref_id = ?", (destination, ref_table, ref_id)
-        ).fetchone()
+        )
         return row[0]
 
     def outbox_stats(self) -> dict:
         """Queue depth by destination and state, oldest pending, last success and error."""
-        reader = self._reader()
-        depth = reader.execute("SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state").fetchall()
-        oldest = dict(reader.execute("SELECT destination, MIN(created_at) FROM outbox WHERE state IN ('pending', 'in_flight') GROUP BY destination").fetchall())
-        success = dict(reader.execute("SELECT destination, MAX(delivered_at) FROM outbox WHERE state = 'done' GROUP BY destination").fetchall())
-        errors = {}
-        for dest, at, err in reader.execute(
-            "SELECT destination, updated_at, last_error FROM outbox o WHERE last_error != '' AND updated_at ="
-            " (SELECT MAX(updated_at) FROM outbox p WHERE p.destination = o.destination AND p.last_error != '')"
-        ):
-            errors[dest] = {"at": at, "error": err}
+        with self._read() as reader:
+            depth = reader.execute("SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state").fetchall()
+            oldest = dict(reader.execute("SELECT destination, MIN(created_at) FROM outbox WHERE state IN ('pending', 'in_flight') GROUP BY destination").fetchall())
+            success = dict(reader.execute("SELECT destination, MAX(delivered_at) FROM outbox WHERE state = 'done' GROUP BY destination").fetchall())
+            errors = {}
+            for dest, at, err in reader.execute(
+                "SELECT destination, updated_at, last_error FROM outbox o WHERE last_error != '' AND updated_at ="
+                " (SELECT MAX(updated_at) FROM outbox p WHERE p.destination = o.destination AND p.last_error != '')"
+            ):
+                errors[dest] = {"at": at, "error": err}
         return {"depth": depth, "oldest_pending": oldest, "last_success": success, "last_error": errors}
 
     def list_outbox(self, *, state: str | None = None, destination: str | None = None, limit: int = 100) -> list[OutboxRow]:
@@ -651,7 +670,7 @@ class SqliteStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id LIMIT ?"
-        return [OutboxRow(*r) for r in self._reader().execute(sql, (*args, limit))]
+        return [OutboxRow(*r) for r in self._query(sql, (*args, limit))]
 
     # -- audit -----------------------------------------------------------------
 
@@ -668,14 +687,14 @@ class SqliteStore:
             self._audit(conn, now, event, actor, detail)
 
     def raw_message(self, source: str, sender: str, message_id: str) -> bytes | None:
-        row = self._reader().execute(
+        row = self._query_one(
             "SELECT raw FROM inbound_messages WHERE source = ? AND sender = ? AND message_id = ?",
             (source, sender, message_id),
-        ).fetchone()
+        )
         return bytes(row[0]) if row else None
 
     def count_inbound(self) -> int:
-        return self._reader().execute("SELECT COUNT(*) FROM inbound_messages").fetchone()[0]
+        return self._query_one("SELECT COUNT(*) FROM inbound_messages")[0]
 
 
 __all__ = ["SqliteStore", "ACTIVE_STATUSES"]

@@ -215,3 +215,18 @@ def test_check_config_names_the_key_and_line(tmp_path):
     assert f"{bad}:5: hl7.portt: unknown key" in out.stderr
     good = subprocess.run([sys.executable, "-m", "gateway", "check-config", "config/gateway.yaml"], capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
+
+
+def test_tcp_health_checks_do_not_use_up_associations(tmp_path):
+    """A load balancer probing the port (connect, close) must not fill the
+    association limit: pynetdicom would hold each probe for the ACSE timeout."""
+    d = start_daemon(tmp_path, {"dicom": {"maximum_associations": 5}})
+    try:
+        for _ in range(20):
+            socket.create_connection(("127.0.0.1", d.dicom_port), timeout=5).close()
+        time.sleep(0.5)
+        for _ in range(3):
+            rc, out, _ = findscu(d.dicom_port, ["PatientName"])
+            assert rc == 0 and "Rejected" not in out, out
+    finally:
+        assert d.stop() == 0
