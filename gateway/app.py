@@ -9,8 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from gateway.config import Config, storage_path
 from gateway.dicom.server import DicomServer
+from gateway.exams import ExamService
 from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
+from gateway.http import exams_api
 from gateway.http.server import HttpServer
 from gateway.logs import fields
 from gateway.metrics import Metrics
@@ -58,7 +60,11 @@ class Gateway:
             default_modality=c.worklist.default_modality, max_body_bytes=c.http.max_body_bytes,
         )
         self.metrics.watch_outbox(self.store.outbox_stats)
-        self.dispatcher = Dispatcher(c, self.store, data, self.executor, self.metrics)
+        self.exams = ExamService(self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox)
+        # One thread reads SRs in arrival order (an RDSR and its BMD SR meet here).
+        self.exam_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dxagw-exams")
+        exams_api.register(self.http.app, self.exams, self.executor)
+        self.dispatcher = Dispatcher(c, self.store, data, self.executor, self.metrics, report_payload=self.exams.payload)
         self.http.dispatcher = self.dispatcher
         self.http.destination_config = c.destinations
         self._running = False
@@ -73,8 +79,11 @@ class Gateway:
             loop.call_soon_threadsafe(self.dispatcher.wake)
 
     def _on_stored(self, kind: str, row_id: int) -> None:
-        """Called from a pynetdicom thread after an instance is committed."""
+        """Called from a pynetdicom thread after an instance is committed
+        (its C-STORE success is answered without waiting for what follows)."""
         self.wake_outbox()
+        if kind in ("sr", "dose"):
+            self.exam_executor.submit(self.exams.on_stored, kind, row_id)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -105,6 +114,7 @@ class Gateway:
         )
         await self.dispatcher.stop()
         await self.http.stop()
+        await loop.run_in_executor(None, lambda: self.exam_executor.shutdown(wait=True))
         self.executor.shutdown(wait=True)
         self.store.close()
         log.info("gateway.stopped")

@@ -119,6 +119,18 @@ class WorklistDefaults(_Model):
     default_station_ae: str = ""
 
 
+class ReportsSettings(_Model):
+    """BMD reports: release, template, and the serial-comparison settings."""
+
+    auto_release: bool = False  # final at once, without a reporter's signature
+    template_file: Path | None = None  # a site's own report template ($placeholders)
+    menopausal_default: bool | None = None  # for women under 50 when the order says nothing
+    lsc_percent: dict[str, float] = {}  # per site, overrides the ISCD defaults
+    lsc_absolute: dict[str, float] = {}  # per site, g/cm2, for all scanners
+    lsc_per_scanner: dict[str, dict[str, float]] = {}  # serial or model -> site -> g/cm2
+    cross_calibrated: list[list[str]] = []  # groups of models/serials whose BMD compare
+
+
 class LoggingSettings(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -184,6 +196,7 @@ class Config(_Model):
     storage: StorageSettings = StorageSettings()
     worklist: WorklistDefaults = WorklistDefaults()
     logging: LoggingSettings = LoggingSettings()
+    reports: ReportsSettings = ReportsSettings()
     destinations: dict[str, Destination] = {}
     routes: list[Route] = []
 

@@ -23,7 +23,7 @@ from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.store import OutboxRow, Store
 from mappings.hl7_status import build_status_message
-from routes.base import Delivery, DeliveryError, Refused, Retry, Sender, idle
+from routes.base import Delivery, DeliveryError, JsonBody, Refused, Retry, Sender, idle
 from routes.dicom_scu import DicomSender
 from routes.folder import FolderSender
 from routes.hl7_mllp import MllpSender
@@ -209,6 +209,8 @@ class Dispatcher:
         if self.report_payload is not None:
             control_id = f"DXAGW{row.id}"
             payload = await self._db(self.report_payload, self.store, row.ref_table, row.ref_id, dest.type, control_id, datetime.now())
+            if isinstance(payload, JsonBody):
+                return Delivery(outbox_id=row.id, kind=row.kind, resource_json=payload.data, control_id=control_id)
             if isinstance(payload, dict):
                 return Delivery(outbox_id=row.id, kind=row.kind, resource=payload, control_id=control_id)
             if isinstance(payload, bytes):

@@ -28,6 +28,13 @@ class Refused(DeliveryError):
 
 
 @dataclass(frozen=True, slots=True)
+class JsonBody:
+    """A JSON document already serialised (keeps exact decimals)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """One outbox row made concrete: what to send."""
 
@@ -37,6 +44,7 @@ class Delivery:
     message: bytes | None = None  # an HL7 v2 message (ER7)
     control_id: str = ""  # its MSH-10
     resource: dict | None = None  # a FHIR resource or Bundle
+    resource_json: bytes = b""  # the same, already serialised
     mpps_operation: str = ""  # create or set
     mpps_uid: str = ""
     mpps_attributes: bytes = b""  # DICOM JSON

@@ -41,6 +41,8 @@ class FolderSender:
             target, data, source = self.root / delivery.path.name, None, delivery.path
         elif delivery.message is not None:
             target, data, source = self.root / f"{delivery.control_id or delivery.outbox_id}.hl7", delivery.message, None
+        elif delivery.resource_json:
+            target, data, source = self.root / f"{delivery.outbox_id}.json", delivery.resource_json, None
         elif delivery.resource is not None:
             target, data, source = self.root / f"{delivery.outbox_id}.json", orjson.dumps(delivery.resource), None
         elif delivery.mpps_attributes:

@@ -51,9 +51,13 @@ class FhirSender(_HttpSender):
     """POST a transaction Bundle to the FHIR base URL (FHIR R4 3.1.0.11)."""
 
     async def send(self, delivery: Delivery) -> None:
-        if delivery.resource is None:
+        if delivery.resource_json:
+            body = delivery.resource_json
+        elif delivery.resource is not None:
+            body = orjson.dumps(delivery.resource)
+        else:
             raise Refused(f"{delivery.kind} cannot go to a FHIR destination")
-        await self._post(self.url, orjson.dumps(delivery.resource), "application/fhir+json")
+        await self._post(self.url, body, "application/fhir+json")
 
 
 class StowSender(_HttpSender):

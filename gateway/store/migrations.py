@@ -125,4 +125,41 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outbox_due ON outbox (destination, state, next_attempt_at);
     CREATE INDEX outbox_order ON outbox (destination, order_key, id);
     """,
+    # 3: BMD exams extracted from SRs, and each released report version
+    """
+    CREATE TABLE exams (
+        id INTEGER PRIMARY KEY,
+        instance_id INTEGER NOT NULL REFERENCES instances (id),
+        sop_instance_uid TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        patient_id TEXT NOT NULL,
+        accession TEXT NOT NULL,
+        exam_date TEXT NOT NULL,
+        state TEXT NOT NULL,              -- parsed, unparsed
+        reason TEXT NOT NULL DEFAULT '',  -- why unparsed
+        exam BLOB,                        -- BmdExam as JSON (exact decimal strings)
+        analysis BLOB,                    -- classification, comparison, previous exam id
+        report_status TEXT NOT NULL DEFAULT '',  -- P, F, C
+        report_text TEXT NOT NULL DEFAULT '',
+        reporter TEXT NOT NULL DEFAULT '',
+        signed_at TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX exams_patient ON exams (patient_id, exam_date);
+    CREATE INDEX exams_study ON exams (study_uid);
+    CREATE TABLE study_doses (
+        study_uid TEXT PRIMARY KEY,
+        dose BLOB NOT NULL                -- DoseRecord as JSON, from an RDSR of the study
+    );
+    CREATE TABLE reports (
+        id INTEGER PRIMARY KEY,
+        exam_id INTEGER NOT NULL REFERENCES exams (id),
+        status TEXT NOT NULL,             -- F final, C corrected
+        text TEXT NOT NULL,
+        reporter TEXT NOT NULL,
+        released_at TEXT NOT NULL
+    );
+    CREATE INDEX reports_exam ON reports (exam_id);
+    """,
 ]

@@ -31,6 +31,7 @@ from gateway.store import (
     UnknownOrder,
     WorklistRow,
 )
+from gateway.store.exams import ExamStore
 from gateway.store.migrations import MIGRATIONS
 from mappings.mpps import StepKeys
 from mappings.hl7_orders import Action, MergePatient, OrderKey, SetOrderStatus, UpdatePatient, UpsertOrder
@@ -45,7 +46,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-class SqliteStore:
+class SqliteStore(ExamStore):
     """The embedded default store (``storage.path``/gateway.sqlite3)."""
 
     def __init__(self, path: str | Path) -> None:

@@ -1,0 +1,173 @@
+"""The exams part of the SQLite store: BMD results, reports, study doses.
+
+A mixin of :class:`~gateway.store.sqlite.SqliteStore`; it uses that class's
+``_transaction``, ``_query``, ``_query_one``, ``_enqueue`` and ``_audit``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import orjson
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class ExamRow:
+    id: int
+    instance_id: int
+    sop_instance_uid: str
+    study_uid: str
+    patient_id: str
+    accession: str
+    exam_date: str
+    state: str  # parsed, unparsed
+    reason: str
+    exam: dict | None  # BmdExam.to_dict()
+    analysis: dict | None  # classification, comparison, previous exam
+    report_status: str  # P, F, C
+    report_text: str
+    reporter: str
+    signed_at: str | None
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    id: int
+    exam_id: int
+    status: str
+    text: str
+    reporter: str
+    released_at: str
+
+
+class NoSuchExam(LookupError):
+    pass
+
+
+_COLUMNS = (
+    "id, instance_id, sop_instance_uid, study_uid, patient_id, accession, exam_date, state, reason, exam, analysis,"
+    " report_status, report_text, reporter, signed_at, created_at, updated_at"
+)
+
+
+def _exam_row(row: tuple) -> ExamRow:
+    values = list(row)
+    values[9] = orjson.loads(values[9]) if values[9] else None
+    values[10] = orjson.loads(values[10]) if values[10] else None
+    return ExamRow(*values)
+
+
+class ExamStore:
+    def add_exam(
+        self,
+        *,
+        instance_id: int,
+        sop_instance_uid: str,
+        study_uid: str,
+        patient_id: str,
+        accession: str,
+        exam_date: str,
+        state: str,
+        reason: str = "",
+        exam: dict | None = None,
+        analysis: dict | None = None,
+        report_status: str = "",
+        report_text: str = "",
+        release: tuple[str, tuple[str, ...]] | None = None,
+    ) -> int:
+        """Keep an exam (parsed or not); ``release`` = (reporter, destinations) makes it final now."""
+        now = _now()
+        with self._transaction() as conn:
+            exam_id = conn.execute(
+                f"INSERT INTO exams ({_COLUMNS.replace('id, ', '', 1)}) VALUES ({', '.join('?' * 16)})",
+                (
+                    instance_id, sop_instance_uid, study_uid, patient_id, accession, exam_date, state, reason,
+                    orjson.dumps(exam) if exam is not None else None,
+                    orjson.dumps(analysis) if analysis is not None else None,
+                    report_status, report_text, "", None, now, now,
+                ),
+            ).lastrowid
+            if release is not None:
+                reporter, destinations = release
+                self._release(conn, exam_id, "F", report_text, reporter, destinations, study_uid, now)
+            self._audit(conn, now, "exam.create", "gateway", {"exam": exam_id, "state": state})
+        return exam_id
+
+    def _release(self, conn, exam_id: int, status: str, text: str, reporter: str, destinations, study_uid: str, now: str) -> int:
+        conn.execute(
+            "UPDATE exams SET report_status = ?, report_text = ?, reporter = ?, signed_at = ?, updated_at = ? WHERE id = ?",
+            (status, text, reporter, now, now, exam_id),
+        )
+        report_id = conn.execute(
+            "INSERT INTO reports (exam_id, status, text, reporter, released_at) VALUES (?, ?, ?, ?, ?)",
+            (exam_id, status, text, reporter, now),
+        ).lastrowid
+        self._enqueue(conn, tuple(destinations), "report", "reports", report_id, study_uid or f"exam-{exam_id}", now)
+        return report_id
+
+    def release_report(self, exam_id: int, *, status: str, text: str, reporter: str, destinations: tuple[str, ...]) -> int:
+        """A final (F) or corrected (C) report version, queued for the routes."""
+        now = _now()
+        with self._transaction() as conn:
+            row = conn.execute("SELECT study_uid FROM exams WHERE id = ?", (exam_id,)).fetchone()
+            if row is None:
+                raise NoSuchExam(exam_id)
+            report_id = self._release(conn, exam_id, status, text, reporter, destinations, row[0], now)
+            self._audit(conn, now, f"report.{'final' if status == 'F' else 'corrected'}", reporter, {"exam": exam_id, "report": report_id})
+        return report_id
+
+    def get_exam(self, exam_id: int) -> ExamRow | None:
+        row = self._query_one(f"SELECT {_COLUMNS} FROM exams WHERE id = ?", (exam_id,))
+        return _exam_row(row) if row else None
+
+    def list_exams(self, *, patient_id: str | None = None, state: str | None = None, date: str | None = None, limit: int = 100) -> list[ExamRow]:
+        where, args = [], []
+        for column, value in (("patient_id", patient_id), ("state", state), ("exam_date", date)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = f"SELECT {_COLUMNS} FROM exams" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+        return [_exam_row(r) for r in self._query(sql, (*args, limit))]
+
+    def previous_exam(self, patient_id: str, before: str, exclude_id: int | None = None) -> ExamRow | None:
+        """The patient's latest parsed exam dated before ``before`` (DA)."""
+        row = self._query_one(
+            f"SELECT {_COLUMNS} FROM exams WHERE patient_id = ? AND state = 'parsed' AND exam_date < ? AND id != ?"
+            " ORDER BY exam_date DESC, id DESC LIMIT 1",
+            (patient_id, before, exclude_id or -1),
+        )
+        return _exam_row(row) if row else None
+
+    def exam_for_study(self, study_uid: str) -> ExamRow | None:
+        row = self._query_one(f"SELECT {_COLUMNS} FROM exams WHERE study_uid = ? AND state = 'parsed' ORDER BY id DESC LIMIT 1", (study_uid,))
+        return _exam_row(row) if row else None
+
+    def get_report(self, report_id: int) -> ReportRow | None:
+        row = self._query_one("SELECT id, exam_id, status, text, reporter, released_at FROM reports WHERE id = ?", (report_id,))
+        return ReportRow(*row) if row else None
+
+    def set_study_dose(self, study_uid: str, dose: dict) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO study_doses (study_uid, dose) VALUES (?, ?) ON CONFLICT (study_uid) DO UPDATE SET dose = excluded.dose",
+                (study_uid, orjson.dumps(dose)),
+            )
+
+    def study_dose(self, study_uid: str) -> dict | None:
+        row = self._query_one("SELECT dose FROM study_doses WHERE study_uid = ?", (study_uid,))
+        return orjson.loads(row[0]) if row else None
+
+    def update_exam_analysis(self, exam_id: int, *, exam: dict, analysis: dict, report_text: str) -> None:
+        now = _now()
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE exams SET exam = ?, analysis = ?, report_text = ?, updated_at = ? WHERE id = ?",
+                (orjson.dumps(exam), orjson.dumps(analysis), report_text, now, exam_id),
+            )
