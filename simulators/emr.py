@@ -29,6 +29,11 @@ _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 _LOINC = re.compile(r"^(\d{1,7})-(\d)$")
 
 
+def _local(system: str) -> bool:
+    """HL7 Table 0396: "L" or a "99zzz" coding system is local."""
+    return system == "L" or system.startswith("99")
+
+
 def loinc_valid(code: str) -> bool:
     """LOINC code format and mod-10 check digit."""
     m = _LOINC.match(code or "")
@@ -117,6 +122,7 @@ def check_oru(raw: bytes) -> OruResult:
     if not obxs:
         checks.append(Check("OBX present", False, "no OBX segment"))
     numeric = 0
+    loinc_coded = 0
     for i, obx in enumerate(obxs, 1):
         vtype = _f(obx, 2)
         code, system = _f(obx, 3, 1), _f(obx, 3, 3)
@@ -132,16 +138,22 @@ def check_oru(raw: bytes) -> OruResult:
             if not _NUMBER.match(value.strip()):
                 problems.append(f"OBX-5 {value[:20]!r} is not a number")
             loinc = code if system == "LN" else alt_code if alt_system == "LN" else ""
-            if not loinc:
-                problems.append(f"OBX-3 {code}^^{system} is not LOINC coded")
-            elif not loinc_valid(loinc):
-                problems.append(f"OBX-3 {loinc!r} is not a valid LOINC code (format or check digit)")
+            if loinc:
+                loinc_coded += 1
+                if not loinc_valid(loinc):
+                    problems.append(f"OBX-3 {loinc!r} is not a valid LOINC code (format or check digit)")
+            elif not _local(system):
+                # No LOINC exists for some sites (single vertebrae, trochanter):
+                # a local code (HL7 "L" or "99..." coding system) is acceptable.
+                problems.append(f"OBX-3 {code}^^{system} is neither LOINC nor a local code")
         if vtype in ("CE", "CWE") and not _f(obx, 5, 1):
             problems.append("coded OBX-5 empty")
         res = _f(obx, 11)
         if res not in RESULT_STATUS:
             problems.append(f"OBX-11 result status {res!r} not P/F/C")
         checks.append(Check(f"OBX[{i}] {vtype} {code}", not problems, "; ".join(problems) or value[:40]))
+    if numeric:
+        checks.append(Check("numeric results LOINC-coded", loinc_coded > 0, f"{loinc_coded} of {numeric} NM OBX carry a LOINC code"))
     return OruResult(control_id, checks, sending, version, charset, parsed=True)
 
 
@@ -182,8 +194,8 @@ def check_bundle(body) -> list[Check]:
         codings = res.code.coding or [] if res.code else []
         loinc = [c.code for c in codings if c.system == "http://loinc.org"]
         problems = []
-        if not loinc:
-            problems.append("no LOINC coding")
+        if not loinc and not any(c.system and c.code for c in codings):
+            problems.append("no coding")
         elif not all(loinc_valid(c) for c in loinc):
             problems.append(f"invalid LOINC {loinc}")
         if res.valueQuantity is not None and res.valueQuantity.value is None:

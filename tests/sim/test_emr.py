@@ -49,7 +49,8 @@ def test_good_oru_passes():
         ({"pid": "PID|1||||Müller^Anna"}, "PID-3"),
         ({"obr": OBR.replace("|BMD|F", "|BMD|X")}, "OBR[1]-25"),
         ({"obx": ["OBX|1|NM|24966-4^Lumbar spine BMD^LN||zero point nine|g/cm2|||||F"]}, "OBX[1] NM"),
-        ({"obx": ["OBX|1|NM|BMDSPINE^Lumbar spine BMD^L||0.9|g/cm2|||||F"]}, "OBX[1] NM"),
+        ({"obx": ["OBX|1|NM|BMDSPINE^Lumbar spine BMD^L||0.9|g/cm2|||||F"]}, "numeric results LOINC-coded"),  # local only
+        ({"obx": ["OBX|1|NM|BMDSPINE^Lumbar spine BMD^XYZ||0.9|g/cm2|||||F"]}, "OBX[1] NM"),  # neither LOINC nor local
         ({"obx": ["OBX|1|NM|24966-5^Lumbar spine BMD^LN||0.9|g/cm2|||||F"]}, "OBX[1] NM"),
         ({"obx": ["OBX|1|NM|24966-4^Lumbar spine BMD^LN||0.9|g/cm2|||||"]}, "OBX[1] NM"),
         ({"obx": []}, "OBX present"),

@@ -1,0 +1,152 @@
+"""``dxa-gateway demo``: a short DXA day on loopback, end to end.
+
+Starts the gateway (as its own process, on free ports, in a fresh data
+folder) beside the PACS and EMR simulators, sends orders from the RIS
+simulator, lets the scanner simulator work its worklist (MPPS, images, BMD
+and dose SRs, commitment), waits until the PACS has the objects and the EMR
+the reports, and prints what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open")
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=10) as rsp:
+        return json.loads(rsp.read())
+
+
+def _metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def run_demo(patients: int = 5, vendor: str = "hologic", data: str | None = None, keep_running: bool = False, timeout: float = 120.0) -> int:
+    from simulators.emr import EmrOptions, EmrSimulator
+    from simulators.pacs import PacsOptions, PacsSimulator
+    from simulators.ris import RisOptions, RisSimulator
+    from simulators.scanner import ScannerOptions, ScannerSimulator
+
+    work = Path(data) if data else Path(tempfile.mkdtemp(prefix="dxagw-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    ports = {name: _free_port() for name in ("dicom", "hl7", "http", "pacs", "emr")}
+    pacs = PacsSimulator(PacsOptions(port=ports["pacs"], ae_title="PACS", folder=str(work / "pacs-received")))
+    emr = EmrSimulator(EmrOptions(port=ports["emr"]))
+    config = {
+        "dicom": {"ae_title": "DXAGW", "host": "127.0.0.1", "port": ports["dicom"]},
+        "hl7": {"host": "127.0.0.1", "port": ports["hl7"]},
+        "http": {"host": "127.0.0.1", "port": ports["http"]},
+        "storage": {"path": str(work / "data"), "min_free_bytes": 0},
+        "reports": {"auto_release": True},
+        "destinations": {
+            "pacs": {"type": "dicom", "host": "127.0.0.1", "port": ports["pacs"], "ae_title": "PACS"},
+            "emr": {"type": "hl7", "host": "127.0.0.1", "port": ports["emr"]},
+        },
+        "routes": [
+            {"match": {"kind": ["image", "sr", "pdf", "dose"]}, "to": ["pacs"]},
+            {"match": {"kind": "report"}, "to": ["emr"]},
+        ],
+    }
+    config_path = work / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    log_path = work / "gateway.log"
+    print(f"demo folder: {work}")
+    pacs.start()
+    emr.start()
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config_path)],
+        stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
+    )
+    http = f"http://127.0.0.1:{ports['http']}"
+    try:
+        for name in ("dicom", "hl7", "http"):
+            _wait_port(ports[name])
+        started = time.monotonic()
+        ris = RisSimulator(RisOptions(port=ports["hl7"], count=patients, station_ae="DXA1", seed=7, prefix="DEMO")).run()
+        scanner = ScannerSimulator(
+            ScannerOptions(vendor=vendor, gateway_port=ports["dicom"], called_ae="DXAGW", ae_title="DXA1", seed=7, images=2)
+        ).run()
+        expected_objects = scanner.stats.get("objects", 0)
+        pacs.wait_for(instances=expected_objects, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(emr.messages) < scanner.stats.get("exams", 0):
+            time.sleep(0.2)
+        elapsed = time.monotonic() - started
+        metrics = urllib.request.urlopen(f"{http}/metrics", timeout=10).read().decode()
+        outbox = _get_json(f"{http}/api/outbox?limit=1000")
+        forwarded = sum(1 for r in outbox if r["state"] == "done" and r["kind"] != "report")
+        reports = sum(1 for r in outbox if r["state"] == "done" and r["kind"] == "report")
+        rows = [
+            ("orders sent / acknowledged", f"{ris.stats.get('messages', 0)} / {sum(1 for c in ris.checks if c.name.startswith('ACK ') and c.passed)}"),
+            ("worklist hits", str(scanner.stats.get("worklist_items", 0))),
+            ("exams scanned", f"{scanner.stats.get('exams_ok', 0)} of {scanner.stats.get('exams', 0)} ok"),
+            ("objects stored by the gateway", str(int(_metric(metrics, "dxagw_instances_received_total")))),
+            ("objects forwarded to the PACS", f"{forwarded} (PACS holds {len(pacs.instances)})"),
+            ("reports delivered to the EMR", f"{reports} (EMR got {len(emr.messages)})"),
+            ("order ACK latency p50 / max", f"{ris.stats.get('latency_ms_p50', '-')} / {ris.stats.get('latency_ms_max', '-')} ms"),
+            ("exam time p50 / max", f"{scanner.stats.get('exam_s_p50', '-')} / {scanner.stats.get('exam_s_max', '-')} s"),
+            ("whole day", f"{elapsed:.1f} s"),
+            ("metrics", f"{http}/metrics"),
+            ("data folder", str(work / "data")),
+            ("gateway log", str(log_path)),
+        ]
+        width = max(len(k) for k, _ in rows)
+        print()
+        print("DXA day on loopback")
+        print("-" * (width + 40))
+        for key, value in rows:
+            print(f"{key.ljust(width)}  {value}")
+        failures = ris.failed + scanner.failed + pacs.report().failed + emr.report().failed
+        ok = not failures and len(pacs.instances) >= expected_objects > 0 and len(emr.messages) >= scanner.stats.get("exams", 0) > 0
+        if failures:
+            print("\nchecks that failed:")
+            for check in failures[:20]:
+                print(f"  FAIL {check.name}: {check.detail}")
+        print("\nresult:", "ok" if ok else "INCOMPLETE")
+        if keep_running:
+            print("the gateway keeps running; Ctrl-C to stop")
+            try:
+                gateway.wait()
+            except KeyboardInterrupt:
+                pass
+        return 0 if ok else 1
+    finally:
+        if gateway.poll() is None:
+            gateway.send_signal(signal.SIGTERM)
+            try:
+                gateway.wait(15)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+        pacs.stop()
+        emr.stop()
