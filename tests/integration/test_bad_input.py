@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
@@ -230,3 +231,26 @@ def test_tcp_health_checks_do_not_use_up_associations(tmp_path):
             assert rc == 0 and "Rejected" not in out, out
     finally:
         assert d.stop() == 0
+
+
+def test_pdu_declaring_gigabytes_is_refused_without_taking_the_memory(daemon):
+    """pynetdicom trusts a declared PDU length up to 4 GiB; the gateway refuses
+    one over its maximum before allocating anything, and keeps serving."""
+    status = Path(f"/proc/{daemon.proc.pid}/status")
+
+    def rss_mb() -> float:
+        return next(int(l.split()[1]) for l in status.read_text().splitlines() if l.startswith("VmRSS:")) / 1024
+
+    before = rss_mb()
+    with socket.create_connection(("127.0.0.1", daemon.dicom_port), timeout=5) as s:
+        s.sendall(b"\x01\x00" + (3 * 1024**3).to_bytes(4, "big") + b"\x00" * 1024)
+        s.settimeout(5)
+        try:
+            assert s.recv(100) == b""  # the gateway closed the connection
+        except ConnectionResetError:
+            pass  # or reset it
+    time.sleep(0.3)
+    assert rss_mb() - before < 50
+    assert '"event":"dicom.pdu_too_large"' in daemon.log_text()
+    rc, out, _ = findscu(daemon.dicom_port, ["PatientName"])
+    assert rc == 0, out
