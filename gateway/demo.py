@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,22 +20,7 @@ from pathlib import Path
 
 import yaml
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not open")
+from gateway.ports import free_port, wait_port
 
 
 def _get_json(url: str):
@@ -60,7 +44,7 @@ def run_demo(patients: int = 5, vendor: str = "hologic", data: str | None = None
 
     work = Path(data) if data else Path(tempfile.mkdtemp(prefix="dxagw-demo-"))
     work.mkdir(parents=True, exist_ok=True)
-    ports = {name: _free_port() for name in ("dicom", "hl7", "http", "pacs", "emr")}
+    ports = {name: free_port() for name in ("dicom", "hl7", "http", "pacs", "emr")}
     pacs = PacsSimulator(PacsOptions(port=ports["pacs"], ae_title="PACS", folder=str(work / "pacs-received")))
     emr = EmrSimulator(EmrOptions(port=ports["emr"]))
     config = {
@@ -91,7 +75,7 @@ def run_demo(patients: int = 5, vendor: str = "hologic", data: str | None = None
     http = f"http://127.0.0.1:{ports['http']}"
     try:
         for name in ("dicom", "hl7", "http"):
-            _wait_port(ports[name])
+            wait_port(ports[name])
         started = time.monotonic()
         ris = RisSimulator(RisOptions(port=ports["hl7"], count=patients, station_ae="DXA1", seed=7, prefix="DEMO")).run()
         scanner = ScannerSimulator(

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from gateway.ports import free_port, wait_port  # noqa: F401 (the tests import them from here)
+
 # pynetdicom installs Python scripts named findscu/echoscu/storescu; the
 # tests use dcmtk's own binaries.
 DCMTK = Path("/usr/bin")
@@ -24,23 +26,6 @@ def dcmtk(tool: str) -> str:
     if not path.exists():
         raise RuntimeError(f"dcmtk's {tool} is not installed (apt-get install dcmtk)")
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not open")
 
 
 @dataclass
