@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from gateway.config import Config, storage_path
 from gateway.dicom.server import DicomServer
 from gateway.exams import ExamService
+from gateway.sr_reader import SrReader
 from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
 from gateway.http import exams_api
@@ -60,7 +61,8 @@ class Gateway:
             default_modality=c.worklist.default_modality, max_body_bytes=c.http.max_body_bytes,
         )
         self.metrics.watch_outbox(self.store.outbox_stats)
-        self.exams = ExamService(self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox)
+        self.sr_reader = SrReader()
+        self.exams = ExamService(self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox, self.sr_reader)
         # One thread reads SRs in arrival order (an RDSR and its BMD SR meet here).
         self.exam_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dxagw-exams")
         exams_api.register(self.http.app, self.exams, self.executor)
@@ -88,6 +90,7 @@ class Gateway:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self.sr_reader.start()
         removed = self.spool.clean_incoming()
         if removed:
             log.warning("spool.partial_files_removed", extra=fields(count=removed))
@@ -115,6 +118,7 @@ class Gateway:
         await self.dispatcher.stop()
         await self.http.stop()
         await loop.run_in_executor(None, lambda: self.exam_executor.shutdown(wait=True))
+        await loop.run_in_executor(None, self.sr_reader.close)
         self.executor.shutdown(wait=True)
         self.store.close()
         log.info("gateway.stopped")

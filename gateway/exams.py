@@ -1,7 +1,8 @@
 """BMD exams: from a stored SR to a released report in the outbox.
 
-When a BMD SR is stored, :class:`ExamService` reads it from the spool (off the
-event loop), extracts a ``BmdExam`` (mappings/bmd), classifies it, compares
+When a BMD SR is stored, :class:`ExamService` has it read from the spool by
+the SR reader process (gateway/sr_reader.py), which extracts a ``BmdExam``
+(mappings/bmd); the service classifies it, compares
 it with the patient's previous exam and writes the report text.  The report
 is preliminary until a reporter signs it (or ``reports.auto_release``);
 each released version (final, then corrected) is queued for the ``report``
@@ -17,17 +18,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
-from pydicom import dcmread
-
 from gateway.config import ReportsSettings
 from gateway.logs import fields
 from gateway.metrics import Metrics
+from gateway.sr_reader import ReaderFailed, SrReader, SrReading, read_bmd_sr, read_dose_sr
 from gateway.store.exams import ExamRow, NoSuchExam
 from mappings.bmd.classify import Classification, classify
 from mappings.bmd.compare import DEFAULT_LSC_PERCENT, Comparison, LscTable, SiteChange, compare_exams
-from mappings.bmd.collect import UnparseableSr
-from mappings.bmd.dose import dose_from_rdsr
-from mappings.bmd.extract import extract_bmd_exam
 from mappings.bmd.fhir_bundle import FhirContext, build_bundle, bundle_json
 from mappings.bmd.hl7_oru import OruContext, build_oru_r01
 from mappings.bmd.models import BmdExam, DoseRecord, RegionResult
@@ -98,8 +95,12 @@ def comparison_json(c: Comparison | None) -> dict | None:
 
 
 class ExamService:
-    def __init__(self, store, data_dir: Path, settings: ReportsSettings, rules: tuple[Rule, ...], metrics: Metrics, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, store, data_dir: Path, settings: ReportsSettings, rules: tuple[Rule, ...], metrics: Metrics,
+        wake: Callable[[], None], reader: SrReader,
+    ) -> None:
         self.store = store
+        self.reader = reader
         self.data_dir = data_dir
         self.settings = settings
         self.rules = rules
@@ -142,23 +143,21 @@ class ExamService:
         except Exception:
             log.exception("exam.error", extra=fields(instance=instance_id))
 
-    def _read(self, instance_id: int):
+    def _dose(self, instance_id: int) -> None:
         inst = self.store.get_instance(instance_id)
         if inst is None:
-            return None, None
-        return inst, dcmread(self.data_dir / inst.record.path)
-
-    def _dose(self, instance_id: int) -> None:
-        inst, ds = self._read(instance_id)
-        if ds is None:
             return
-        dose = dose_from_rdsr(ds)
+        try:
+            dose = self.reader.call(read_dose_sr, str(self.data_dir / inst.record.path))
+        except ReaderFailed as exc:
+            log.warning("exam.dose_unread", extra=fields(instance=instance_id, reason=str(exc)))
+            return
         if dose is None:
             return
-        self.store.set_study_dose(inst.record.study_uid, BmdExam("", dose=dose).to_dict()["dose"])
+        self.store.set_study_dose(inst.record.study_uid, dose)
         row = self.store.exam_for_study(inst.record.study_uid)
         if row is not None and row.exam is not None and row.exam.get("dose") is None:
-            exam = BmdExam.from_dict({**row.exam, "dose": BmdExam("", dose=dose).to_dict()["dose"]})
+            exam = BmdExam.from_dict({**row.exam, "dose": dose})
             self._reanalyse(row, exam)
         log.info("exam.dose", extra=fields(instance=instance_id, study_uid=inst.record.study_uid))
 
@@ -170,18 +169,22 @@ class ExamService:
         self.store.update_exam_analysis(row.id, exam=exam.to_dict(), analysis=analysis, report_text=text if status == "P" else row.report_text)
 
     def _sr(self, instance_id: int) -> None:
-        inst, ds = self._read(instance_id)
-        if ds is None:
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
             return
         rec = inst.record
         common = dict(instance_id=instance_id, sop_instance_uid=rec.sop_instance_uid, study_uid=rec.study_uid, patient_id=rec.patient_id, accession=rec.accession)
         try:
-            exam = extract_bmd_exam(ds)
-        except UnparseableSr as exc:
-            exam_id = self.store.add_exam(**common, exam_date=str(ds.get("StudyDate", "") or ""), state="unparsed", reason=str(exc.reason)[:300])
+            reading = self.reader.call(read_bmd_sr, str(self.data_dir / rec.path))
+        except ReaderFailed as exc:
+            reading = SrReading(None, str(exc))
+        if reading.exam is None:
+            reason = reading.unparsed or "no BMD results"
+            exam_id = self.store.add_exam(**common, exam_date=reading.study_date, state="unparsed", reason=reason[:300])
             self.metrics.exams.labels("unparsed").inc()
-            log.warning("exam.unparsed", extra=fields(exam=exam_id, instance=instance_id, reason=str(exc.reason)[:200]))
+            log.warning("exam.unparsed", extra=fields(exam=exam_id, instance=instance_id, reason=reason[:200]))
             return
+        exam = BmdExam.from_dict(reading.exam)
         if exam.dose is None:
             dose = self.store.study_dose(rec.study_uid)
             if dose is not None:

@@ -35,6 +35,13 @@ STORAGE_SOP_CLASSES = tuple(SOP_CLASS_KIND)
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
+# What :func:`read_header` reads: a C-STORE handler need decode nothing else.
+HEADER_KEYWORDS = (
+    "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+    "PatientID", "AccessionNumber", "Modality", "Manufacturer",
+)
+
+
 def valid_uid(value: str) -> bool:
     return bool(value) and len(value) <= 64 and bool(_UID.match(value))
 

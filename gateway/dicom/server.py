@@ -11,8 +11,6 @@ import logging
 import socket
 import time
 
-from functools import partial
-from tempfile import NamedTemporaryFile
 from typing import Callable
 
 import pynetdicom.dimse_messages
@@ -65,11 +63,12 @@ def use_spool_for_incoming(spool: Spool) -> None:
     """Have pynetdicom stream C-STORE datasets into the spool's incoming/.
 
     With STORE_RECV_CHUNKED_DATASET pynetdicom writes each dataset (with file
-    meta) to a NamedTemporaryFile as it arrives; putting that file on the
-    spool's file system lets the handler keep it by a link, without a copy.
+    meta) to a NamedTemporaryFile as it arrives; an :class:`IncomingFile` on
+    the spool's file system takes its place, so the handler keeps it by a
+    link, without a copy, and has its sha256 without reading it back.
     """
     _config.STORE_RECV_CHUNKED_DATASET = True
-    pynetdicom.dimse_messages.NamedTemporaryFile = partial(NamedTemporaryFile, dir=str(spool.incoming))
+    pynetdicom.dimse_messages.NamedTemporaryFile = lambda *args, **kwargs: spool.incoming_file()
 
 
 class DicomServer:

@@ -21,9 +21,9 @@ from pynetdicom import evt
 from gateway.config import DicomSettings
 from gateway.logs import fields
 from gateway.metrics import Metrics
-from gateway.spool import Spool
+from gateway.spool import IncomingFile, Spool
 from gateway.store import InstanceRecord, Store
-from mappings.instances import HeaderError, read_header
+from mappings.instances import HEADER_KEYWORDS, HeaderError, read_header
 from routes.rules import Rule, RoutedObject, destinations_for
 
 log = logging.getLogger("gateway.store_scp")
@@ -54,6 +54,7 @@ class StorageScp:
         self.policy = settings.storage.duplicate_policy
         # DICOM keywords that routes match on, read from each header.
         self.route_keywords = {kw for rule in rules for kw, _ in rule.keywords}
+        self.header_tags = sorted(set(HEADER_KEYWORDS) | self.route_keywords)
 
     def _refuse(self, status: int, reason: str, calling: str, **extra: object) -> int:
         self.metrics.store_refusals.labels(f"0x{status:04X}").inc()
@@ -70,7 +71,7 @@ class StorageScp:
             return self._refuse(OUT_OF_RESOURCES, "free space under storage.min_free_bytes", calling)
         temp = Path(event.dataset_path)
         try:
-            ds = dcmread(temp, stop_before_pixels=True)
+            ds = dcmread(temp, stop_before_pixels=True, specific_tags=self.header_tags)
             header = read_header(ds, sop_class=sop_class, sop_instance=sop_instance)
         except HeaderError as exc:
             status = DATASET_MISMATCH if exc.keyword in ("SOPClassUID", "SOPInstanceUID") else CANNOT_UNDERSTAND
@@ -85,7 +86,8 @@ class StorageScp:
             log.info("store.duplicate_kept_first", extra=fields(sop_instance_uid=sop_instance, calling_ae=calling, first=existing[0].id))
             return SUCCESS
         try:
-            path, size, sha256 = self.spool.keep(temp, header)
+            received = getattr(req, "_dataset_file", None)
+            path, size, sha256 = self.spool.keep(temp, header, received if isinstance(received, IncomingFile) else None)
         except OSError as exc:
             reason = "disk full" if exc.errno == errno.ENOSPC else f"cannot write the spool: {exc.strerror}"
             return self._refuse(OUT_OF_RESOURCES, reason, calling)
