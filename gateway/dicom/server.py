@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (
 )
 
 from gateway.config import DicomSettings
-from gateway.dicom import transport
+from gateway.dicom import reactor, transport
 from gateway.dicom.commitment import CommitmentScp
 from gateway.dicom.mpps import MppsScp
 from gateway.dicom.mwl import MWL_UID, WorklistFindHandler
@@ -91,6 +91,7 @@ class DicomServer:
         self.storage_classes = set(STORAGE_SOP_CLASSES) | set(settings.storage.extra_sop_classes)
         use_spool_for_incoming(spool)
         transport.install(settings.maximum_pdu_size)
+        reactor.install()
         self.ae = self._make_ae()
         self._server = None
         self.port = settings.port

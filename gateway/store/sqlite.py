@@ -14,7 +14,7 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import orjson
 
@@ -42,6 +42,21 @@ _OPEN = ("SCHEDULED", "IN PROGRESS")
 MAX_IDLE_READERS = 8
 
 
+T = TypeVar("T")
+
+
+class _Pending:
+    """One caller's work in a group commit."""
+
+    __slots__ = ("work", "result", "error", "done")
+
+    def __init__(self, work: Callable[[sqlite3.Connection], object]) -> None:
+        self.work = work
+        self.result = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -53,6 +68,9 @@ class SqliteStore(ExamStore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
+        self._group = threading.Condition()
+        self._group_pending: list[_Pending] = []
+        self._group_leader = False
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._closed = False
         self._writer = self._connect()
@@ -108,6 +126,63 @@ class SqliteStore(ExamStore):
                 raise
             else:
                 conn.execute("COMMIT")
+
+    def _grouped(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in a transaction shared with other threads' (group commit).
+
+        Concurrent C-STORE handlers each need a durable commit, and each
+        commit is an fsync of the WAL.  The first caller to find no commit in
+        progress becomes the leader: it runs every pending ``work`` under its
+        own SAVEPOINT (a failure rolls back that one only) and commits them
+        all with one fsync; the others wait for that commit and return.  When
+        this returns, the caller's rows are as durable as with
+        :meth:`_transaction`.
+        """
+        slot = _Pending(work)
+        with self._group:
+            self._group_pending.append(slot)
+            while not slot.done and self._group_leader:
+                self._group.wait()
+            if not slot.done:
+                self._group_leader = True
+                batch, self._group_pending = self._group_pending, []
+            else:
+                batch = []
+        if batch:
+            try:
+                self._commit_batch(batch)
+            finally:
+                with self._group:
+                    for one in batch:
+                        one.done = True
+                    self._group_leader = False
+                    self._group.notify_all()
+        if slot.error is not None:
+            raise slot.error
+        return slot.result
+
+    def _commit_batch(self, batch: list["_Pending"]) -> None:
+        with self._write_lock:
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for one in batch:
+                    conn.execute("SAVEPOINT one")
+                    try:
+                        one.result = one.work(conn)
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO one")
+                        one.error = exc
+                    conn.execute("RELEASE one")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                for one in batch:
+                    if one.error is None:
+                        one.error, one.result = exc, None
+                if not isinstance(exc, Exception):
+                    raise
 
     def _migrate(self) -> None:
         with self._write_lock:
@@ -410,20 +485,24 @@ class SqliteStore(ExamStore):
         replaced (their files stay where they are).
         """
         now = _now()
-        with self._transaction() as conn:
+        values = dataclasses.astuple(record)
+
+        def work(conn: sqlite3.Connection) -> int:
             if supersede:
                 conn.execute(
                     "UPDATE instances SET is_current = 0 WHERE sop_instance_uid = ? AND is_current = 1",
                     (record.sop_instance_uid,),
                 )
-            values = dataclasses.astuple(record)
             row_id = conn.execute(
                 f"INSERT INTO instances (received_at, is_current, {self._INSTANCE_COLUMNS})"
                 f" VALUES (?, 1, {', '.join('?' * len(values))})",
                 (now, *values),
             ).lastrowid
             self._enqueue(conn, destinations, record.kind, "instances", row_id, record.study_uid, now)
-        return row_id
+            return row_id
+
+        # Many associations store at once: one commit (one fsync) for all.
+        return self._grouped(work)
 
     def instance_totals(self) -> tuple[int, int]:
         """(current instances, their bytes)."""
