@@ -443,7 +443,9 @@ class ScannerSimulator:
             contexts.append((c, [ImplicitVRLittleEndian]))
         if not o.no_commit:
             contexts.append((STORAGE_COMMITMENT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
-        assoc = self._associate(ep, contexts, handlers=[(evt.EVT_N_EVENT_REPORT, self._on_event_report)])
+        assoc = self._associate(
+            ep, contexts, handlers=[(evt.EVT_N_EVENT_REPORT, self._on_event_report), (evt.EVT_PDU_SENT, self._on_pdu_sent)]
+        )
         if not assoc.is_established:
             return r.add(f"{exam.label} storage association", False, f"{ep.ae_title}@{ep.host}:{ep.port} {'rejected' if assoc.is_rejected else 'not established'}")
         ok = True
@@ -515,9 +517,25 @@ class ScannerSimulator:
             self._report.add("StgCmt N-EVENT-REPORT for a known transaction", False, f"unknown Transaction UID {txn!r}")
             return 0x0110, None
         done, result = waiter
-        result.update(info=info, event_type=int(event.request.EventTypeID), how="same association" if event.assoc.is_requestor else "new association")
-        done.set()
+        same = event.assoc.is_requestor
+        result.update(info=info, event_type=int(event.request.EventTypeID), how="same association" if same else "new association")
+        if same:
+            # Release only after our N-EVENT-REPORT-RSP has gone out:
+            # pynetdicom refuses a P-DATA once its A-RELEASE-RQ is sent
+            # (InvalidEventError in Sta7), and the gateway would wait for it.
+            event.assoc._sim_commit_done = done
+        else:
+            done.set()
         return 0x0000, None
+
+    @staticmethod
+    def _on_pdu_sent(event):
+        # The N-EVENT-REPORT-RSP is the only P-DATA we send while we wait
+        # (EVT_DIMSE_SENT fires before its PDU is even queued).
+        done = getattr(event.assoc, "_sim_commit_done", None)
+        if done is not None and type(event.pdu).__name__ == "P_DATA_TF":
+            event.assoc._sim_commit_done = None
+            done.set()
 
     def _start_commit_scp(self) -> None:
         o = self.options
