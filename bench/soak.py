@@ -4,7 +4,8 @@ pynetdicom SCPs have leaked memory in long runs (pynetdicom #669, #328,
 #912), TCP health checks from load balancers included.  This runs rounds of
 (a bare TCP connect/close, a C-ECHO, an MWL C-FIND, a C-STORE of a small
 image, an HL7 order) against the gateway and prints its RSS after each
-block, so growth shows.  It prints figures; it asserts nothing.
+block, so growth shows; then its open descriptors, and its CPU while eight
+associations are held open idle.  It prints figures; it asserts nothing.
 
     python bench/soak.py [--rounds 2000] [--block 200]
 """
@@ -12,6 +13,7 @@ block, so growth shows.  It prints figures; it asserts nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import tempfile
 import time
@@ -32,6 +34,24 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu(pid: int, port: int, ae: AE, seconds: float = 3.0) -> None:
+    """The gateway's CPU while scanners hold associations open and send nothing."""
+    for n in (0, 8):
+        held = [ae.associate("127.0.0.1", port, ae_title="DXAGW") for _ in range(n)]
+        time.sleep(0.5)
+        before = cpu_seconds(pid)
+        time.sleep(seconds)
+        used = (cpu_seconds(pid) - before) / seconds
+        print(f"{n} idle associations held open: gateway CPU {used:.1%} of a core")
+        for assoc in held:
+            assoc.release()
 
 
 def main() -> None:
@@ -80,6 +100,8 @@ def main() -> None:
         time.sleep(2)
         end = rss_mb(proc.pid)
         print(f"\nbaseline {base:.1f} MB, after {args.rounds} rounds {end:.1f} MB, growth {end - base:+.1f} MB")
+        print(f"open file descriptors at the end: {len(list(Path(f'/proc/{proc.pid}/fd').iterdir()))}")
+        idle_cpu(proc.pid, ports["dicom"], ae)
     finally:
         mllp.close()
         stop(proc)
