@@ -43,7 +43,7 @@ class Gateway:
         # Blocking store writes and SCU calls run here, never on the loop.
         self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dxagw-io")
         c = config
-        self.dicom = DicomServer(c.dicom, self.store, self.metrics, self.spool, self.rules, self._on_stored)
+        self.dicom = DicomServer(c.dicom, self.store, self.metrics, self.spool, self.rules, self._on_stored, self._on_mpps_dose)
         options = OrderOptions(
             default_charset=c.hl7.default_charset,
             station_ae_field=c.hl7.station_ae_field,
@@ -86,6 +86,10 @@ class Gateway:
         self.wake_outbox()
         if kind in ("sr", "dose"):
             self.exam_executor.submit(self.exams.on_stored, kind, row_id)
+
+    def _on_mpps_dose(self, study_uid: str, dose: dict) -> None:
+        """An MPPS carried dose attributes (called from a pynetdicom thread)."""
+        self.exam_executor.submit(self.exams.on_mpps_dose, study_uid, dose)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -156,10 +156,30 @@ class ExamService:
             return
         self.store.set_study_dose(inst.record.study_uid, dose)
         row = self.store.exam_for_study(inst.record.study_uid)
-        if row is not None and row.exam is not None and row.exam.get("dose") is None:
+        # The RDSR is the dose record (IR(ME)R): it replaces a dose from MPPS
+        # or from the BMD SR's own attributes.
+        if row is not None and row.exam is not None and (row.exam.get("dose") or {}).get("source") != "rdsr":
             exam = BmdExam.from_dict({**row.exam, "dose": dose})
             self._reanalyse(row, exam)
-        log.info("exam.dose", extra=fields(instance=instance_id, study_uid=inst.record.study_uid))
+        log.info("exam.dose", extra=fields(instance=instance_id, study_uid=inst.record.study_uid, source="rdsr"))
+
+    def on_mpps_dose(self, study_uid: str, dose: dict) -> None:
+        """Called (in the exam thread) when an MPPS of the study carried dose attributes.
+
+        Kept for the study unless an RDSR's dose is known; given to the
+        study's exam only if it has no dose yet.
+        """
+        try:
+            known = self.store.study_dose(study_uid)
+            if known is not None and known.get("source") == "rdsr":
+                return
+            self.store.set_study_dose(study_uid, dose)
+            row = self.store.exam_for_study(study_uid)
+            if row is not None and row.exam is not None and row.exam.get("dose") is None:
+                self._reanalyse(row, BmdExam.from_dict({**row.exam, "dose": dose}))
+            log.info("exam.dose", extra=fields(study_uid=study_uid, source="mpps"))
+        except Exception:
+            log.exception("exam.error", extra=fields(study_uid=study_uid))
 
     def _reanalyse(self, row: ExamRow, exam: BmdExam) -> None:
         classification, comparison, previous_id = self._analyse(exam, row.id)

@@ -7,7 +7,9 @@ outbox rows (MPPS forward, order status to the RIS) in the same commit.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import Callable
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -27,6 +29,8 @@ from mappings.mpps import (
     status_of,
     step_keys,
 )
+from mappings.bmd.dose import dose_from_attributes
+from mappings.bmd.models import BmdExam
 from routes.rules import Rule, RoutedObject, destinations_for
 
 log = logging.getLogger("gateway.mpps")
@@ -43,10 +47,26 @@ def _status(status: int, comment: str = "") -> Dataset:
 
 
 class MppsScp:
-    def __init__(self, store: Store, rules: tuple[Rule, ...], metrics: Metrics) -> None:
+    def __init__(
+        self, store: Store, rules: tuple[Rule, ...], metrics: Metrics,
+        on_dose: Callable[[str, dict], None] = lambda study_uid, dose: None,
+    ) -> None:
         self.store = store
         self.rules = rules
         self.metrics = metrics
+        self.on_dose = on_dose
+
+    def _report_dose(self, ds: Dataset) -> None:
+        """Pass on the Radiation Dose module of the step (PS3.3 C.4.16), per study it reports on."""
+        try:
+            dose = dose_from_attributes(ds)
+        except Exception:  # an attribute pydicom cannot convert: no dose from this step
+            return
+        if dose is None:
+            return
+        record = BmdExam("", dose=dataclasses.replace(dose, source="mpps")).to_dict()["dose"]
+        for study_uid in sorted({k.study_uid for k in step_keys(ds) if k.study_uid}):
+            self.on_dose(study_uid, record)
 
     def _destinations(self, ds: Dataset, calling: str) -> dict[str, tuple[str, ...]]:
         out = {}
@@ -87,6 +107,7 @@ class MppsScp:
             return _status(DUPLICATE_INSTANCE, "an MPPS with this SOP Instance UID exists"), None
         self.metrics.mpps.labels("create", status).inc()
         log.info("mpps.created", extra=fields(mpps=row.id, item=row.worklist_item_id, unscheduled=row.worklist_item_id is None, calling_ae=calling))
+        self._report_dose(ds)
         return 0x0000, ds
 
     def handle_set(self, event: evt.Event):
@@ -117,4 +138,6 @@ class MppsScp:
             return _status(exc.status, exc.comment), None
         self.metrics.mpps.labels("set", row.status).inc()
         log.info("mpps.updated", extra=fields(mpps=row.id, status=row.status, item=row.worklist_item_id, calling_ae=calling))
+        if "ds" in result:
+            self._report_dose(result["ds"])
         return 0x0000, modification

@@ -80,13 +80,14 @@ class DicomServer:
         spool: Spool,
         rules: tuple[Rule, ...] = (),
         notify: Callable[[str, int], None] = lambda kind, row_id: None,
+        mpps_dose: Callable[[str, dict], None] = lambda study_uid, dose: None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.mwl = WorklistFindHandler(store, settings.worklist, metrics)
         self.storage = StorageScp(settings, spool, store, rules, metrics, notify)
-        self.mpps = MppsScp(store, rules, metrics)
+        self.mpps = MppsScp(store, rules, metrics, on_dose=mpps_dose)
         self.commitment = CommitmentScp(settings, spool, store, metrics)
         self.storage_classes = set(STORAGE_SOP_CLASSES) | set(settings.storage.extra_sop_classes)
         use_spool_for_incoming(spool)

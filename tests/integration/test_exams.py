@@ -21,6 +21,7 @@ from mappings.bmd.samples import dose_sr, ge_sr, hologic_sr
 from tests.fhir_peer import FhirPeer
 from tests.mllp_peer import MllpPeer
 from tests.orthanc import wait_for
+from tests.scu import ScannerScu, mpps_create_dataset, mpps_final
 from tests.support import dcmtk, start_daemon
 from tests.unit.bmd.helpers import GE, HOLOGIC, known_exam
 
@@ -143,6 +144,41 @@ def test_dose_sr_of_the_study_is_kept_with_the_exam(daemon, tmp_path):
     assert row["dose"] is not None and row["dose"]["dap"] == "1.23"
     status, text = api(daemon, f"/api/exams/{row['id']}/report")
     assert "1.23" in text
+
+
+def _study_header(known) -> Dataset:
+    header = Dataset()
+    header.PatientID, header.PatientName, header.PatientBirthDate, header.PatientSex = known.patient_id, known.patient_name, known.patient_birth_date, "F"
+    header.StudyInstanceUID, header.AccessionNumber = known.study_instance_uid, known.accession_number
+    header.StudyDate, header.StudyTime = known.exam_date, known.exam_time
+    return header
+
+
+def test_mpps_dose_is_kept_with_the_exam_until_an_rdsr_gives_one(daemon, tmp_path):
+    known = known_exam("hologic", HOLOGIC, patient_id="PMPPSDOSE", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+    ds = hologic_sr(known)
+    scu = ScannerScu(daemon.dicom_port)
+    try:
+        uid, status = scu.create(mpps_create_dataset(study_uid=known.study_instance_uid, patient_id=known.patient_id))
+        assert status.Status == 0x0000
+        store(daemon, ds, tmp_path / "sr.dcm")
+        row = wait_for(lambda: exam_of(ds)(daemon), 15)
+        assert row["dose"] is None  # nothing has given a dose yet
+        final = mpps_final()
+        final.ImageAndFluoroscopyAreaDoseProduct = "0.42"  # dGy.cm2 (PS3.3 C.4.16)
+        final.EntranceDoseInmGy = "0.05"
+        assert scu.set(uid, final).Status == 0x0000
+    finally:
+        scu.release()
+    row = wait_for(lambda: (lambda r: r if r and r["dose"] else None)(exam_of(ds)(daemon)), 15)
+    assert row["dose"]["source"] == "mpps"
+    assert row["dose"]["dap"] == "0.42" and row["dose"]["entrance_dose"] == "0.05"
+    assert "0.42" in api(daemon, f"/api/exams/{row['id']}/report")[1]
+    # the study's RDSR arrives later: it is the dose record, and replaces the MPPS figures
+    rdsr = dose_sr(_study_header(known), DoseRecord(dap=Decimal("1.5"), dap_units="Gy.m2", source="rdsr"), sop_uid=generate_uid(), series_uid=generate_uid(), device=HOLOGIC)
+    store(daemon, rdsr, tmp_path / "dose.dcm")
+    row = wait_for(lambda: (lambda r: r if r and r["dose"]["source"] == "rdsr" else None)(exam_of(ds)(daemon)), 15)
+    assert row["dose"]["dap"] == "1.5"
 
 
 def test_sign_sends_oru_and_bundle_that_parse_back(daemon, emr, fhir, tmp_path):
