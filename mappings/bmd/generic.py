@@ -24,6 +24,11 @@ from mappings.bmd.labels import (
 from mappings.bmd.models import BmdExam
 
 LAYOUT = "generic"
+# UCUM units a dimensioned measure must be in when its NUM names them
+# (PS3.16 TID 1419-style MeasurementUnitsCodeSequence).  Any other unit is
+# refused rather than read at the wrong scale (mg/cm2 read as g/cm2 would
+# be a T-score off by orders of magnitude).
+EXPECTED_UNITS = {"bmd": "g/cm2", "bmc": "g", "area": "cm2"}
 MAX_DEPTH = 32
 MAX_ITEMS = 100_000
 
@@ -99,6 +104,12 @@ def _num(item: Dataset, ctx: _Context, tables: LabelTables, out: WalkResult) -> 
     measure = tables.measure(meaning) or tables.code_measures.get(key)
     if not measure:
         return
+    expected = EXPECTED_UNITS.get(measure)
+    if expected:
+        units = mvs[0].get("MeasurementUnitsCodeSequence")
+        unit = str(units[0].get("CodeValue", "") or "").strip() if units else ""
+        if unit and unit != expected:
+            raise UnparseableSr(f"{measure.upper()} in {unit!r}, expected {expected}")
     site, side = ctx.site, ctx.laterality
     if site is None and key in tables.code_sites:
         scan, label = tables.code_sites[key]

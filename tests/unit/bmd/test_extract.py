@@ -35,6 +35,27 @@ def test_ge_known_values_to_the_last_digit():
     assert _digits(got) == _digits(exam)
 
 
+def _nums(items):
+    for item in items:
+        if item.get("ValueType") == "NUM":
+            yield item
+        yield from _nums(item.get("ContentSequence") or [])
+
+
+@pytest.mark.parametrize("unit", ["mg/cm2", "kg/m2"])
+def test_bmd_in_other_units_is_unparseable_not_rescaled(unit):
+    ds = samples.ge_sr(known_exam("ge", GE))
+    bmd = next(n for n in _nums(ds.ContentSequence) if n.ConceptNameCodeSequence[0].CodeMeaning == "BMD")
+    bmd.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue = unit
+    with pytest.raises(UnparseableSr, match=unit):
+        extract_bmd_exam(ds)
+
+
+def test_bmd_in_g_per_cm2_parses():
+    ds = samples.ge_sr(known_exam("ge", GE))
+    assert extract_bmd_exam(ds).regions
+
+
 def test_hologic_spine_total_named_by_included_vertebrae():
     text = samples.hologic_text(known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC))
     assert 'ExcludedVertebrae = "L3"' in text and '= "Total";' in text
