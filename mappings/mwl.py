@@ -462,6 +462,31 @@ def build_response(query: Dataset, candidate: Dataset, *, fallback_charset: str 
     return out
 
 
+def response_shape(query: Dataset, fallback_charset: str = "ISO_IR 192") -> tuple:
+    """What :func:`build_response` depends on in ``query``, as a hashable key.
+
+    The response holds the requested keys (their tags, the VR of an empty
+    one, the keys asked for inside a sequence item) in the query's first
+    character set or the fallback; the matching values play no part.  Two
+    queries with the same shape get the same response for one candidate.
+    """
+
+    def shape(ds: Dataset) -> tuple:
+        out = []
+        for elem in ds:
+            if elem.keyword == "SpecificCharacterSet" or elem.tag.group == 0x0000:
+                continue
+            if elem.VR == "SQ":
+                item = elem.value[0] if elem.value and len(elem.value[0]) > 0 else None
+                out.append((int(elem.tag), "SQ", shape(item) if item is not None else None))
+            else:
+                out.append((int(elem.tag), elem.VR))
+        return tuple(out)
+
+    charset = _str_values(query.get("SpecificCharacterSet")) if "SpecificCharacterSet" in query else []
+    return (shape(query), charset[0] if charset else "", fallback_charset)
+
+
 def describe_tag(tag: int) -> str:
     return f"{Tag(tag)} {keyword_for_tag(tag) or 'unknown'}"
 

@@ -13,14 +13,16 @@ from collections import OrderedDict
 from typing import Iterator
 
 from pydicom.dataset import Dataset
-from pynetdicom import evt
+from pydicom.uid import UID
+from pynetdicom import evt, service_class
+from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from gateway.config import WorklistSettings
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.store import Store, WorklistRow
-from mappings.mwl import MatchOptions, QueryError, build_response, check_query, index_filter, matches
+from mappings.mwl import MatchOptions, QueryError, build_response, check_query, index_filter, matches, response_shape
 from mappings.worklist import item_to_dataset
 
 log = logging.getLogger("gateway.mwl")
@@ -49,17 +51,20 @@ class WorklistFindHandler:
         self.store = store
         self.settings = settings
         self.metrics = metrics
-        self._cache: OrderedDict[tuple[int, str], Dataset] = OrderedDict()
+        self._cache: OrderedDict[tuple, Dataset] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._encoded: OrderedDict[tuple, bytes] = OrderedDict()
 
     def _dataset(self, row: WorklistRow) -> Dataset:
-        """The item's MWL dataset, built once per version of the row.
+        """The item's MWL dataset, built once per content of the row.
 
         Scanners ask for the same day's steps again and again; building a
         pydicom dataset is most of a candidate's cost.  Candidates are only
-        read (responses are new datasets), so sharing them is safe.
+        read (responses are new datasets), so sharing them is safe.  The key
+        is the item itself (frozen, hashable), so an update in the same
+        millisecond as a query cannot leave a stale entry.
         """
-        key = (row.id, row.updated_at)
+        key = (row.id, row.item)
         with self._cache_lock:
             ds = self._cache.get(key)
             if ds is not None:
@@ -71,6 +76,32 @@ class WorklistFindHandler:
             while len(self._cache) > DATASET_CACHE_SIZE:
                 self._cache.popitem(last=False)
         return ds
+
+    def _response(self, row: WorklistRow, candidate: Dataset, query: Dataset, shape: tuple, ts: UID) -> Dataset | EncodedIdentifier:
+        """The response identifier for a match, encoded once per item content and query shape.
+
+        A scanner asks the same question every few minutes; building and
+        encoding the identifier with pydicom (~1 ms each on a small VM) was
+        most of a station query.  The bytes are what pynetdicom's encode()
+        would give (it made them), in the association's transfer syntax.
+        """
+        if ts.is_deflated:
+            return build_response(query, candidate, fallback_charset=self.settings.fallback_character_set)
+        key = (row.id, row.item, shape, str(ts))
+        with self._cache_lock:
+            data = self._encoded.get(key)
+            if data is not None:
+                self._encoded.move_to_end(key)
+                return EncodedIdentifier(data)
+        response = build_response(query, candidate, fallback_charset=self.settings.fallback_character_set)
+        data = _pynetdicom_encode(response, ts.is_implicit_VR, ts.is_little_endian, False)
+        if data is None:  # pynetdicom logs it and answers 0xC312 for the Dataset
+            return response
+        with self._cache_lock:
+            self._encoded[key] = data
+            while len(self._encoded) > ENCODED_CACHE_SIZE:
+                self._encoded.popitem(last=False)
+        return EncodedIdentifier(data)
 
     def _options(self, event: evt.Event) -> MatchOptions:
         info = event.assoc.requestor.sop_class_extended.get(MWL_UID) or b""
@@ -107,11 +138,13 @@ class WorklistFindHandler:
             raise _Refused("refused", _failure(IDENTIFIER_MISMATCH, exc.reason, exc.tag))
         opts = self._options(event)
         limit = self.settings.max_results
-        found: list[Dataset] = []
+        shape = response_shape(query, self.settings.fallback_character_set)
+        ts = UID(event.context.transfer_syntax)
+        found: list[Dataset | EncodedIdentifier] = []
         for row in self.store.find_worklist(index_filter(query)):
             candidate = self._dataset(row)
             if matches(query, candidate, opts):
-                found.append(build_response(query, candidate, fallback_charset=self.settings.fallback_character_set))
+                found.append(self._response(row, candidate, query, shape, ts))
                 if len(found) > limit:
                     log.warning("mwl.too_many_matches", extra=fields(calling_ae=calling, limit=limit))
                     raise _Refused("too_many", _failure(OUT_OF_RESOURCES, f"more than {limit} matches: narrow the query"))
@@ -130,6 +163,30 @@ class WorklistFindHandler:
 
 CANCEL_CHECK_EVERY = 8
 DATASET_CACHE_SIZE = 20000  # candidate datasets kept (a few days of a busy service)
+ENCODED_CACHE_SIZE = 50000  # encoded responses kept (~0.5 KB each)
+
+
+class EncodedIdentifier:
+    """A C-FIND response identifier already encoded for the association."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+_pynetdicom_encode = encode
+
+
+def _encode_or_pass(ds, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False):
+    if isinstance(ds, EncodedIdentifier):
+        return ds.data
+    return _pynetdicom_encode(ds, is_implicit_vr, is_little_endian, deflated)
+
+
+# pynetdicom's C-FIND SCP encodes each pending identifier with dsutils.encode;
+# an EncodedIdentifier goes through as the bytes it already is.
+service_class.encode = _encode_or_pass
 
 
 def _let_dul_read(event: evt.Event, timeout: float = 2.0) -> None:

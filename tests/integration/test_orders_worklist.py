@@ -133,6 +133,9 @@ def test_omi_gives_one_item_per_ipc(daemon, tmp_path):
 def test_adt_update_and_merge(daemon, tmp_path):
     mllp = MllpClient(daemon.hl7_port)
     mllp.send(orm("T7-1", placer="T7P", filler="T7F", accession="T7A", patient_id="P007", name="Old^Name", start=TODAY + "150000"))
+    # The same query before and after: the answer is not a cached one.
+    found = results(daemon, tmp_path, ["AccessionNumber=T7A", "PatientName", "PatientID"])
+    assert str(found[0].PatientName) == "Old^Name"
     assert ack_fields(mllp.send(adt("T7-2", "A08", patient_id="P007", name="New^Name")))["MSA"][1] == "AA"
     found = results(daemon, tmp_path, ["AccessionNumber=T7A", "PatientName", "PatientID"])
     assert str(found[0].PatientName) == "New^Name"
@@ -257,3 +260,32 @@ def test_metrics_count_what_happened(daemon):
     log = daemon.log_text()
     for phi in ("Müller", "Smith", "P001", "Wildman", "19580312"):
         assert phi not in log
+
+
+@pytest.mark.parametrize("syntaxes", [["1.2.840.10008.1.2"], ["1.2.840.10008.1.2.1"], ["1.2.840.10008.1.2.1.99"]])
+def test_same_answer_in_each_transfer_syntax(daemon, syntaxes):
+    """Responses encoded once and reused must read the same in every syntax
+    (Implicit, Explicit and Deflated Explicit VR Little Endian), query after query."""
+    mllp = MllpClient(daemon.hl7_port)
+    mllp.send(orm("T10-1", placer="T10P", filler="T10F", accession="T10A", patient_id="P010", name="Ärnström^Åsa", start=TODAY + "101500"))
+    ae = AE(ae_title="DXA1")
+    ae.add_requested_context(ModalityWorklistInformationFind, syntaxes)
+    query = Dataset()
+    query.SpecificCharacterSet = "ISO_IR 100"
+    query.AccessionNumber = "T10A"
+    query.PatientName = ""
+    query.PatientWeight = ""
+    step = Dataset()
+    step.ScheduledStationAETitle = ""
+    step.ScheduledProcedureStepStartTime = ""
+    query.ScheduledProcedureStepSequence = [step]
+    for _ in range(2):
+        assoc = ae.associate("127.0.0.1", daemon.dicom_port, ae_title="DXAGW")
+        assert assoc.is_established
+        found = [ds for status, ds in assoc.send_c_find(query, ModalityWorklistInformationFind) if status.Status == 0xFF00]
+        assoc.release()
+        assert len(found) == 1
+        assert found[0].SpecificCharacterSet == "ISO_IR 100"
+        assert str(found[0].PatientName) == "Ärnström^Åsa"
+        assert found[0].AccessionNumber == "T10A" and found[0].PatientWeight in (None, "")
+        assert found[0].ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime == "101500"

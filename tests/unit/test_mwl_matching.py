@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydicom.dataset import Dataset
 
-from mappings.mwl import MatchOptions, QueryError, build_response, check_query, index_filter, matches
+from mappings.mwl import MatchOptions, QueryError, build_response, check_query, index_filter, matches, response_shape
 from mappings.worklist import WorklistItem, item_from_dataset, item_to_dataset
 
 ITEM = WorklistItem(
@@ -116,6 +116,21 @@ def test_response_charset_falls_back_when_values_do_not_fit():
     assert build_response(query, item).SpecificCharacterSet == "ISO_IR 192"
     ascii_item = item_to_dataset(ITEM.replace(patient_name="Smith^Ann"))
     assert "SpecificCharacterSet" not in build_response(q(PatientName=""), ascii_item)
+
+
+def test_response_shape_keys_what_the_response_depends_on():
+    base = response_shape(q(PatientName="", ScheduledStationAETitle="DXA1"))
+    # other matching values, same requested keys: the same response
+    assert response_shape(q(PatientName="Mü*", ScheduledStationAETitle="DXA2")) == base
+    assert response_shape(q(PatientName="", PatientID="", ScheduledStationAETitle="DXA1")) != base
+    assert response_shape(q(PatientName="", Modality="BMD")) != base  # another key in the item
+    latin1 = q(PatientName="", ScheduledStationAETitle="DXA1")
+    latin1.SpecificCharacterSet = "ISO_IR 100"
+    assert response_shape(latin1) != base
+    assert response_shape(q(PatientName="", ScheduledStationAETitle="DXA1"), "ISO_IR 100") != base
+    whole = q(PatientName="")
+    whole.ScheduledProcedureStepSequence = []  # the whole item asked for
+    assert response_shape(whole) != response_shape(q(PatientName="", Modality=""))
 
 
 def test_unsupported_and_malformed_keys():
