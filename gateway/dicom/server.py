@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (
 )
 
 from gateway.config import DicomSettings
-from gateway.dicom import reactor, transport
+from gateway.dicom import acceptor, reactor, transport
 from gateway.dicom.commitment import CommitmentScp
 from gateway.dicom.mpps import MppsScp
 from gateway.dicom.mwl import MWL_UID, WorklistFindHandler
@@ -109,6 +109,7 @@ class DicomServer:
         no_dataset_logging()
         transport.install(settings.maximum_pdu_size)
         reactor.install()
+        acceptor.install()
         self.ae = self._make_ae()
         self._server = None
         self.port = settings.port

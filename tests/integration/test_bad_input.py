@@ -163,6 +163,16 @@ def test_unknown_ae_titles_are_refused_at_association(tmp_path):
         assert assoc.is_rejected
         rc, out, _ = findscu(d.dicom_port, ["PatientName"], aet="PACSMON")
         assert "Calling AE Title Not Recognized" in out
+        # asking for both, PACSMON gets an association with the worklist
+        # context rejected; that must not narrow what the next peer is offered
+        ae = AE(ae_title="PACSMON")
+        ae.add_requested_context(Verification)
+        ae.add_requested_context(ModalityWorklistInformationFind)
+        assoc = ae.associate("127.0.0.1", d.dicom_port, ae_title="DXAGW")
+        assert assoc.is_established
+        assert [str(cx.abstract_syntax) for cx in assoc.accepted_contexts] == [str(Verification)]
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
         # and the allowed scanner still gets its worklist
         rc, out, _ = findscu(d.dicom_port, ["PatientName"], aet="DXA1")
         assert rc == 0 and "Rejected" not in out
