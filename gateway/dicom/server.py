@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (
 )
 
 from gateway.config import DicomSettings
-from gateway.dicom import acceptor, reactor, transport
+from gateway.dicom import acceptor, command_set, reactor, transport
 from gateway.dicom.commitment import CommitmentScp
 from gateway.dicom.mpps import MppsScp
 from gateway.dicom.mwl import MWL_UID, WorklistFindHandler
@@ -110,6 +110,7 @@ class DicomServer:
         transport.install(settings.maximum_pdu_size)
         reactor.install()
         acceptor.install()
+        command_set.install()
         self.ae = self._make_ae()
         self._server = None
         self.port = settings.port
