@@ -125,3 +125,24 @@ def test_no_msh_and_garbage():
         with pytest.raises(Hl7Error) as err:
             parse_message(raw)
         assert err.value.ack_code == "AR"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        orm("S1", name="Smith^Jane^Q^^Dr", study_uid="1.2.3.4"),
+        omi("S2", steps=[("A1", "R1", "S1"), ("A2", "R2", "S2")]),
+        adt("S3", "A40", patient_id="P2", prior="P1"),
+        "MSH|^~\\&|A|B|C|D|20261124||ORM^O01|S4|P|2.5.1\rPID|||P1~P2^^^H&1.2&ISO||Doe^J\\S\\X\rZDS|1.2.3^100^Application^DICOM\rNTE",
+        "MSH#^~\\&#A#B\rPID#1##P9\r",  # another field separator
+    ],
+)
+def test_fields_are_split_as_python_hl7_splits_them(text):
+    """The gateway's own split gives the field strings python-hl7's tree joins back to."""
+    import hl7
+
+    from mappings.hl7_orders import split_message
+
+    ours = split_message(text, "utf-8")
+    theirs = hl7.parse(text.replace("\n", "\r").strip("\r"))
+    assert [seg.fields for seg in ours.segments] == [[str(f) for f in seg] for seg in theirs]
