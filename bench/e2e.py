@@ -154,6 +154,8 @@ def main() -> None:
         span = finished - started
         print(f"offered: {args.rate} exams/s, scanner concurrency {args.concurrency}")
         print(f"exams scanned {exams} ({scanner.stats.get('exams_ok')} ok), objects sent {scanner.stats.get('objects')}, in Orthanc {in_pacs} ({pacs_done - started:.1f} s after the first scan)")
+        for check in scanner.failed[:10]:
+            print(f"  scanner check failed: {check.name}: {check.detail}")
         print(f"reports (ORU^R01) acknowledged by the EMR: {len(emr.acked)} of {exams}; dead letters {dead}")
         print(f"sustained: {len(emr.acked) / span:.2f} exams/s end to end ({span:.1f} s from the first scan to the last ACK)")
         if latencies:
