@@ -180,6 +180,24 @@ def test_unknown_ae_titles_are_refused_at_association(tmp_path):
         assert d.stop() == 0
 
 
+def test_malformed_p_data_aborts_that_association_only(daemon):
+    """A P-DATA-TF whose PDV item runs past the PDU (PS3.8 9.3.5.1) is an
+    invalid PDU: the gateway aborts that association and serves the next."""
+    ae = AE(ae_title="DXA1")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", daemon.dicom_port, ae_title="DXAGW")
+    assert assoc.is_established
+    sock = assoc.dul.socket.socket
+    body = (100).to_bytes(4, "big") + b"\x01\x03" + b"\x00" * 10  # says 100 bytes, has 11
+    sock.sendall(b"\x04\x00" + len(body).to_bytes(4, "big") + body)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and assoc.is_established:
+        time.sleep(0.05)
+    assert assoc.is_aborted
+    ok = subprocess.run([dcmtk("echoscu"), "-aet", "DXA1", "-aec", "DXAGW", "127.0.0.1", str(daemon.dicom_port)], capture_output=True, text=True, env={"TCP_NODELAY": "1"})
+    assert ok.returncode == 0, ok.stderr
+
+
 def test_peer_vanishing_mid_association_leaves_daemon_serving(daemon):
     # An A-ASSOCIATE-RQ cut off half way, then a bare TCP probe.
     for payload in (b"\x01\x00\x00\x00\x01\x00\x00\x01", b""):
