@@ -22,16 +22,9 @@ association counts as much as what it does per message.  pynetdicom 3.0:
 
 from __future__ import annotations
 
-import logging
-
-import pynetdicom
 from pynetdicom import transport
 
-from gateway.logs import fields
-
-log = logging.getLogger("gateway.dicom")
-
-SUPPORTED = ("3.0.",)
+from gateway.dicom import mirrors_pynetdicom
 
 
 def _own_list(contexts: list) -> list:
@@ -45,8 +38,7 @@ def _no_forced_collect(self: transport.AssociationServer) -> None:
 
 def install() -> bool:
     """Apply both in this process; False if this pynetdicom may differ."""
-    if not pynetdicom.__version__.startswith(SUPPORTED):
-        log.warning("dicom.acceptor_unpatched", extra=fields(pynetdicom=pynetdicom.__version__))
+    if not mirrors_pynetdicom("acceptor"):
         return False
     transport.deepcopy = _own_list  # used only by RequestHandler._create_association
     transport.AssociationServer.service_actions = _no_forced_collect

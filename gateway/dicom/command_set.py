@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import struct
 
-import pynetdicom
 from pynetdicom import dimse_messages
 from pynetdicom.dsutils import encode as pydicom_encode
+
+from gateway.dicom import mirrors_pynetdicom
 
 _STRINGS = {"UI": b"\x00", "AE": b" ", "LO": b" ", "SH": b" ", "CS": b" "}
 _HEADER = struct.Struct("<HHI")
@@ -60,7 +61,7 @@ def encode_command_set(ds, is_implicit_vr: bool, is_little_endian: bool, deflate
 
 def install() -> bool:
     """Use :func:`encode_command_set` for pynetdicom's command sets in this process."""
-    if not pynetdicom.__version__.startswith("3.0."):
+    if not mirrors_pynetdicom("command_set"):
         return False
     # dimse_messages calls encode() only on command sets (encode_msg, _set_command_group_length)
     dimse_messages.encode = encode_command_set

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Iterator
+from typing import Generic, Hashable, Iterator, TypeVar
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -46,14 +46,39 @@ def _failure(status: int, comment: str, tag: int | None = None) -> Dataset:
     return ds
 
 
+V = TypeVar("V")
+
+
+class _Lru(Generic[V]):
+    """A bounded, thread-safe least-recently-used map (one per handler, shared by its threads)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> V | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value: V) -> V:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
 class WorklistFindHandler:
     def __init__(self, store: Store, settings: WorklistSettings, metrics: Metrics) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
-        self._cache: OrderedDict[tuple, Dataset] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        self._encoded: OrderedDict[tuple, bytes] = OrderedDict()
+        self._datasets: _Lru[Dataset] = _Lru(DATASET_CACHE_SIZE)
+        self._encoded: _Lru[bytes] = _Lru(ENCODED_CACHE_SIZE)
 
     def _dataset(self, row: WorklistRow) -> Dataset:
         """The item's MWL dataset, built once per content of the row.
@@ -65,16 +90,9 @@ class WorklistFindHandler:
         millisecond as a query cannot leave a stale entry.
         """
         key = (row.id, row.item)
-        with self._cache_lock:
-            ds = self._cache.get(key)
-            if ds is not None:
-                self._cache.move_to_end(key)
-                return ds
-        ds = item_to_dataset(row.item)
-        with self._cache_lock:
-            self._cache[key] = ds
-            while len(self._cache) > DATASET_CACHE_SIZE:
-                self._cache.popitem(last=False)
+        ds = self._datasets.get(key)
+        if ds is None:
+            ds = self._datasets.put(key, item_to_dataset(row.item))
         return ds
 
     def _response(self, row: WorklistRow, candidate: Dataset, query: Dataset, shape: tuple, ts: UID) -> Dataset | EncodedIdentifier:
@@ -88,19 +106,13 @@ class WorklistFindHandler:
         if ts.is_deflated:
             return build_response(query, candidate, fallback_charset=self.settings.fallback_character_set)
         key = (row.id, row.item, shape, str(ts))
-        with self._cache_lock:
-            data = self._encoded.get(key)
-            if data is not None:
-                self._encoded.move_to_end(key)
-                return EncodedIdentifier(data)
-        response = build_response(query, candidate, fallback_charset=self.settings.fallback_character_set)
-        data = _pynetdicom_encode(response, ts.is_implicit_VR, ts.is_little_endian, False)
-        if data is None:  # pynetdicom logs it and answers 0xC312 for the Dataset
-            return response
-        with self._cache_lock:
-            self._encoded[key] = data
-            while len(self._encoded) > ENCODED_CACHE_SIZE:
-                self._encoded.popitem(last=False)
+        data = self._encoded.get(key)
+        if data is None:
+            response = build_response(query, candidate, fallback_charset=self.settings.fallback_character_set)
+            data = _pynetdicom_encode(response, ts.is_implicit_VR, ts.is_little_endian, False)
+            if data is None:  # pynetdicom logs it and answers 0xC312 for the Dataset
+                return response
+            self._encoded.put(key, data)
         return EncodedIdentifier(data)
 
     def _options(self, event: evt.Event) -> MatchOptions:

@@ -27,19 +27,16 @@ import ssl
 import threading
 import time
 
-import pynetdicom
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 
-from gateway.logs import fields
+from gateway.dicom import mirrors_pynetdicom
 
 LOGGER = logging.getLogger("pynetdicom.dul")
-log = logging.getLogger("gateway.dicom")
 
 IDLE_WAIT = 0.25  # seconds; the longest a reactor sleeps with nothing due
-SUPPORTED = ("3.0.",)
 
 
 class _Waker:
@@ -275,8 +272,7 @@ def assoc_run_reactor(self: Association) -> None:
 
 def install() -> bool:
     """Use the event-driven reactors in this process; False if this pynetdicom is not one they mirror."""
-    if not pynetdicom.__version__.startswith(SUPPORTED):
-        log.warning("dicom.polling_reactors", extra=fields(pynetdicom=pynetdicom.__version__))
+    if not mirrors_pynetdicom("reactors"):
         return False
     DULServiceProvider.run_reactor = dul_run_reactor
     DULServiceProvider.kill_dul = dul_kill

@@ -30,6 +30,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
+from gateway.dicom import mirrors_pynetdicom
 from gateway.logs import fields
 
 log = logging.getLogger("gateway.dicom")
@@ -152,5 +153,6 @@ def install(maximum_pdu_size: int) -> None:
     # What we accept: our negotiated maximum (0 means none in PS3.8) plus slack
     # for the PDU's own items; never more than 64 MiB at once.
     _limit = min(maximum_pdu_size + 1024, 64 * 1024 * 1024) if maximum_pdu_size else 64 * 1024 * 1024
-    AssociationSocket.recv = _recv
-    DULServiceProvider._read_pdu_data = _read_pdu_data
+    AssociationSocket.recv = _recv  # the size guard, whatever the version
+    if mirrors_pynetdicom("read_pdu_data"):
+        DULServiceProvider._read_pdu_data = _read_pdu_data
