@@ -79,6 +79,7 @@ class WorklistFindHandler:
         self.metrics = metrics
         self._datasets: _Lru[Dataset] = _Lru(DATASET_CACHE_SIZE)
         self._encoded: _Lru[bytes] = _Lru(ENCODED_CACHE_SIZE)
+        pass_encoded_identifiers()
 
     def _dataset(self, row: WorklistRow) -> Dataset:
         """The item's MWL dataset, built once per content of the row.
@@ -196,9 +197,13 @@ def _encode_or_pass(ds, is_implicit_vr: bool, is_little_endian: bool, deflated: 
     return _pynetdicom_encode(ds, is_implicit_vr, is_little_endian, deflated)
 
 
-# pynetdicom's C-FIND SCP encodes each pending identifier with dsutils.encode;
-# an EncodedIdentifier goes through as the bytes it already is.
-service_class.encode = _encode_or_pass
+def pass_encoded_identifiers() -> None:
+    """Have pynetdicom's C-FIND SCP send an EncodedIdentifier as the bytes it is.
+
+    ``ServiceClass._c_find_scp`` encodes each pending identifier with
+    ``service_class.encode``; anything else still goes to pynetdicom's encode.
+    """
+    service_class.encode = _encode_or_pass
 
 
 def _let_dul_read(event: evt.Event, timeout: float = 2.0) -> None:

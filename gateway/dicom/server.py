@@ -77,9 +77,9 @@ def no_dataset_logging() -> None:
     By default it decodes every C-FIND request identifier again and
     pretty-prints it and every response identifier, and binds "standard"
     handlers that format each PDU and DIMSE message, whatever the log level:
-    about 3 ms of CPU per worklist response on a 2-core VM, most of a
-    station query.  Those lines carry patient data, which our logs never
-    do (DESIGN.md rule 8); warnings and errors are still logged.
+    ~0.2 ms of CPU per worklist response on a 2-core VM (a 22-match station
+    query: 82 -> 78 ms).  Those lines carry patient data, which our logs
+    never do (DESIGN.md rule 8); warnings and errors are still logged.
     """
     _config.LOG_HANDLER_LEVEL = "none"
     _config.LOG_REQUEST_IDENTIFIERS = False

@@ -127,7 +127,6 @@ def _read_pdu_data(self: DULServiceProvider) -> None:
         self.event_queue.put("Evt17")
         return
     if pdu_type != P_DATA_TF:
-        pdu = None
         try:
             pdu, event = self._decode_pdu(header + body)
             self.event_queue.put(event)
