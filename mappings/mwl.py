@@ -388,11 +388,22 @@ def _empty_like(elem: DataElement) -> DataElement:
     return DataElement(elem.tag, elem.VR, None)
 
 
+def _is_return_key(elem: DataElement) -> bool:
+    """A query element that asks for a value back (not the character set, not a command element)."""
+    return elem.keyword != "SpecificCharacterSet" and elem.tag.group != 0x0000
+
+
+def _query_charset(query: Dataset) -> str:
+    """The first value of the query's Specific Character Set ("" when absent)."""
+    values = _str_values(query.get("SpecificCharacterSet")) if "SpecificCharacterSet" in query else []
+    return values[0] if values else ""
+
+
 def _project(query: Dataset, candidate: Dataset) -> Dataset:
     """The requested keys of ``candidate``; zero length where it has none."""
     out = Dataset()
     for elem in query:
-        if elem.keyword in ("SpecificCharacterSet",) or elem.tag.group == 0x0000:
+        if not _is_return_key(elem):
             continue
         if elem.tag not in candidate:
             out.add(_empty_like(elem))
@@ -455,8 +466,7 @@ def choose_charset(query_charset: str, response: Dataset, fallback: str) -> str:
 def build_response(query: Dataset, candidate: Dataset, *, fallback_charset: str = "ISO_IR 192") -> Dataset:
     """The identifier returned for one match: requested keys only."""
     out = _project(query, candidate)
-    query_charset = "\\".join(_str_values(query.get("SpecificCharacterSet"))) if "SpecificCharacterSet" in query else ""
-    charset = choose_charset(query_charset.split("\\")[0], out, fallback_charset)
+    charset = choose_charset(_query_charset(query), out, fallback_charset)
     if charset:
         out.SpecificCharacterSet = charset
     return out
@@ -474,7 +484,7 @@ def response_shape(query: Dataset, fallback_charset: str = "ISO_IR 192") -> tupl
     def shape(ds: Dataset) -> tuple:
         out = []
         for elem in ds:
-            if elem.keyword == "SpecificCharacterSet" or elem.tag.group == 0x0000:
+            if not _is_return_key(elem):
                 continue
             if elem.VR == "SQ":
                 item = elem.value[0] if elem.value and len(elem.value[0]) > 0 else None
@@ -483,8 +493,7 @@ def response_shape(query: Dataset, fallback_charset: str = "ISO_IR 192") -> tupl
                 out.append((int(elem.tag), elem.VR))
         return tuple(out)
 
-    charset = _str_values(query.get("SpecificCharacterSet")) if "SpecificCharacterSet" in query else []
-    return (shape(query), charset[0] if charset else "", fallback_charset)
+    return (shape(query), _query_charset(query), fallback_charset)
 
 
 def describe_tag(tag: int) -> str:
