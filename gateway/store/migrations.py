@@ -162,4 +162,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX reports_exam ON reports (exam_id);
     """,
+    # 4: the few open steps scheduled on several stations (Scheduled Station
+    # AE Title is 1-n, PS3.4 Table K.6-1), found without scanning the rest
+    """
+    CREATE INDEX wl_multi_station ON worklist_items (start_date)
+        WHERE status IN ('SCHEDULED', 'IN PROGRESS') AND instr(station_ae, '\\') > 0;
+    """,
 ]
