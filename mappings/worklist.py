@@ -483,6 +483,9 @@ def _decimal(ds: Dataset, keyword: str) -> str:
         raise ItemError(keyword, "not a decimal number") from None
     if not value.is_finite() or value < 0 or len(text) > 16:
         raise ItemError(keyword, "not a decimal string of up to 16 characters (PS3.5 6.2)")
+    whole, dot, fraction = text.partition(".")
+    if dot and fraction and set(fraction) == {"0"} and "e" not in text.lower():
+        return whole  # a DICOM JSON number 72 reads back as "72.0"
     return text
 
 
