@@ -237,16 +237,20 @@ def is_universal(elem: DataElement) -> bool:
 
 
 def _match_element(elem: DataElement, candidate: Dataset, opts: MatchOptions) -> bool:
-    if is_universal(elem):
-        return True
-    if elem.tag not in candidate:
-        return False  # a non-universal key cannot match an absent attribute
-    cand = candidate[elem.tag]
     if elem.VR == "SQ":
+        if is_universal(elem):
+            return True
+        if elem.tag not in candidate:
+            return False
         # PS3.4 C.2.2.2.6 sequence matching: some item of the candidate's
         # sequence must match every key of the query item.
-        return any(_match_dataset(elem.value[0], item, opts) for item in (cand.value or []))
+        return any(_match_dataset(elem.value[0], item, opts) for item in (candidate[elem.tag].value or []))
     query = _query_value(elem)
+    if query == "":
+        return True  # C.2.2.2.3 universal matching
+    if elem.tag not in candidate:
+        return False  # a value cannot match an absent attribute
+    cand = candidate[elem.tag]
     values = [v.strip() for v in _str_values(cand.value)]
     vr = elem.VR
     if vr in RANGE_VRS:
