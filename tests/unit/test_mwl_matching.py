@@ -289,3 +289,21 @@ def test_out_of_range_patient_medical_values_are_refused_by_name(keyword, value)
     with pytest.raises(ItemError) as err:
         item_from_dataset(ds)
     assert err.value.keyword == keyword
+
+
+def test_the_candidate_cache_hits_for_an_item_with_patient_medical_attributes():
+    """The MWL caches datasets keyed on the frozen item: an item read again from the store is the same key."""
+    from gateway.dicom.mwl import WorklistFindHandler, _Lru
+    from gateway.store import WorklistRow
+
+    ds = item_to_dataset(ITEM)
+    ds.Allergies = ["Iodine", "Latex"]
+    ds.ReasonForTheRequestedProcedure = "Screening"
+    item = item_from_dataset(ds)
+    handler = WorklistFindHandler.__new__(WorklistFindHandler)
+    handler._datasets = _Lru(10)
+    first = handler._dataset(WorklistRow(id=1, item=item, created_at="", updated_at=""))
+    reread = WorklistItem.from_json(orjson.loads(orjson.dumps(item.to_json())))
+    assert handler._dataset(WorklistRow(id=1, item=reread, created_at="", updated_at="")) is first
+    changed = reread.replace(allergies=("Iodine",))
+    assert handler._dataset(WorklistRow(id=1, item=changed, created_at="", updated_at="")) is not first
