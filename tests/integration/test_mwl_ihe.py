@@ -93,6 +93,11 @@ def test_a_posted_item_keeps_and_returns_its_patient_medical_attributes(daemon, 
     """PS3.4 Table K.6-1: every attribute of the MWL IOD that arrives comes back when asked (issue 12 item 2)."""
     status, body, _ = api(daemon, "/api/worklist", "POST", _posted_item().to_json_dict(), {"Content-Type": "application/dicom+json"})
     assert status == 201, body
+    status, row, _ = api(daemon, f"/api/worklist/{body['id']}")
+    stored = Dataset.from_json(row["dataset"])
+    assert stored.Allergies == "Iodine" and stored.RequestedProcedurePriority == "HIGH"
+    assert list(stored.MedicalAlerts) == ["Pacemaker", "Hip prosthesis left"]
+    assert stored.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence[0].CodeValue == "DXA-SH"
     asked = [
         "MedicalAlerts", "Allergies", "PregnancyStatus", "PatientSize", "PatientWeight", "SpecialNeeds", "PatientState",
         "ConfidentialityConstraintOnPatientDataDescription", "RequestedProcedurePriority", "ReasonForTheRequestedProcedure",
@@ -113,6 +118,15 @@ def test_a_posted_item_keeps_and_returns_its_patient_medical_attributes(daemon, 
     # a protocol key with a value matches on it (C.2.2.2.6)
     assert len(_find(daemon, tmp_path, ["PatientID=IHE1", SPS + "ScheduledProtocolCodeSequence[0].CodeValue=DXA-SH"])) == 1
     assert _find(daemon, tmp_path, ["PatientID=IHE1", SPS + "ScheduledProtocolCodeSequence[0].CodeValue=OTHER"]) == []
+
+
+def test_a_priority_outside_its_enumerated_values_is_refused_naming_it(daemon):
+    """PS3.3 C.4.11: Requested Procedure Priority is STAT, HIGH, ROUTINE, MEDIUM or LOW; nothing is stored otherwise."""
+    ds = _posted_item()
+    ds.PatientID, ds.RequestedProcedurePriority = "IHE9", "URGENT"
+    status, body, _ = api(daemon, "/api/worklist", "POST", ds.to_json_dict(), {"Content-Type": "application/dicom+json"})
+    assert status == 422 and body["attribute"] == "RequestedProcedurePriority", body
+    assert api(daemon, "/api/worklist?patient=IHE9")[1] == []
 
 
 def test_an_hl7_order_brings_allergies_measures_and_priority(daemon, tmp_path):
