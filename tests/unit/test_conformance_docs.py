@@ -18,6 +18,7 @@ from pydicom.tag import Tag
 from gateway.config import DicomSettings
 from gateway.dicom.server import DicomServer
 from mappings.instances import STORAGE_SOP_CLASSES
+from mappings.mpps import CREATE_TYPE1, SET_NOT_ALLOWED
 from mappings.mwl import SPS_KEYS, TOP_LEVEL_KEYS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -91,3 +92,9 @@ def test_the_companion_documents_exist_and_are_linked():
     for doc in ("hl7-interface.md", "fhir.md"):
         assert (DOCS / doc).is_file(), doc
         assert f"docs/{doc}" in text
+
+
+@pytest.mark.parametrize("name, keywords", [("mpps-create-required", CREATE_TYPE1), ("mpps-set-not-allowed", SET_NOT_ALLOWED)])
+def test_the_mpps_attribute_rules_listed_are_those_enforced(name, keywords):
+    listed = [row.strip("|").split("|")[1].strip().strip("`") for row in marked(name)]
+    assert sorted(listed) == sorted(keywords)
