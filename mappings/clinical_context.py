@@ -38,6 +38,7 @@ class ClinicalContext:
     height_cm: Decimal | None = None
     weight_kg: Decimal | None = None
     indication: str = ""  # the reason for the request, as written
+    vfa_result: str = ""  # vertebral fracture assessment, as read (radiographer / reporter)
     fracture_history: tuple[str, ...] = ()  # fracture descriptions, as written
     risk_factors: tuple[str, ...] = ()  # other risk factors, as written
     technical_notes: tuple[str, ...] = ()  # operator: artefacts, positioning
@@ -97,7 +98,7 @@ class ClinicalContext:
                 if number is None or number <= 0 or number > (300 if key == "height_cm" else 500):
                     raise ContextError(key, "a positive number in range")
                 out[key] = number
-            elif key == "indication":
+            elif key in ("indication", "vfa_result"):
                 if not isinstance(value, str):
                     raise ContextError(key, "text")
                 out[key] = value.strip()[:500]
