@@ -110,6 +110,35 @@ LOINC_BY_SITE: dict[tuple[str, str | None], dict[str, str]] = {
     (m.RADIUS_33, "L"): _RADIUS,
     (m.RADIUS_33, "R"): _RADIUS,
 }
+# No laterality-specific LOINC for the radius is known (DOMAIN.md section 3,
+# uncertain): the side is carried by the local code and the text.
+
+
+def loinc_codes(site: str, laterality: str | None, diagnostic_spine: str | None) -> dict[str, str]:
+    """LOINC codes of a region's measures.  The lumbar-spine codes go on the
+    spine total the diagnosis used (``diagnostic_spine``, e.g. ``L1,L2,L4``),
+    and on no other spine total: the coded result is what the diagnosis used."""
+    if len(m.spine_vertebrae(site)) > 1:
+        return dict(_SPINE) if site == diagnostic_spine else {}
+    return LOINC_BY_SITE.get((site, laterality), {})
+
+
+# WHO category: SNOMED CT beside the local code, where a disorder concept fits.
+# Normal, the Z-score ranges and "no category" have no agreed concept: local only.
+CATEGORY_SCT: dict[str, tuple[str, str]] = {
+    "osteopenia": ("312894000", "Osteopenia (disorder)"),
+    "osteoporosis": ("64859006", "Osteoporosis (disorder)"),
+    "established_osteoporosis": ("443165006", "Pathological fracture due to osteoporosis (disorder)"),
+}
+
+# Dose (DICOM PS3.16 CID 10050 / TID 10001 concepts)
+DCM_URL = "http://dicom.nema.org/resources/ontology/DCM"
+DOSE_CODES = {
+    "dap": ("113722", "DCM", "Dose Area Product Total"),
+    "dose_rp_total": ("113725", "DCM", "Dose (RP) Total"),
+    "entrance_dose": ("entrance_dose", "99DXAGW", "Entrance dose"),
+}
+
 MEASURE_NAMES = {"bmd": "BMD", "t_score": "T-score", "z_score": "Z-score"}
 MEASURE_UNITS = {"bmd": "g/cm2", "t_score": "1", "z_score": "1"}
 
