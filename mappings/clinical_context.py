@@ -291,7 +291,7 @@ def _labelled_line(b: _Builder, line: str) -> bool:
 # -- HL7 v2 ------------------------------------------------------------------------
 
 
-def context_from_hl7(raw: bytes, default_charset: str = "") -> ClinicalContext:
+def context_from_hl7(raw: bytes, default_charset: str = "UNICODE UTF-8") -> ClinicalContext:
     """The clinical context an HL7 order carries (OBX, DG1, NTE); empty when none.
 
     OBX-3 is matched by LOINC code (:data:`OBSERVATION_CODES`) or by its text
