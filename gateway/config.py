@@ -129,6 +129,8 @@ class ReportsSettings(_Model):
     lsc_absolute: dict[str, float] = {}  # per site, g/cm2, for all scanners
     lsc_per_scanner: dict[str, dict[str, float]] = {}  # serial or model -> site -> g/cm2
     cross_calibrated: list[list[str]] = []  # groups of models/serials whose BMD compare
+    management_file: Path | None = None  # YAML: diagnostic category -> management wording (NOGG-based defaults)
+    recommended_interval: str = ""  # report text for the interval to the next scan (default: UK two-year guidance)
 
 
 class LoggingSettings(_Model):
