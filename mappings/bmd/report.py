@@ -356,8 +356,11 @@ def render_report(
 ) -> str:
     """The report text; ``template`` is a site's own text with ``$placeholders``."""
     values = report_values(exam, classification, comparison, status=status, technical_notes=technical_notes, details=details)
+    text = template if template is not None else DEFAULT_TEMPLATE
+    if details is not None and details.reporter and not any(f"{p}{n}" in text for p in ("$", "${") for n in ("signature", "reporter")):
+        text = text.rstrip("\n") + "\n\n$signature\n"  # IR(ME)R: a signed report always names its reporter
     try:
-        return Template(template if template is not None else DEFAULT_TEMPLATE).substitute(values)
+        return Template(text).substitute(values)
     except KeyError as exc:
         raise ReportTemplateError(f"unknown placeholder ${exc.args[0]} in report template") from None
     except ValueError as exc:

@@ -102,3 +102,10 @@ def test_report_gives_the_interval_since_the_previous_scan():
     the interval is in the report."""
     _, _, text = _report()
     assert "Interval since the previous examination: 2 years 0 months." in text
+
+
+def test_site_template_without_signature_still_names_the_reporter():
+    """Seed 000 (IR(ME)R duty holders): a signed report names the entitled
+    person who evaluated it, whatever the site's template."""
+    exam, c, text = _report(template="$status: $diagnosis")
+    assert text.rstrip().endswith("Reported by: Ann Reporter, Consultant radiologist, 2024-05-02")
