@@ -330,7 +330,7 @@ class ExamService:
         classification, comparison, previous_id, analysis, text = self._preliminary(exam, None, status)
         if release:
             item, ctx = self._order(exam, None)
-            details = self._details(item, ctx, reporter="auto-release")
+            details = self._details(item, ctx, reporter="auto-release", reporter_comment="Released automatically (reports.auto_release) without a reporter's review.")
             text = render_report(exam, classification, comparison, status=status, template=self.template, details=details)
             render = self._renderer(exam, rec.accession, item, classification, comparison, text, status, Actor("auto-release"), release[1])
         exam_id = self.store.add_exam(

@@ -1,5 +1,5 @@
 """The clinical context of a DXA request: what the classifier and the report need
-beyond the scan (docs/results.md; DOMAIN.md section 4 in the project's words).
+beyond the scan (README: "The clinical rules and their sources", "The clinical context").
 
 Read from the order -- HL7 v2 OBX (coded or labelled observations), DG1
 (ICD-10 diagnoses), NTE (notes, shown as the indication; only explicit

@@ -164,7 +164,7 @@ MIGRATIONS: list[str] = [
     """,
     # 4: what was signed is what is sent (DESIGN.md rule 9): every outbound
     # payload of a released report version, rendered once with its hash; and
-    # the clinical context of orders and exams (docs/results.md)
+    # the clinical context of orders and exams (README: "The clinical context")
     """
     CREATE TABLE report_payloads (
         id INTEGER PRIMARY KEY,

@@ -201,3 +201,36 @@ def test_radiographer_context_put_is_used_and_bad_values_refused(daemon, tmp_pat
     text = call(daemon, "GET", f"/api/exams/{row['id']}/report")[1]
     assert "Operator: Movement artefact at L3" in text and "Established (severe) osteoporosis." in text
     assert call(daemon, "PUT", "/api/exams/999999/context", {"fragility_fracture": True})[0] == 404
+
+
+def test_auto_release_stores_the_payload_it_sends(tmp_path):
+    """DESIGN.md rule 9 with ``reports.auto_release``: the final report released
+    without a signature also has its ORU rendered once, stored with its sha256,
+    and sent as stored; the report says it was released without a reporter's review."""
+    emr, fhir = MllpPeer(default="AA"), FhirPeer()
+    d = start_daemon(
+        tmp_path,
+        {
+            "storage": {"min_free_bytes": 0},
+            "reports": {"auto_release": True},
+            "destinations": _destinations(emr, fhir, 0.3),
+            "routes": [{"match": {"kind": "report"}, "to": ["emr"]}],
+        },
+    )
+    try:
+        known = known_exam("hologic", HOLOGIC, patient_id="PAUTO", accession_number="ACC-AUTO", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+        ds = hologic_sr(known)
+        store(d, ds, tmp_path / "sr.dcm")
+        row = wait_for(lambda: exam_of(ds)(d), 15)
+        assert row["report"]["status"] == "F"
+        assert wait_for(lambda: emr.received, 15)
+        versions = call(d, "GET", f"/api/exams/{row['id']}/reports")[1]
+        (payload,) = versions[0]["payloads"]
+        assert payload["destination"] == "emr" and payload["format"] == "hl7-oru"
+        assert payload["sha256"] == hashlib.sha256(emr.received[0].encode("utf-8")).hexdigest()
+        assert "Reported by: auto-release" in emr.received[0]
+        assert "without a reporter's review" in emr.received[0]
+    finally:
+        d.stop()
+        emr.close()
+        fhir.close()
