@@ -98,6 +98,9 @@ _FEMUR = {"bmd": "24701-5", "t_score": "38263-0", "z_score": "80934-3"}
 _FEMUR_L = {"bmd": "80954-1", "t_score": "80948-3", "z_score": "80940-0"}
 _FEMUR_R = {"bmd": "80953-3", "t_score": "80947-5", "z_score": "80939-2"}
 _RADIUS = {"bmd": "24890-6", "t_score": "38265-5", "z_score": "80932-7"}
+# Radius and Ulna - left / right (the OHDSI LOINC listing DOMAIN.md section 3 draws on)
+_RADIUS_L = {"bmd": "80952-5", "t_score": "80944-2", "z_score": "80936-8"}
+_RADIUS_R = {"bmd": "80951-7", "t_score": "80943-4", "z_score": "80935-0"}
 LOINC_BY_SITE: dict[tuple[str, str | None], dict[str, str]] = {
     ("L1-L4", None): _SPINE,
     (m.TOTAL_HIP, None): _HIP,
@@ -107,13 +110,9 @@ LOINC_BY_SITE: dict[tuple[str, str | None], dict[str, str]] = {
     (m.NECK, "L"): _FEMUR_L,
     (m.NECK, "R"): _FEMUR_R,
     (m.RADIUS_33, None): _RADIUS,
-    (m.RADIUS_33, "L"): _RADIUS,
-    (m.RADIUS_33, "R"): _RADIUS,
+    (m.RADIUS_33, "L"): _RADIUS_L,
+    (m.RADIUS_33, "R"): _RADIUS_R,
 }
-# No laterality-specific LOINC for the radius is known (DOMAIN.md section 3,
-# uncertain): the side is carried by the local code and the text.
-
-
 def loinc_codes(site: str, laterality: str | None, diagnostic_spine: str | None) -> dict[str, str]:
     """LOINC codes of a region's measures.  The lumbar-spine codes go on the
     spine total the diagnosis used (``diagnostic_spine``, e.g. ``L1,L2,L4``),

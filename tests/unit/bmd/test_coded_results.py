@@ -85,12 +85,18 @@ def test_who_category_carries_snomed_beside_the_local_code():
     assert {"system": "http://snomed.info/sct", "code": "64859006", "display": "Osteoporosis (disorder)"} in report["conclusionCode"][0]["coding"]
 
 
-def test_radius_laterality_in_local_code_and_text():
-    """DOMAIN.md section 3: no side-specific radius LOINC is known, so the side
-    travels in the local code and the observation text beside 24890-6."""
+def test_radius_codes_carry_laterality():
+    """LOINC (OHDSI LOINC listing, DOMAIN.md section 3): DXA Radius and Ulna - left
+    80952-5 / 80944-2 / 80936-8 and - right 80951-7 / 80943-4 / 80935-0; a side
+    known from the scan goes out under the side's code, 24890-6 only without a side."""
     exam, c, comp, text = _spine_exam()
+    exam = dataclasses.replace(exam, regions=exam.regions + (region("radius_33", "R", "0.660", "-0.7", "0.1"), region("radius_33", None, "0.655", "-0.75", "0.0")))
     _, obx = _obx(build_oru_r01(exam, c, comp, text, OruContext(**CTX)))
-    assert "24890-6^Left radius 33% BMD^LN^L.radius_33.bmd^Left radius 33% BMD^99DXAGW" in obx
+    assert "80952-5^Left radius 33% BMD^LN^L.radius_33.bmd^Left radius 33% BMD^99DXAGW" in obx
+    assert "80944-2^Left radius 33% T-score^LN^L.radius_33.t_score^Left radius 33% T-score^99DXAGW" in obx
+    assert "80951-7^Right radius 33% BMD^LN^R.radius_33.bmd^Right radius 33% BMD^99DXAGW" in obx
+    assert "80935-0^Right radius 33% Z-score^LN^R.radius_33.z_score^Right radius 33% Z-score^99DXAGW" in obx
+    assert "24890-6^Radius 33% BMD^LN^radius_33.bmd^Radius 33% BMD^99DXAGW" in obx
 
 
 def test_fhir_performer_interpreter_and_dose_observation():
