@@ -33,7 +33,7 @@ from mappings.bmd.classify import CATEGORY_TEXT, Classification, classify, menop
 from mappings.bmd.compare import DEFAULT_LSC_PERCENT, Comparison, LscTable, SiteChange, compare_exams
 from mappings.bmd.fhir_bundle import FhirContext, build_bundle, bundle_json
 from mappings.bmd.hl7_oru import OruContext, build_oru_r01
-from mappings.bmd.models import BmdExam, DoseRecord, RegionResult
+from mappings.bmd.models import BmdExam, RegionResult
 from mappings.bmd.report import ReportDetails, render_report
 from mappings.clinical_context import ClinicalContext
 from mappings.worklist import WorklistItem

@@ -234,3 +234,37 @@ def test_auto_release_stores_the_payload_it_sends(tmp_path):
         d.stop()
         emr.close()
         fhir.close()
+
+
+def test_fhir_order_context_reaches_the_classifier(daemon, tmp_path):
+    """Issue 14 defect 8; ISCD Official Positions (33% radius in hyperparathyroidism):
+    a FHIR ServiceRequest's reasonCode (ICD-10 E21.0) and supportingInfo
+    Observation (LOINC 8302-2 body height) are kept with the order and used
+    for the exam that answers it."""
+    sr = {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "contained": [
+            {"resourceType": "Patient", "id": "p1", "identifier": [{"system": "urn:hosp", "value": "PFCTX"}], "name": [{"family": "Fhir", "given": ["Frida"]}], "gender": "female", "birthDate": "1958-03-12"},
+            {"resourceType": "Observation", "id": "h", "status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2", "display": "Body height"}]}, "valueQuantity": {"value": 158, "unit": "cm", "system": "http://unitsofmeasure.org", "code": "cm"}},
+        ],
+        "identifier": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}, "value": "ACC-FCTX"}],
+        "subject": {"reference": "#p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "38269-7", "display": "DXA Bone density"}]},
+        "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "E21.0", "display": "Primary hyperparathyroidism"}]}],
+        "supportingInfo": [{"reference": "#h"}],
+        "occurrenceDateTime": "2024-05-01T10:30:00+01:00",
+        "extension": [{"url": "http://dxa-gateway.org/fhir/StructureDefinition/scheduled-station-ae", "valueString": "DXA1"}],
+    }
+    req = urllib.request.Request(daemon.http + "/fhir/ServiceRequest", method="POST", data=orjson.dumps(sr), headers={"Content-Type": "application/fhir+json"})
+    with urllib.request.urlopen(req, timeout=10) as rsp:
+        assert rsp.status == 201
+    known = known_exam("hologic", HOLOGIC, patient_id="PFCTX", accession_number="ACC-FCTX", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+    ds = hologic_sr(known)
+    store(daemon, ds, tmp_path / "sr.dcm")
+    row = wait_for(lambda: exam_of(ds)(daemon), 15)
+    assert row["context"]["hyperparathyroidism"] is True and row["context"]["height_cm"] == "158.0"
+    assert any("33% radius included because of hyperparathyroidism" in n for n in row["classification"]["notes"])
+    text = call(daemon, "GET", f"/api/exams/{row['id']}/report")[1]
+    assert "Indication: Primary hyperparathyroidism" in text and "Height 158.0 cm" in text
