@@ -35,7 +35,7 @@ from mappings.bmd.fhir_bundle import FhirContext, build_bundle, bundle_json
 from mappings.bmd.hl7_oru import OruContext, build_oru_r01
 from mappings.bmd.models import BmdExam, RegionResult
 from mappings.bmd.report import ReportDetails, render_report
-from mappings.clinical_context import ClinicalContext
+from mappings.clinical_context import ClinicalContext, ContextError
 from mappings.worklist import WorklistItem
 from routes.base import JsonBody
 from routes.rules import Rule, RoutedObject, destinations_for
@@ -175,9 +175,14 @@ class ExamService:
         with the radiographer's (``PUT /api/exams/{id}/context``) over it."""
         item_json, order_ctx = self.store.order_for_exam(exam.study_instance_uid, exam.accession_number or (row.accession if row else ""))
         item = WorklistItem.from_json(item_json) if item_json else None
-        ctx = ClinicalContext.from_dict(order_ctx) if order_ctx else ClinicalContext()
-        if row is not None and row.context:
-            ctx = ctx.merged(ClinicalContext.from_dict(row.context))
+        ctx = ClinicalContext()
+        for source, data in (("order", order_ctx), ("radiographer", row.context if row is not None else None)):
+            if not data:
+                continue
+            try:
+                ctx = ctx.merged(ClinicalContext.from_dict(data))
+            except ContextError as exc:  # kept by an older version, or edited: say so, use the rest
+                log.warning("exam.context_unreadable", extra=fields(exam=row.id if row else None, source=source, key=exc.key))
         return item, ctx
 
     def _analyse(

@@ -95,8 +95,9 @@ class ClinicalContext:
                 out[key] = value
             elif key in ("height_cm", "weight_kg"):
                 number = _decimal(value)
-                if number is None or number <= 0 or number > (300 if key == "height_cm" else 500):
-                    raise ContextError(key, "a positive number in range")
+                low, high = LIMITS["height" if key == "height_cm" else "weight"]
+                if number is None or not low <= number <= high:
+                    raise ContextError(key, f"a number from {low} to {high}")
                 out[key] = number
             elif key in ("indication", "vfa_result"):
                 if not isinstance(value, str):
@@ -196,13 +197,20 @@ def _label(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]+", " ", text.lower()).strip().replace("  ", " ")
 
 
+LIMITS = {"height": (Decimal(30), Decimal(300)), "weight": (Decimal(1), Decimal(500))}  # cm, kg: outside is a typo
+
+
 def _quantity(kind: str, value: str, unit: str) -> Decimal | None:
+    """A height in cm or weight in kg from a value and its unit; None when the
+    unit is unknown or the result is outside :data:`LIMITS` (not guessed)."""
     number = _decimal(value)
     table = HEIGHT_UNITS if kind == "height" else WEIGHT_UNITS
     factor = table.get(unit.strip().lower() or ("cm" if kind == "height" else "kg"))
     if number is None or factor is None or number <= 0:
         return None
-    return (number * factor).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    out = (number * factor).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    low, high = LIMITS[kind]
+    return out if low <= out <= high else None
 
 
 class _Builder:

@@ -137,9 +137,13 @@ def z_category(z: Decimal) -> str:
     return BELOW_RANGE if round_score(z) <= Z_LOW else WITHIN_RANGE
 
 
+NON_WHITE = {"black", "african", "asian", "hispanic", "mexican", "latino", "chinese", "japanese", "korean", "indian", "arab", "aboriginal"}
+
+
 def reference_flags(exam: BmdExam) -> list[str]:
     """ISCD and NOGG: T-scores come from a White female, non-race-adjusted
-    young-adult reference for men and women of all races."""
+    young-adult reference for men and women of all races.  A reference that
+    says otherwise is flagged; one that does not say is flagged for checking."""
     text = f"{exam.reference_database} {exam.reference_population}".lower()
     for c in "/-,.;:()":
         text = text.replace(c, " ")
@@ -147,15 +151,23 @@ def reference_flags(exam: BmdExam) -> list[str]:
     for negated in ("non race adjusted", "not race adjusted", "non ethnic adjusted", "not adjusted"):
         text = text.replace(negated, "unadjusted")
     words = set(text.split())
-    if not words:
-        return ["Reference population not stated: confirm the T-scores use a White female, non-race-adjusted reference (ISCD, NOGG)."]
     flags = []
-    if "male" in words or "men" in words or ("female" not in words and "women" not in words):
-        flags.append("T-scores are not from a female reference: ISCD and NOGG use a White female reference for men and women.")
-    if "adjusted" in words or "race" in words or "ethnic" in words:
+    unstated = []
+    if {"female", "females", "women", "woman"} & words:
+        pass
+    elif {"male", "males", "men", "man"} & words:
+        flags.append("T-scores are from a male reference: ISCD and NOGG use a White female reference for men and women.")
+    else:
+        unstated.append("sex")
+    if "adjusted" in words:
         flags.append("T-scores are race-adjusted: ISCD and NOGG use a non-race-adjusted White female reference.")
-    elif not ({"white", "caucasian"} & words):
+    elif NON_WHITE & words:
         flags.append("T-scores are not from a White reference: ISCD and NOGG use a White female reference for all races.")
+    elif not ({"white", "caucasian"} & words):
+        unstated.append("ethnicity")
+    if unstated:
+        what = " and ".join(unstated) if words else "population"
+        flags.append(f"Reference {what} not stated: confirm the T-scores use a White female, non-race-adjusted reference (ISCD, NOGG).")
     return flags
 
 

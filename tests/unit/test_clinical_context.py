@@ -80,3 +80,17 @@ def test_radiographer_context_wins_and_bad_values_are_named():
         ClinicalContext.from_dict({"height_cm": "tall"})
     with pytest.raises(ContextError, match="colour"):
         ClinicalContext.from_dict({"colour": "blue"})
+
+
+def test_implausible_height_or_weight_is_not_guessed():
+    """Bad input is refused, not guessed: a height of 640 cm (inches sent as cm)
+    or an unknown unit gives no height, so no wrong BMI reaches the report."""
+    ctx = context_from_hl7(
+        _with(
+            segment("OBX", {1: "1", 2: "NM", 3: "8302-2^Body height^LN", 5: "640", 6: "cm", 11: "F"}),
+            segment("OBX", {1: "2", 2: "NM", 3: "29463-7^Body weight^LN", 5: "60", 6: "stone", 11: "F"}),
+        )
+    )
+    assert ctx.height_cm is None and ctx.weight_kg is None and ctx.bmi is None
+    with pytest.raises(ContextError, match="weight_kg"):
+        ClinicalContext.from_dict({"weight_kg": 0})

@@ -108,10 +108,11 @@ def test_under_20_z_scores_spine_and_tblh_only_never_hip():
     [
         ("White Female", None),
         ("Caucasian female, non-race-adjusted", None),
-        ("White Male", "not from a female reference"),
+        ("White Male", "from a male reference"),
         ("Black Female", "not from a White reference"),
         ("Female, race-adjusted", "race-adjusted"),
-        ("", "not stated"),
+        ("USA (Combined NHANES/Lunar)", "Reference sex and ethnicity not stated"),
+        ("", "Reference population not stated"),
     ],
 )
 def test_reference_population_white_female_not_race_adjusted(population, problem):
