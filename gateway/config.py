@@ -131,6 +131,7 @@ class ReportsSettings(_Model):
     cross_calibrated: list[list[str]] = []  # groups of models/serials whose BMD compare
     management_file: Path | None = None  # YAML: diagnostic category -> management wording (NOGG-based defaults)
     recommended_interval: str = ""  # report text for the interval to the next scan (default: UK two-year guidance)
+    table_limit_kg: float | None = Field(None, gt=0)  # the scanner table's weight limit: heavier patients get the forearm (ISCD)
 
 
 class LoggingSettings(_Model):

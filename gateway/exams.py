@@ -35,7 +35,7 @@ from mappings.bmd.fhir_bundle import FhirContext, build_bundle, bundle_json
 from mappings.bmd.hl7_oru import OruContext, build_oru_r01
 from mappings.bmd.models import BmdExam, RegionResult
 from mappings.bmd.report import ReportDetails, render_report
-from mappings.clinical_context import ClinicalContext, ContextError
+from mappings.clinical_context import ClinicalContext, ContextError, with_table_limit
 from mappings.worklist import WorklistItem
 from routes.base import JsonBody
 from routes.rules import Rule, RoutedObject, destinations_for
@@ -183,7 +183,8 @@ class ExamService:
                 ctx = ctx.merged(ClinicalContext.from_dict(data))
             except ContextError as exc:  # kept by an older version, or edited: say so, use the rest
                 log.warning("exam.context_unreadable", extra=fields(exam=row.id if row else None, source=source, key=exc.key))
-        return item, ctx
+        limit = getattr(self.settings, "table_limit_kg", None)
+        return item, with_table_limit(ctx, Decimal(str(limit)) if limit else None)
 
     def _analyse(
         self, exam: BmdExam, exam_id: int | None = None, context: ClinicalContext | None = None, *, early_repeat: bool = False

@@ -110,6 +110,14 @@ class ClinicalContext:
         return cls(**out)
 
 
+def with_table_limit(ctx: ClinicalContext, limit_kg: Decimal | None) -> ClinicalContext:
+    """ISCD: a patient over the table's weight limit is measured at the forearm;
+    the weight says so when nobody stated it."""
+    if limit_kg is None or ctx.over_table_limit is not None or ctx.weight_kg is None or ctx.weight_kg <= limit_kg:
+        return ctx
+    return dataclasses.replace(ctx, over_table_limit=True)
+
+
 class ContextError(ValueError):
     """A context value the gateway cannot take; ``key`` names it."""
 

@@ -245,6 +245,10 @@ def _clinical(ctx: ClinicalContext, sex: str) -> list[str]:
         lines.append("Glucocorticoids: " + ("yes." if ctx.glucocorticoids else "no."))
     if ctx.hyperparathyroidism:
         lines.append("Hyperparathyroidism.")
+    if ctx.forearm_indicated:
+        lines.append("Forearm measurement requested.")
+    if ctx.over_table_limit:
+        lines.append("Weight over the scanner table limit.")
     if ctx.menopausal is not None and sex == "F":
         lines.append("Postmenopausal." if ctx.menopausal else "Premenopausal.")
     body = []

@@ -165,3 +165,16 @@ def test_spine_used_is_named_when_a_vertebra_is_excluded():
     )  # fmt: skip
     c = cl.classify(e, age=70, sex="F", menopausal=True)
     assert c.spine.site == "L1,L2,L4"
+
+
+def test_over_the_table_limit_adds_the_33_percent_radius():
+    """ISCD Official Positions: measure the forearm when the patient exceeds the
+    weight limit of the table (``reports.table_limit_kg``)."""
+    from mappings.clinical_context import with_table_limit
+
+    ctx = with_table_limit(ClinicalContext(weight_kg=D("170.0")), D("160"))
+    assert ctx.over_table_limit is True
+    assert with_table_limit(ClinicalContext(weight_kg=D("150.0")), D("160")).over_table_limit is None
+    e = exam(region("L1-L4", None, "1", "-0.5", "0"), region("neck", "L", "1", "-0.5", "0"), region("radius_33", "L", "0.6", "-2.7", "0"))
+    c = cl.classify(e, age=70, sex="F", menopausal=True, context=ctx)
+    assert c.category == cl.OSTEOPOROSIS and any("exceeds the table limit" in n for n in c.notes)
