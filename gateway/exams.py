@@ -90,6 +90,7 @@ def classification_json(c: Classification) -> dict:
         "lowest_score": _plain(c.lowest_score),
         "sites_used": _plain(c.sites_used),
         "excluded_vertebrae": list(c.excluded_vertebrae),
+        "spine_used": c.spine.site if c.spine is not None and c.used(c.spine) else None,
         "notes": list(c.notes),
         "flags": list(c.flags),
         "prompts": list(c.prompts),

@@ -65,7 +65,7 @@ class Hl7Intake:
             )
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(self.executor, self.store.apply_inbound, message, parsed.actions)
-            if result.item_ids and not result.duplicate:
+            if result.item_ids and not result.duplicate and header.message_type in ("ORM", "OMI"):  # an order's own context
                 read = lambda: context_from_hl7(raw, self.options.default_charset)  # noqa: E731
                 await loop.run_in_executor(self.executor, keep_order_context, self.store, result.item_ids, read)
             code = result.ack_code
