@@ -159,7 +159,7 @@ class ExamService:
         self.metrics = metrics
         self.wake = wake
         self.template = settings.template_file.read_text(encoding="utf-8") if settings.template_file else None
-        self.management = load_management(getattr(settings, "management_file", None))
+        self.management = load_management(settings.management_file)
         self.destination_types = dict(destination_types or {})
         self.hl7_application = hl7_application
         self.hl7_facility = hl7_facility
@@ -184,7 +184,7 @@ class ExamService:
                 ctx = ctx.merged(ClinicalContext.from_dict(data))
             except ContextError as exc:  # kept by an older version, or edited: say so, use the rest
                 log.warning("exam.context_unreadable", extra=fields(exam=row.id if row else None, source=source, key=exc.key))
-        limit = getattr(self.settings, "table_limit_kg", None)
+        limit = self.settings.table_limit_kg
         return item, with_table_limit(ctx, Decimal(str(limit)) if limit else None)
 
     def _analyse(
@@ -211,7 +211,7 @@ class ExamService:
             referrer=referrer,
             context=ctx,
             management=self.management,
-            recommended_interval=getattr(self.settings, "recommended_interval", ""),
+            recommended_interval=self.settings.recommended_interval,
             **signature,
         )
 
