@@ -88,6 +88,19 @@ STUDY_REPORT: Code = ("38269-7", LOINC, "DXA Bone density Study report")
 FRAX_MAJOR: Code = ("90265-0", LOINC, "FRAX 10-year major osteoporotic fracture probability")
 FRAX_HIP: Code = ("90266-8", LOINC, "FRAX 10-year hip fracture probability")
 RADIOLOGY_CATEGORY: Code = ("LP29684-5", LOINC, "Radiology")
+# FRAX without BMD: the LOINC codes do not say whether BMD was used, so the
+# without-BMD figures go under local codes (the with-BMD ones under LOINC).
+FRAX_MAJOR_NO_BMD: Code = ("frax_major_without_bmd", "99DXAGW", "FRAX 10-year major osteoporotic fracture probability without BMD")
+FRAX_HIP_NO_BMD: Code = ("frax_hip_without_bmd", "99DXAGW", "FRAX 10-year hip fracture probability without BMD")
+
+
+def frax_items(frax) -> list[tuple[Code, object]]:
+    """(code, value) of every FRAX figure given: with BMD under LOINC, without under local codes."""
+    pairs = [
+        (FRAX_MAJOR, frax.major_with_bmd), (FRAX_HIP, frax.hip_with_bmd),
+        (FRAX_MAJOR_NO_BMD, frax.major_without_bmd), (FRAX_HIP_NO_BMD, frax.hip_without_bmd),
+    ]  # fmt: skip
+    return [(code, value) for code, value in pairs if value is not None]
 
 # (site, laterality) -> {measure: LOINC code}
 _SPINE = {"bmd": "24966-4", "t_score": "38267-1", "z_score": "85394-5"}

@@ -160,10 +160,9 @@ def build_bundle(exam: BmdExam, classification: Classification, report_text: str
             ident = f"{exam.sop_instance_uid}/{local[0]}"
             add_obs(local[0], _observation(exam, ctx, patient_url, codes, value, c.MEASURE_UNITS[measure], body, local[2], ident))
     if exam.frax is not None:
-        for code, value in ((c.FRAX_MAJOR, exam.frax.major_with_bmd), (c.FRAX_HIP, exam.frax.hip_with_bmd)):
-            if value is not None:
-                ident = f"{exam.sop_instance_uid}/{code[0]}"
-                add_obs(code[0], _observation(exam, ctx, patient_url, [code], value, "%", None, code[2], ident))
+        for code, value in c.frax_items(exam.frax):
+            ident = f"{exam.sop_instance_uid}/{code[0]}"
+            add_obs(code[0], _observation(exam, ctx, patient_url, [code], value, "%", None, code[2], ident))
     if exam.dose is not None:
         for measure, unit in (("dap", exam.dose.dap_units), ("dose_rp_total", exam.dose.dose_rp_units), ("entrance_dose", exam.dose.entrance_dose_units)):
             value = getattr(exam.dose, measure)

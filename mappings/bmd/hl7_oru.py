@@ -170,9 +170,8 @@ def build_oru_r01(
             unit = (c.MEASURE_UNITS[measure], "UCUM", c.MEASURE_UNITS[measure])
             add(_obx_nm(0, ident, str(k), str(value), unit, status, when))
     if exam.frax is not None:
-        for code, value in ((c.FRAX_MAJOR, exam.frax.major_with_bmd), (c.FRAX_HIP, exam.frax.hip_with_bmd)):
-            if value is not None:
-                add(_obx_nm(0, _ce(code), "1", str(value), c.PERCENT, status, when))
+        for code, value in c.frax_items(exam.frax):
+            add(_obx_nm(0, _ce(code), "1", str(value), c.PERCENT, status, when))
     if comparison is not None and comparison.comparable:
         for k, ch in enumerate(comparison.changes, start=1):
             local = (f"{ch.laterality + '.' if ch.laterality else ''}{ch.site}.bmd_change_pct", LOCAL, f"{ch.name} BMD change since previous")

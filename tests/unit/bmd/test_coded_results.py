@@ -115,3 +115,16 @@ def test_fhir_performer_interpreter_and_dose_observation():
     dose = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation" and e["resource"]["code"]["coding"][0]["code"] == "113722"]
     assert len(dose) == 1 and str(dose[0]["valueQuantity"]["value"]) == "0.42" and dose[0]["valueQuantity"]["code"] == "dGy.cm2"
     assert dose[0]["code"]["coding"][0]["system"] == "http://dicom.nema.org/resources/ontology/DCM"
+
+
+def test_frax_with_and_without_bmd_both_coded():
+    """Seed 001 "Reporting" / NOGG (FRAX with BMD): FRAX with BMD goes under LOINC
+    90265-0 / 90266-8; the scanner's without-BMD figures go too, under local codes."""
+    exam, c, comp, text = _spine_exam()
+    _, obx = _obx(build_oru_r01(exam, c, comp, text, OruContext(**CTX)))
+    values = {k.split("^")[0]: v.obx_5.value for k, v in obx.items()}
+    assert values["90265-0"] == "18.0" and values["90266-8"] == "4.5"
+    assert values["frax_major_without_bmd"] == "20.1" and values["frax_hip_without_bmd"] == "6.30"
+    bundle = build_bundle(exam, c, text, FhirContext(issued="2024-05-02T09:00:00+00:00"))
+    codes = {e["resource"]["code"]["coding"][0]["code"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"}
+    assert {"90265-0", "90266-8", "frax_major_without_bmd", "frax_hip_without_bmd"} <= codes
