@@ -14,6 +14,8 @@ from gateway.sr_reader import SrReader
 from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
 from gateway.http import exams_api
+from gateway.http.auth import HOW_TO_ADD, HttpAuth, default_allowed_hosts
+from gateway.security.tokens import TokenRegistry
 from gateway.http.server import HttpServer
 from gateway.logs import fields
 from gateway.metrics import Metrics
@@ -55,10 +57,17 @@ class Gateway:
             c.hl7.host, c.hl7.port, self.hl7_intake.handle, self.metrics,
             max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
         )
+        self.http_auth = HttpAuth(
+            TokenRegistry(c.security.tokens),
+            allowed_hosts=set(c.http.allowed_hosts) or default_allowed_hosts(c.http.host),
+            metrics_public=c.http.metrics_public,
+            audit=self.audit,
+        )
         self.http = HttpServer(
             c.http.host, c.http.port, self.store, self.metrics, self.executor,
             ready=self._ready, default_station_ae=c.worklist.default_station_ae,
             default_modality=c.worklist.default_modality, max_body_bytes=c.http.max_body_bytes,
+            access=self.http_auth,
         )
         self.metrics.watch_outbox(self.store.outbox_stats)
         self.sr_reader = SrReader()
@@ -73,6 +82,10 @@ class Gateway:
 
     def _ready(self) -> dict[str, bool]:
         return {"dicom": self._running and self.dicom._server is not None, "hl7": self._running and self.mllp._server is not None}
+
+    async def audit(self, event: str, actor: str, detail: dict) -> None:
+        """Record a security event in the audit trail (from the loop)."""
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.store.audit, event, actor, detail)
 
     def wake_outbox(self) -> None:
         """New outbox rows are committed (callable from any thread)."""
@@ -103,6 +116,8 @@ class Gateway:
         await self.http.start()
         await self.dispatcher.start()
         self._running = True
+        if not self.http_auth.configured:
+            log.warning("security.no_identities", extra=fields(hint=HOW_TO_ADD))
         log.info(
             "gateway.started",
             extra=fields(

@@ -103,10 +103,73 @@ class Hl7Settings(_Model):
         return value
 
 
+class TlsSettings(_Model):
+    """A TLS listener (DICOM PS3.15 B.9/B.12, BCP 195: TLS 1.2 or later)."""
+
+    port: int = Field(0, ge=0, le=65535)  # DICOM and HL7: the TLS listener's own port
+    cert: Path
+    key: Path
+    ca: Path | None = None  # CA bundle that client certificates must chain to
+    require_client_cert: bool = True
+
+
 class HttpSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    metrics_public: bool = False  # /metrics without the `metrics` role
+    allowed_hosts: list[str] = []  # Host header values accepted; empty: the bind address and localhost
+    tls: TlsSettings | None = None
+
+
+ROLES = ("orders", "radiographer", "reporter", "admin", "viewer", "metrics")
+
+
+class TokenEntry(_Model):
+    """One HTTP identity holding a bearer token (or only its SHA-256)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    token: str = ""
+    token_sha256: str = ""
+    roles: list[Literal["orders", "radiographer", "reporter", "admin", "viewer", "metrics"]] = Field(min_length=1)
+    display_name: str = ""  # the reporter's name on a signed report
+    registration: str = ""  # e.g. "GMC 1234567"
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> "TokenEntry":
+        if bool(self.token) == bool(self.token_sha256):
+            raise ValueError("give exactly one of token or token_sha256")
+        if self.token and len(self.token) < 16:
+            raise ValueError("a token is at least 16 characters (make one with `dxa-gateway token new`)")
+        if self.token_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", self.token_sha256):
+            raise ValueError("token_sha256 is 64 hex digits")
+        return self
+
+
+class OidcSettings(_Model):
+    """Bearer tokens issued by an OpenID provider (checked against its JWKS)."""
+
+    issuer: str
+    audience: str
+    roles_claim: str = "roles"
+    name_claim: str = "preferred_username"
+    leeway: float = Field(60, ge=0)  # seconds of clock skew allowed on exp/nbf/iat
+    jwks_cache: float = Field(300, gt=0)  # seconds a fetched key set is reused
+    ca: Path | None = None  # CA bundle for the issuer's HTTPS
+
+
+class SecuritySettings(_Model):
+    tokens: list[TokenEntry] = []
+    oidc: OidcSettings | None = None
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique(cls, value: list[TokenEntry]) -> list[TokenEntry]:
+        names = [t.name for t in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"identity names must be unique: {', '.join(dupes)}")
+        return value
 
 
 class StorageSettings(_Model):
@@ -122,7 +185,8 @@ class WorklistDefaults(_Model):
 class ReportsSettings(_Model):
     """BMD reports: release, template, and the serial-comparison settings."""
 
-    auto_release: bool = False  # final at once, without a reporter's signature
+    auto_release: bool = False  # release a preliminary report, marked not clinically evaluated, at once
+    reporters: list[str] = []  # identities entitled to sign; empty: any identity with the reporter role
     template_file: Path | None = None  # a site's own report template ($placeholders)
     menopausal_default: bool | None = None  # for women under 50 when the order says nothing
     lsc_percent: dict[str, float] = {}  # per site, overrides the ISCD defaults
@@ -197,6 +261,7 @@ class Config(_Model):
     worklist: WorklistDefaults = WorklistDefaults()
     logging: LoggingSettings = LoggingSettings()
     reports: ReportsSettings = ReportsSettings()
+    security: SecuritySettings = SecuritySettings()
     destinations: dict[str, Destination] = {}
     routes: list[Route] = []
 
@@ -212,6 +277,18 @@ class Config(_Model):
             (("dicom", "commitment", "wait_for_destinations"), f"no destination named {name!r}")
             for name in self.dicom.commitment.wait_for_destinations
             if name not in self.destinations
+        ]
+        identities = {t.name: t for t in self.security.tokens}
+        if self.security.oidc is None:  # OIDC names are known only when they log in
+            out += [
+                (("reports", "reporters"), f"no identity named {name!r} in security.tokens")
+                for name in self.reports.reporters
+                if name not in identities
+            ]
+        out += [
+            (("reports", "reporters"), f"identity {name!r} does not hold the reporter role")
+            for name in self.reports.reporters
+            if name in identities and "reporter" not in identities[name].roles
         ]
         return out
 

@@ -35,6 +35,9 @@ from routes.rules import Rule, RoutedObject, destinations_for
 log = logging.getLogger("gateway.exams")
 
 
+NOT_EVALUATED = "NOT CLINICALLY EVALUATED: released automatically, without a reporter's signature."
+
+
 class SignError(ValueError):
     """A sign or amend request the exam cannot take; ``status`` is the HTTP code."""
 
@@ -212,10 +215,11 @@ class ExamService:
         classification, comparison, previous_id = self._analyse(exam)
         release = None
         status = "P"
-        if self.settings.auto_release:
-            status = "F"
-            release = ("auto-release", self._destinations(exam.device.manufacturer))
         text = render_report(exam, classification, comparison, status=status, template=self.template)
+        if self.settings.auto_release:
+            # Released without a reporter: preliminary, and says so (README "Security").
+            release = ("auto-release", self._destinations(exam.device.manufacturer))
+            text = f"{text.rstrip()}\n\n{NOT_EVALUATED}\n"
         analysis = {"classification": classification_json(classification), "comparison": comparison_json(comparison), "previous_exam": previous_id}
         exam_id = self.store.add_exam(
             **{**common, "patient_id": exam.patient_id or rec.patient_id, "accession": exam.accession_number or rec.accession},
@@ -229,7 +233,7 @@ class ExamService:
         )
         self.metrics.exams.labels("parsed").inc()
         if release:
-            self.metrics.reports.labels("F").inc()
+            self.metrics.reports.labels("P").inc()
         log.info("exam.extracted", extra=fields(exam=exam_id, instance=instance_id, category=classification.category, released=bool(release)))
         if release and release[1]:
             self.wake()

@@ -13,6 +13,7 @@ SIGINT/SIGTERM and then report.
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import signal
 import sys
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", type=int, default=2575)
     r.add_argument("--format", choices=["orm", "omi", "fhir"], default="orm")
     r.add_argument("--fhir-url", default="", help="FHIR base URL (POST {url}/ServiceRequest)")
+    r.add_argument("--token", default=os.environ.get("DXA_TOKEN", ""), help="bearer token for --format fhir (default: $DXA_TOKEN)")
     r.add_argument("--count", type=int, default=1, help="orders to send")
     r.add_argument("--station-ae", default="DXA1")
     r.add_argument("--seed", type=int, default=1)
@@ -198,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             format=args.format,
             fhir_url=args.fhir_url,
+            token=args.token,
             count=args.count,
             station_ae=args.station_ae,
             seed=args.seed,

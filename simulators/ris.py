@@ -35,6 +35,7 @@ class RisOptions:
     port: int = 2575
     format: str = "orm"  # orm | omi | fhir
     fhir_url: str = ""
+    token: str = ""  # bearer token for the FHIR endpoint
     count: int = 1
     station_ae: str = "DXA1"
     seed: int = 1
@@ -172,16 +173,19 @@ class RisSimulator:
         t0 = time.perf_counter()
         for kind, body in bodies:
             start = time.perf_counter()
-            ok, detail = post_json(url, body, o.timeout)
+            ok, detail = post_json(url, body, o.timeout, token=o.token)
             latencies.append(time.perf_counter() - start)
             r.add(f"POST {kind}", ok, detail)
             self.sent.append((body["id"], kind))
         _stats(r, latencies, time.perf_counter() - t0)
 
 
-def post_json(url: str, body: dict, timeout: float) -> tuple[bool, str]:
+def post_json(url: str, body: dict, timeout: float, token: str = "") -> tuple[bool, str]:
     data = json.dumps(body).encode("utf-8")
-    req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"})
+    headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status = resp.status

@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from gateway.exams import ExamService, SignError
+from gateway.http import auth
 from gateway.store.exams import ExamRow, NoSuchExam
 
 
@@ -73,23 +74,29 @@ def register(app: web.Application, service: ExamService, executor: Executor) -> 
         return web.Response(text=row.report_text, content_type="text/plain", charset="utf-8")
 
     async def sign(request: web.Request) -> web.Response:
-        """Release the report: {"reporter": name} makes it final; after that,
-        {"reporter": name, "amendment": text} makes a corrected report."""
+        """Release the report under the caller's identity (its display name and
+        registration): ``{}`` makes it final; after that, ``{"amendment": text}``
+        makes a corrected report.  ``reports.reporters`` limits who may sign."""
         n = exam_id(request)
         try:
             body = orjson.loads(await request.read() or b"{}")
         except orjson.JSONDecodeError:
             return _json({"error": "the body is not JSON"}, 400)
-        if not isinstance(body, dict) or not isinstance(body.get("reporter", ""), str) or not isinstance(body.get("amendment", ""), str):
-            return _json({"error": 'send {"reporter": "...", "amendment": "..."}'}, 400)
+        if not isinstance(body, dict) or not isinstance(body.get("amendment", ""), str):
+            return _json({"error": 'send {} or {"amendment": "..."}'}, 400)
+        if "reporter" in body:
+            return _json({"error": "the reporter is the signed-in identity; do not send one"}, 400)
+        who = auth.identity(request)
+        if service.settings.reporters and who.name not in service.settings.reporters:
+            return _json({"error": f"{who.name} is not one of reports.reporters"}, 403)
         try:
-            report_id = await db(service.sign, n, body.get("reporter", ""), body.get("amendment", ""))
+            report_id = await db(service.sign, n, who.reporter, body.get("amendment", ""))
         except NoSuchExam:
             return _json({"error": "no such exam"}, 404)
         except SignError as exc:
             return _json({"error": str(exc)}, exc.status)
         row = await db(store.get_exam, n)
-        return _json({"report": report_id, "status": row.report_status, "exam": n}, 201)
+        return _json({"report": report_id, "status": row.report_status, "exam": n, "reporter": row.reporter}, 201)
 
     app.add_routes(
         [

@@ -82,7 +82,7 @@ class ExamStore:
         report_text: str = "",
         release: tuple[str, tuple[str, ...]] | None = None,
     ) -> int:
-        """Keep an exam (parsed or not); ``release`` = (reporter, destinations) makes it final now."""
+        """Keep an exam (parsed or not); ``release`` = (reporter, destinations) releases it now, as ``report_status``."""
         now = _now()
         with self._transaction() as conn:
             exam_id = conn.execute(
@@ -96,7 +96,7 @@ class ExamStore:
             ).lastrowid
             if release is not None:
                 reporter, destinations = release
-                self._release(conn, exam_id, "F", report_text, reporter, destinations, study_uid, now)
+                self._release(conn, exam_id, report_status or "P", report_text, reporter, destinations, study_uid, now)
             self._audit(conn, now, "exam.create", "gateway", {"exam": exam_id, "state": state})
         return exam_id
 

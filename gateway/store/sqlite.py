@@ -766,6 +766,18 @@ class SqliteStore(ExamStore):
         with self._transaction() as conn:
             self._audit(conn, now, event, actor, detail)
 
+    def list_audit(self, *, event: str | None = None, actor: str | None = None, limit: int = 100) -> list[dict]:
+        """The newest audit rows first, optionally of one event (prefix) or actor."""
+        where, args = [], []
+        if event:
+            where.append("event LIKE ?")
+            args.append(event.replace("%", "") + "%")
+        if actor:
+            where.append("actor = ?")
+            args.append(actor)
+        sql = "SELECT id, at, event, actor, detail FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+        return [{"id": r[0], "at": r[1], "event": r[2], "actor": r[3], "detail": orjson.loads(r[4])} for r in self._query(sql, (*args, limit))]
+
     def raw_message(self, source: str, sender: str, message_id: str) -> bytes | None:
         row = self._query_one(
             "SELECT raw FROM inbound_messages WHERE source = ? AND sender = ? AND message_id = ?",
