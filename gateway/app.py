@@ -52,7 +52,7 @@ class Gateway:
             default_station_ae=c.worklist.default_station_ae,
             default_modality=c.worklist.default_modality,
         )
-        self.hl7_intake = Hl7Intake(self.store, options, self.executor, self.metrics)
+        self.hl7_intake = Hl7Intake(self.store, options, self.executor, self.metrics, allowed_senders=c.hl7.allowed_senders)
         self.mllp = MllpServer(
             c.hl7.host, c.hl7.port, self.hl7_intake.handle, self.metrics,
             max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,

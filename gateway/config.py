@@ -6,6 +6,7 @@ taken from the environment (for secrets).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -19,6 +20,16 @@ DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsSettings(_Model):
+    """A TLS listener (DICOM PS3.15 B.9/B.12, BCP 195: TLS 1.2 or later)."""
+
+    port: int = Field(0, ge=0, le=65535)  # DICOM and HL7: the TLS listener's own port
+    cert: Path
+    key: Path
+    ca: Path | None = None  # CA bundle that client certificates must chain to
+    require_client_cert: bool = True
 
 
 class ServiceAccess(_Model):
@@ -42,10 +53,24 @@ class StorageScpSettings(_Model):
 
 
 class DicomPeer(_Model):
-    """A peer's listening address, for replies on a new association."""
+    """A known peer (by calling AE title): its listening address, for replies
+    on a new association, and what it must connect from / prove under TLS."""
 
-    host: str
-    port: int = Field(ge=1, le=65535)
+    host: str = ""
+    port: int = Field(0, ge=0, le=65535)
+    addresses: list[str] = []  # source addresses or CIDR networks it may connect from; empty: any
+    tls_subject: str = ""  # e.g. "CN=dxa1.hospital.example,O=Hospital": its certificate's subject
+    tls_fingerprint: str = ""  # SHA-256 of its certificate (hex, colons allowed)
+
+    @field_validator("addresses")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
 
 
 class CommitmentSettings(_Model):
@@ -70,6 +95,8 @@ class DicomSettings(_Model):
     acse_timeout: float = Field(30, gt=0)
     dimse_timeout: float = Field(60, gt=0)
     allowed_calling_aes: list[str] = []
+    accept_any_called_ae: bool = False  # else an association to another called AE title is rejected
+    tls: TlsSettings | None = None
     services: dict[Literal["verification", "worklist", "mpps", "storage", "commitment"], ServiceAccess] = {}
     worklist: WorklistSettings = WorklistSettings()
     storage: StorageScpSettings = StorageScpSettings()
@@ -85,6 +112,23 @@ class DicomSettings(_Model):
         return value
 
 
+class Hl7Sender(_Model):
+    """One allowed MLLP sender: MSH-3^MSH-4 (namespace IDs) and optionally where from."""
+
+    sender: str = Field(pattern=r"^[^^|]*\^[^^|]*$")
+    addresses: list[str] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: object) -> object:
+        return {"sender": value} if isinstance(value, str) else value
+
+    @field_validator("addresses")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return DicomPeer._networks(value)
+
+
 class Hl7Settings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(2575, ge=0, le=65535)
@@ -94,6 +138,8 @@ class Hl7Settings(_Model):
     station_ae_field: str = "OBR-21"
     application: str = "DXAGW"
     facility: str = "DXA"
+    allowed_senders: list[Hl7Sender] = []  # "RIS^HOSP" or {sender: "RIS^HOSP", addresses: [...]}; empty: any
+    tls: TlsSettings | None = None
 
     @field_validator("station_ae_field")
     @classmethod
@@ -101,16 +147,6 @@ class Hl7Settings(_Model):
         if not re.fullmatch(r"[A-Z][A-Z0-9]{2}-\d+(\.\d+)?", value):
             raise ValueError("a field reference like OBR-21 or OBR-21.1")
         return value
-
-
-class TlsSettings(_Model):
-    """A TLS listener (DICOM PS3.15 B.9/B.12, BCP 195: TLS 1.2 or later)."""
-
-    port: int = Field(0, ge=0, le=65535)  # DICOM and HL7: the TLS listener's own port
-    cert: Path
-    key: Path
-    ca: Path | None = None  # CA bundle that client certificates must chain to
-    require_client_cert: bool = True
 
 
 class HttpSettings(_Model):

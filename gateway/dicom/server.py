@@ -29,6 +29,7 @@ from gateway.dicom.mpps import MppsScp
 from gateway.dicom.mwl import MWL_UID, WorklistFindHandler
 from gateway.dicom.storage import StorageScp, discard_partial
 from gateway.logs import fields
+from gateway.security.peers import PeerCertificate, dicom_refusal
 from gateway.metrics import Metrics
 from gateway.spool import Spool
 from gateway.store import Store
@@ -112,6 +113,8 @@ class DicomServer:
         acceptor.install()
         command_set.install()
         self.ae = self._make_ae()
+        # (event, actor, detail) -> None, from pynetdicom's threads: the audit trail.
+        self.on_security_event: Callable[[str, str, dict], None] = lambda event, actor, detail: store.audit(event, actor, detail)
         self._server = None
         self.port = settings.port
 
@@ -201,6 +204,8 @@ class DicomServer:
         """
         assoc = event.assoc
         calling = assoc.requestor.primitive.calling_ae_title.strip()
+        if self._refused_peer(assoc, calling):
+            return
         proposed = assoc.requestor.primitive.presentation_context_definition_list
         wanted = {self.service_of(str(cx.abstract_syntax)) for cx in proposed}
         allowed = {svc for svc in wanted if svc != "other" and self._allowed(calling, svc)}
@@ -214,6 +219,26 @@ class DicomServer:
             assoc.acceptor.supported_contexts = [
                 cx for cx in self.ae.supported_contexts if self.service_of(str(cx.abstract_syntax)) in allowed
             ]
+
+    def _refused_peer(self, assoc, calling: str) -> bool:
+        """Reject (and audit) a called AE that is not ours, or a known calling
+        AE from an address or certificate dicom.peers does not allow it
+        (gateway/security/peers.py; PS3.8 9.3.4 reasons 0x07 / 0x03)."""
+        called = assoc.requestor.primitive.called_ae_title.strip()
+        address = assoc.requestor.address
+        cert = PeerCertificate.of(getattr(assoc.dul.socket, "socket", None))
+        refusal = dicom_refusal(self.settings, called, calling, address, cert)
+        if refusal is None:
+            return False
+        log.warning("dicom.association_refused", extra=fields(calling_ae=calling, called_ae=called, address=address, reason=refusal.text))
+        self.metrics.associations.labels(calling, "refused").inc()
+        try:
+            self.on_security_event("dicom.association_refused", f"{calling}@{address}", {"called_ae": called, "reason": refusal.text, "tls_subject": cert.subject})
+        except Exception:
+            log.exception("dicom.audit_failed")
+        assoc.acse.send_reject(0x01, 0x01, refusal.reason)
+        _flush(assoc)
+        return True
 
     @staticmethod
     def _on_close(event: evt.Event) -> None:

@@ -1,0 +1,107 @@
+"""Who may talk over DICOM and MLLP: AE titles, senders, addresses, certificates.
+
+Pure decisions (no I/O): the listeners pass what they know of a peer and act
+on the refusal returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+
+from gateway.config import DicomSettings, Hl7Sender
+
+
+def address_allowed(address: str, allowed: list[str]) -> bool:
+    """``address`` is one of ``allowed`` (addresses or CIDR networks); empty allows any."""
+    if not allowed:
+        return True
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for entry in allowed:
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+@dataclass(frozen=True)
+class PeerCertificate:
+    """What the TLS handshake proved about a peer (empty without TLS)."""
+
+    subject: str = ""  # RFC 4514-like, e.g. "CN=dxa1.hospital.example,O=Hospital"
+    sha256: str = ""  # of the DER certificate, lower-case hex without colons
+
+    @classmethod
+    def of(cls, sock) -> "PeerCertificate":
+        """From an ``ssl.SSLSocket`` (or anything without a certificate)."""
+        getpeercert = getattr(sock, "getpeercert", None)
+        if getpeercert is None:
+            return cls()
+        der = getpeercert(binary_form=True)
+        if not der:
+            return cls()
+        info = getpeercert() or {}
+        parts = [f"{k}={v}" for rdn in info.get("subject", ()) for k, v in rdn]
+        names = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C", "localityName": "L", "stateOrProvinceName": "ST"}
+        parts = [f"{names.get(p.split('=', 1)[0], p.split('=', 1)[0])}={p.split('=', 1)[1]}" for p in parts]
+        return cls(",".join(parts), hashlib.sha256(der).hexdigest())
+
+
+def _fingerprint(value: str) -> str:
+    return value.replace(":", "").strip().lower()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a DICOM association is refused: PS3.8 Table 9-21 reason, and a log text."""
+
+    reason: int  # 0x03 calling AE not recognized, 0x07 called AE not recognized
+    text: str
+
+
+def dicom_refusal(s: DicomSettings, called: str, calling: str, address: str, cert: PeerCertificate) -> Refusal | None:
+    """The refusal of an A-ASSOCIATE-RQ, or None when this peer may talk.
+
+    Calling-AE lists per service are applied after this (DicomServer).
+    """
+    if not s.accept_any_called_ae and called != s.ae_title:
+        return Refusal(0x07, "called AE title is not ours")
+    peer = s.peers.get(calling)
+    if peer is None:
+        return None
+    if not address_allowed(address, peer.addresses):
+        return Refusal(0x03, "source address not allowed for this AE title")
+    if peer.tls_subject and cert.subject != peer.tls_subject:
+        return Refusal(0x03, "certificate subject does not match dicom.peers")
+    if peer.tls_fingerprint and cert.sha256 != _fingerprint(peer.tls_fingerprint):
+        return Refusal(0x03, "certificate fingerprint does not match dicom.peers")
+    return None
+
+
+def _namespace(hd: str) -> str:
+    """The namespace ID (first component) of an HD field, e.g. MSH-3."""
+    return hd.split("^", 1)[0].strip()
+
+
+def hl7_sender_refusal(allowed: list[Hl7Sender], application: str, facility: str, address: str) -> str | None:
+    """Why an MLLP message from MSH-3/MSH-4 at ``address`` is refused, or None.
+
+    An empty ``hl7.allowed_senders`` allows everyone.
+    """
+    if not allowed:
+        return None
+    key = f"{_namespace(application)}^{_namespace(facility)}"
+    matching = [a for a in allowed if a.sender == key]
+    if not matching:
+        return "sender (MSH-3^MSH-4) is not in hl7.allowed_senders"
+    if not any(address_allowed(address, a.addresses) for a in matching):
+        return "source address not allowed for this sender"
+    return None
