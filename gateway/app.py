@@ -15,6 +15,7 @@ from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
 from gateway.http import exams_api
 from gateway.http.auth import HOW_TO_ADD, HttpAuth, default_allowed_hosts
+from gateway.security import tls
 from gateway.security.tokens import TokenRegistry
 from gateway.http.server import HttpServer
 from gateway.logs import fields
@@ -57,17 +58,25 @@ class Gateway:
             c.hl7.host, c.hl7.port, self.hl7_intake.handle, self.metrics,
             max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
         )
+        self.mllp_tls = None
+        if c.hl7.tls is not None:  # MLLP over TLS beside the plain port
+            self.mllp_tls = MllpServer(
+                c.hl7.host, c.hl7.tls.port, self.hl7_intake.handle, self.metrics,
+                max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
+            )
+            self.mllp_tls.ssl_context = tls.for_listener(c.hl7.tls)
         self.http_auth = HttpAuth(
             TokenRegistry(c.security.tokens),
             allowed_hosts=set(c.http.allowed_hosts) or default_allowed_hosts(c.http.host),
             metrics_public=c.http.metrics_public,
             audit=self.audit,
+            tls=c.http.tls is not None,
         )
         self.http = HttpServer(
             c.http.host, c.http.port, self.store, self.metrics, self.executor,
             ready=self._ready, default_station_ae=c.worklist.default_station_ae,
             default_modality=c.worklist.default_modality, max_body_bytes=c.http.max_body_bytes,
-            access=self.http_auth,
+            access=self.http_auth, ssl_context=tls.for_listener(c.http.tls),
         )
         self.metrics.watch_outbox(self.store.outbox_stats)
         self.sr_reader = SrReader()
@@ -113,6 +122,8 @@ class Gateway:
             log.warning("spool.partial_files_removed", extra=fields(count=removed))
         await loop.run_in_executor(self.executor, self.dicom.start)
         await self.mllp.start()
+        if self.mllp_tls is not None:
+            await self.mllp_tls.start()
         await self.http.start()
         await self.dispatcher.start()
         self._running = True
@@ -123,6 +134,7 @@ class Gateway:
             extra=fields(
                 ae_title=self.config.dicom.ae_title, dicom_port=self.dicom.port, hl7_port=self.mllp.port,
                 http_port=self.http.port, schema=self.store.schema_version,
+                dicom_tls_port=self.dicom.tls_port, hl7_tls_port=self.mllp_tls.port if self.mllp_tls else None, https=self.config.http.tls is not None,
             ),
         )
 
@@ -132,6 +144,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         await asyncio.gather(
             self.mllp.stop(grace=SHUTDOWN_GRACE),
+            *([self.mllp_tls.stop(grace=SHUTDOWN_GRACE)] if self.mllp_tls is not None else []),
             loop.run_in_executor(None, self.dicom.stop, SHUTDOWN_GRACE),
         )
         await self.dispatcher.stop()

@@ -31,6 +31,22 @@ class TlsSettings(_Model):
     ca: Path | None = None  # CA bundle that client certificates must chain to
     require_client_cert: bool = True
 
+    @model_validator(mode="after")
+    def _ca(self) -> "TlsSettings":
+        if self.require_client_cert and self.ca is None:
+            raise ValueError("require_client_cert needs ca (the CA client certificates chain to)")
+        return self
+
+
+class ClientTls(_Model):
+    """TLS toward a destination: the CA its certificate chains to (default:
+    the system's), and our client certificate when it asks for one."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    check_hostname: bool = True  # the certificate must name the host we connect to
+
 
 class ServiceAccess(_Model):
     """Calling AE titles allowed for one DICOM service; empty allows any."""
@@ -59,7 +75,7 @@ class DicomPeer(_Model):
     host: str = ""
     port: int = Field(0, ge=0, le=65535)
     addresses: list[str] = []  # source addresses or CIDR networks it may connect from; empty: any
-    tls_subject: str = ""  # e.g. "CN=dxa1.hospital.example,O=Hospital": its certificate's subject
+    tls_subject: str = ""  # e.g. "CN=dxa1.hospital.example,O=Hospital": each attribute must be in its certificate's subject
     tls_fingerprint: str = ""  # SHA-256 of its certificate (hex, colons allowed)
 
     @field_validator("addresses")
@@ -246,6 +262,7 @@ class Destination(_Model):
     url: str = ""  # dicomweb / fhir base URL
     path: str = ""  # folder
     auth: str = ""  # e.g. "Bearer ${TOKEN}"
+    tls: ClientTls | None = None  # dicom, hl7, dicomweb (https) and fhir (https)
     ack_timeout: float = Field(30, gt=0)
     concurrency: int = Field(2, ge=1, le=64)
     retry_base: float = Field(2.0, gt=0)

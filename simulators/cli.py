@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=["orm", "omi", "fhir"], default="orm")
     r.add_argument("--fhir-url", default="", help="FHIR base URL (POST {url}/ServiceRequest)")
     r.add_argument("--token", default=os.environ.get("DXA_TOKEN", ""), help="bearer token for --format fhir (default: $DXA_TOKEN)")
+    r.add_argument("--tls-ca", default="", help="MLLP over TLS: the gateway's CA certificate (PEM)")
+    r.add_argument("--tls-cert", default="", help="MLLP over TLS: our client certificate (PEM)")
+    r.add_argument("--tls-key", default="", help="MLLP over TLS: our client key (PEM)")
     r.add_argument("--count", type=int, default=1, help="orders to send")
     r.add_argument("--station-ae", default="DXA1")
     r.add_argument("--seed", type=int, default=1)
@@ -201,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             format=args.format,
             fhir_url=args.fhir_url,
             token=args.token,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
             count=args.count,
             station_ae=args.station_ae,
             seed=args.seed,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulators import orders as om
-from simulators.mllp import MllpClient
+from simulators.mllp import MllpClient, client_tls
 from simulators.report import ConformanceReport
 
 
@@ -36,6 +36,9 @@ class RisOptions:
     format: str = "orm"  # orm | omi | fhir
     fhir_url: str = ""
     token: str = ""  # bearer token for the FHIR endpoint
+    tls_ca: str = ""  # MLLP over TLS: the gateway's CA (PEM); with tls_cert/tls_key our client certificate
+    tls_cert: str = ""
+    tls_key: str = ""
     count: int = 1
     station_ae: str = "DXA1"
     seed: int = 1
@@ -124,7 +127,7 @@ class RisSimulator:
         t0 = time.perf_counter()
         client = None
         try:
-            client = MllpClient(o.host, o.port, timeout=o.timeout)
+            client = MllpClient(o.host, o.port, timeout=o.timeout, tls=client_tls(o.tls_ca, o.tls_cert, o.tls_key) if o.tls_ca else None)
             r.add("connect", True, f"{o.host}:{o.port}")
         except OSError as exc:
             r.add("connect", False, f"{o.host}:{o.port}: {exc}")
@@ -139,7 +142,7 @@ class RisSimulator:
                     # reconnect once so one dropped link does not fail the rest
                     client.close()
                     try:
-                        client = MllpClient(o.host, o.port, timeout=o.timeout)
+                        client = MllpClient(o.host, o.port, timeout=o.timeout, tls=client_tls(o.tls_ca, o.tls_cert, o.tls_key) if o.tls_ca else None)
                     except OSError:
                         return
                     continue

@@ -29,6 +29,7 @@ from gateway.dicom.mpps import MppsScp
 from gateway.dicom.mwl import MWL_UID, WorklistFindHandler
 from gateway.dicom.storage import StorageScp, discard_partial
 from gateway.logs import fields
+from gateway.security import tls
 from gateway.security.peers import PeerCertificate, dicom_refusal
 from gateway.metrics import Metrics
 from gateway.spool import Spool
@@ -116,7 +117,9 @@ class DicomServer:
         # (event, actor, detail) -> None, from pynetdicom's threads: the audit trail.
         self.on_security_event: Callable[[str, str, dict], None] = lambda event, actor, detail: store.audit(event, actor, detail)
         self._server = None
+        self._tls_server = None
         self.port = settings.port
+        self.tls_port = settings.tls.port if settings.tls else None
 
     def _make_ae(self) -> AE:
         s = self.settings
@@ -159,12 +162,21 @@ class DicomServer:
             (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
         )
         self.port = self._server.server_address[1]
+        if self.settings.tls is not None:  # DICOM TLS beside the plain port (PS3.15 B.9)
+            context = tls.for_listener(self.settings.tls, lazy_handshake=True)
+            self._tls_server = self.ae.start_server(
+                (self.settings.host, self.settings.tls.port), block=False, evt_handlers=handlers, ssl_context=context
+            )
+            self.tls_port = self._tls_server.server_address[1]
 
     def stop(self, grace: float = 8.0) -> None:
         """Stop accepting; let running associations finish, then abort them."""
         if self._server is None:
             return
         self._server.shutdown()
+        if self._tls_server is not None:
+            self._tls_server.shutdown()
+            self._tls_server = None
         deadline = time.monotonic() + grace
         # Wait for established associations only: a connection that never
         # sent an A-ASSOCIATE-RQ (a port probe) has no work in flight.

@@ -29,11 +29,13 @@ class MllpServer:
         self.max_bytes = max_bytes
         self.idle_timeout = idle_timeout
         self._server: asyncio.base_events.Server | None = None
+        self.ssl_context = None  # set for the MLLP/TLS listener (gateway/security/tls.py)
         self._connections: set[asyncio.Task] = set()
         self._busy: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=self.max_bytes + 2)
+        tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": 30.0} if self.ssl_context is not None else {}
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=self.max_bytes + 2, **tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self, grace: float = 8.0) -> None:

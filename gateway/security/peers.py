@@ -32,11 +32,14 @@ def address_allowed(address: str, allowed: list[str]) -> bool:
     return False
 
 
+_SHORT = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C", "localityName": "L", "stateOrProvinceName": "ST", "emailAddress": "E"}
+
+
 @dataclass(frozen=True)
 class PeerCertificate:
     """What the TLS handshake proved about a peer (empty without TLS)."""
 
-    subject: str = ""  # RFC 4514-like, e.g. "CN=dxa1.hospital.example,O=Hospital"
+    subject: str = ""  # RFC 4514 order, e.g. "CN=dxa1.hospital.example,O=Hospital"
     sha256: str = ""  # of the DER certificate, lower-case hex without colons
 
     @classmethod
@@ -45,14 +48,21 @@ class PeerCertificate:
         getpeercert = getattr(sock, "getpeercert", None)
         if getpeercert is None:
             return cls()
-        der = getpeercert(binary_form=True)
+        try:
+            der = getpeercert(binary_form=True)
+            info = getpeercert() or {}
+        except ValueError:  # no handshake yet
+            return cls()
         if not der:
             return cls()
-        info = getpeercert() or {}
-        parts = [f"{k}={v}" for rdn in info.get("subject", ()) for k, v in rdn]
-        names = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C", "localityName": "L", "stateOrProvinceName": "ST"}
-        parts = [f"{names.get(p.split('=', 1)[0], p.split('=', 1)[0])}={p.split('=', 1)[1]}" for p in parts]
-        return cls(",".join(parts), hashlib.sha256(der).hexdigest())
+        parts = [f"{_SHORT.get(k, k)}={v}" for rdn in info.get("subject", ()) for k, v in rdn]
+        return cls(",".join(reversed(parts)), hashlib.sha256(der).hexdigest())
+
+    def matches_subject(self, wanted: str) -> bool:
+        """Every ``K=V`` of ``wanted`` (comma-separated, any order) is in the subject."""
+        have = {p.strip() for p in self.subject.split(",") if p.strip()}
+        want = {p.strip() for p in wanted.split(",") if p.strip()}
+        return bool(have) and want <= have
 
 
 def _fingerprint(value: str) -> str:
@@ -79,7 +89,7 @@ def dicom_refusal(s: DicomSettings, called: str, calling: str, address: str, cer
         return None
     if not address_allowed(address, peer.addresses):
         return Refusal(0x03, "source address not allowed for this AE title")
-    if peer.tls_subject and cert.subject != peer.tls_subject:
+    if peer.tls_subject and not cert.matches_subject(peer.tls_subject):
         return Refusal(0x03, "certificate subject does not match dicom.peers")
     if peer.tls_fingerprint and cert.sha256 != _fingerprint(peer.tls_fingerprint):
         return Refusal(0x03, "certificate fingerprint does not match dicom.peers")

@@ -1,0 +1,178 @@
+"""TLS on every port (issue 13, README "Security"; DICOM PS3.15 B.9, BCP 195):
+dcmtk's own TLS (storescu/echoscu/findscu +tls) with certificates made here,
+the RIS simulator over MLLP/TLS, HTTPS, outbound DICOM TLS, and a peer bound
+to its certificate."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+import trustme
+from pydicom.uid import generate_uid
+
+from simulators.ris import RisOptions, RisSimulator
+from tests.dicom_data import secondary_capture
+from tests.support import MllpClient, dcmtk, free_port, http_request, start_daemon, wait_port
+from tests.hl7_messages import orm
+
+ENV = dict(os.environ, TCP_NODELAY="1")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA, the gateway's certificate (127.0.0.1, localhost), a scanner's and
+    one from another CA."""
+    d = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA(organization_name="Hospital Test CA")
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    server = ca.issue_cert("127.0.0.1", "localhost", common_name="dxagw.hospital.example")
+    server.private_key_pem.write_to_path(str(d / "gw.key"))
+    server.cert_chain_pems[0].write_to_path(str(d / "gw.pem"))
+    for name, issuer in (("dxa1", ca), ("stranger", trustme.CA())):
+        client = issuer.issue_cert(f"{name}.hospital.example", common_name=f"{name}.hospital.example")
+        client.private_key_pem.write_to_path(str(d / f"{name}.key"))
+        client.cert_chain_pems[0].write_to_path(str(d / f"{name}.pem"))
+    return d
+
+
+def _der_sha256(pem: Path) -> str:
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.read_text())).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, pki):
+    tls = {"cert": str(pki / "gw.pem"), "key": str(pki / "gw.key"), "ca": str(pki / "ca.pem"), "require_client_cert": True}
+    d = start_daemon(
+        tmp_path_factory.mktemp("tls"),
+        {
+            "storage": {"min_free_bytes": 0},
+            "dicom": {
+                "tls": {**tls, "port": free_port()},
+                "peers": {"DXA1": {"tls_subject": "CN=dxa1.hospital.example"}, "PINNED": {"tls_fingerprint": "00" * 32}},
+            },
+            "hl7": {"tls": {**tls, "port": free_port()}},
+        },
+    )
+    d.tls = yaml_tls(d)
+    wait_port(d.tls["dicom"])
+    wait_port(d.tls["hl7"])
+    yield d
+    d.stop()
+
+
+def yaml_tls(d) -> dict:
+    import yaml
+
+    cfg = yaml.safe_load(d.config_path.read_text())
+    return {"dicom": cfg["dicom"]["tls"]["port"], "hl7": cfg["hl7"]["tls"]["port"]}
+
+
+def dcmtk_tls(tool: str, pki: Path, port: int, *args: str, client: str | None = "dxa1", aet: str = "DXA1"):
+    creds = ["+tls", str(pki / f"{client}.key"), str(pki / f"{client}.pem")] if client else ["+tla"]
+    cmd = [dcmtk(tool), "-v", *creds, "-pw", "+cf", str(pki / "ca.pem"), "-aet", aet, "-aec", "DXAGW", "-to", "10", "127.0.0.1", str(port), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
+
+
+def stored(daemon, sop_uid: str) -> bool:
+    db = daemon.dir / "data" / "gateway.sqlite3"
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM instances WHERE sop_instance_uid = ?", (sop_uid,)).fetchone()[0] == 1
+
+
+def test_storescu_with_a_client_certificate_stores(daemon, pki, tmp_path):
+    f = tmp_path / "sc.dcm"
+    ds = secondary_capture(f, seed=1)
+    r = dcmtk_tls("storescu", pki, daemon.tls["dicom"], str(f))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert stored(daemon, str(ds.SOPInstanceUID))
+    assert dcmtk_tls("echoscu", pki, daemon.tls["dicom"]).returncode == 0
+
+
+def test_without_a_client_certificate_it_is_refused(daemon, pki, tmp_path):
+    f = tmp_path / "sc.dcm"
+    ds = secondary_capture(f, seed=2)
+    r = dcmtk_tls("storescu", pki, daemon.tls["dicom"], str(f), client=None)
+    assert r.returncode != 0
+    assert not stored(daemon, str(ds.SOPInstanceUID))
+    # a certificate from another CA is refused too
+    r = dcmtk_tls("storescu", pki, daemon.tls["dicom"], str(f), client="stranger")
+    assert r.returncode != 0
+    assert not stored(daemon, str(ds.SOPInstanceUID))
+    # the plain port still serves beside the TLS one; plain TCP to the TLS port does not
+    r = subprocess.run([dcmtk("echoscu"), "-aet", "PLAIN", "-aec", "DXAGW", "-to", "5", "127.0.0.1", str(daemon.dicom_port)], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0
+    r = subprocess.run([dcmtk("echoscu"), "-aet", "PLAIN", "-aec", "DXAGW", "-to", "5", "127.0.0.1", str(daemon.tls["dicom"])], capture_output=True, text=True, env=ENV)
+    assert r.returncode != 0
+
+
+def test_peer_bound_to_its_certificate(daemon, pki):
+    """dicom.peers: DXA1 must present CN=dxa1.hospital.example; PINNED a
+    certificate with another fingerprint; without TLS neither can prove it."""
+    r = dcmtk_tls("echoscu", pki, daemon.tls["dicom"], aet="PINNED")
+    assert r.returncode != 0 and "Calling AE Title Not Recognized" in r.stdout + r.stderr
+    r = subprocess.run([dcmtk("echoscu"), "-v", "-aet", "DXA1", "-aec", "DXAGW", "-to", "5", "127.0.0.1", str(daemon.dicom_port)], capture_output=True, text=True, env=ENV)
+    assert r.returncode != 0 and "Calling AE Title Not Recognized" in r.stdout + r.stderr
+    audit = daemon.request("GET", "/api/audit?event=dicom.association_refused")[1]
+    assert any(a["actor"].startswith("PINNED@") and "fingerprint" in a["detail"]["reason"] for a in audit)
+
+
+def test_ris_simulator_over_mllp_tls(daemon, pki):
+    rep = RisSimulator(
+        RisOptions(port=daemon.tls["hl7"], count=2, seed=3, prefix="TLS", tls_ca=str(pki / "ca.pem"), tls_cert=str(pki / "dxa1.pem"), tls_key=str(pki / "dxa1.key"), timeout=10)
+    ).run()
+    assert not rep.failed, [(c.name, c.detail) for c in rep.failed]
+    rows = daemon.request("GET", "/api/worklist?limit=1000")[1]
+    assert sum(1 for r in rows if r["dataset"].get("00100020", {}).get("Value", [""])[0].startswith("TLS")) >= 2
+    # without a client certificate the handshake fails and nothing is read
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        client = MllpClient(daemon.tls["hl7"])
+        client.sock = ctx.wrap_socket(client.sock, server_hostname="127.0.0.1")
+        client.send(orm("TLS-NOCERT", placer="TNC", accession="TNC"))
+
+
+def test_https_and_outbound_dicom_tls(tmp_path, pki):
+    """http.tls serves HTTPS (client certificates optional there); a dicom
+    destination with tls: reaches a gateway's DICOM TLS port with our certificate."""
+    receiver_tls = {"cert": str(pki / "gw.pem"), "key": str(pki / "gw.key"), "ca": str(pki / "ca.pem"), "require_client_cert": True}
+    rx_port = free_port()
+    rx = start_daemon(tmp_path / "rx", {"storage": {"min_free_bytes": 0}, "dicom": {"ae_title": "RX", "tls": {**receiver_tls, "port": rx_port}}})
+    try:
+        wait_port(rx_port)
+        tx = start_daemon(
+            tmp_path / "tx",
+            {
+                "storage": {"min_free_bytes": 0},
+                "http": {"tls": {"cert": str(pki / "gw.pem"), "key": str(pki / "gw.key"), "require_client_cert": False}},
+                "destinations": {"rx": {"type": "dicom", "host": "127.0.0.1", "port": rx_port, "ae_title": "RX", "retry_base": 0.3, "tls": {"ca": str(pki / "ca.pem"), "cert": str(pki / "dxa1.pem"), "key": str(pki / "dxa1.key")}}},
+                "routes": [{"match": {"kind": "image"}, "to": ["rx"]}],
+            },
+        )
+        try:
+            ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+            import urllib.request
+
+            req = urllib.request.Request(f"https://127.0.0.1:{tx.http_port}/api/worklist", headers=tx.headers)
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as rsp:
+                assert rsp.status == 200
+                assert rsp.headers["Strict-Transport-Security"].startswith("max-age=")
+            f = tmp_path / "sc.dcm"
+            ds = secondary_capture(f, seed=9)
+            r = subprocess.run([dcmtk("storescu"), "-aet", "DXA1", "-aec", "DXAGW", "127.0.0.1", str(tx.dicom_port), str(f)], capture_output=True, text=True, env=ENV)
+            assert r.returncode == 0, r.stderr
+            from tests.orthanc import wait_for
+
+            assert wait_for(lambda: stored(rx, str(ds.SOPInstanceUID)), 20)
+            rows = http_request(f"http://127.0.0.1:{rx.http_port}/api/audit?limit=50", token=rx.token)[1]
+            assert not any(r["event"] == "dicom.association_refused" for r in rows)
+        finally:
+            tx.stop()
+    finally:
+        rx.stop()
