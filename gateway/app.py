@@ -7,6 +7,7 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+from gateway.audit_atna import AuditForwarder
 from gateway.config import Config, storage_path
 from gateway.dicom.server import DicomServer
 from gateway.exams import ExamService
@@ -58,6 +59,9 @@ class Gateway:
             c.hl7.host, c.hl7.port, self.hl7_intake.handle, self.metrics,
             max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
         )
+        self.audit_trail = AuditForwarder(self.store, data, c.audit, source_id=c.audit.source_id or c.dicom.ae_title, our_address=c.dicom.host)
+        self.dicom.on_security_event = self.audit_trail.record_later
+        self.dicom.on_query = self.audit_trail.record_later
         self.mllp_tls = None
         if c.hl7.tls is not None:  # MLLP over TLS beside the plain port
             self.mllp_tls = MllpServer(
@@ -93,8 +97,8 @@ class Gateway:
         return {"dicom": self._running and self.dicom._server is not None, "hl7": self._running and self.mllp._server is not None}
 
     async def audit(self, event: str, actor: str, detail: dict) -> None:
-        """Record a security event in the audit trail (from the loop)."""
-        await asyncio.get_running_loop().run_in_executor(self.executor, self.store.audit, event, actor, detail)
+        """Record a security event in the audit trail (from the loop, without waiting for the disk)."""
+        self.audit_trail.record_later(event, actor, detail)
 
     def wake_outbox(self) -> None:
         """New outbox rows are committed (callable from any thread)."""
@@ -117,6 +121,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.sr_reader.start()
+        self.audit_trail.start()
         removed = self.spool.clean_incoming()
         if removed:
             log.warning("spool.partial_files_removed", extra=fields(count=removed))
@@ -152,6 +157,7 @@ class Gateway:
         await loop.run_in_executor(None, lambda: self.exam_executor.shutdown(wait=True))
         await loop.run_in_executor(None, self.sr_reader.close)
         self.executor.shutdown(wait=True)
+        await loop.run_in_executor(None, self.audit_trail.stop)
         self.store.close()
         log.info("gateway.stopped")
 

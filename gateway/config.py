@@ -210,6 +210,26 @@ class OidcSettings(_Model):
     ca: Path | None = None  # CA bundle for the issuer's HTTPS
 
 
+class SyslogSettings(_Model):
+    """Where ATNA audit messages go: RFC 5424 over UDP, TCP or TLS (RFC 5425)."""
+
+    host: str
+    port: int = Field(6514, ge=1, le=65535)
+    transport: Literal["udp", "tcp", "tls"] = "tls"
+    ca: Path | None = None  # the collector's CA (tls), default the system's
+    cert: Path | None = None  # our client certificate, if the collector asks for one
+    key: Path | None = None
+    check_hostname: bool = True
+
+
+class AuditSettings(_Model):
+    """The audit trail: always in the store; with ``syslog``, also sent as IHE ATNA."""
+
+    syslog: SyslogSettings | None = None
+    source_id: str = ""  # AuditSourceID (default: dicom.ae_title)
+    site_id: str = ""  # AuditEnterpriseSiteID
+
+
 class SecuritySettings(_Model):
     tokens: list[TokenEntry] = []
     oidc: OidcSettings | None = None
@@ -315,6 +335,7 @@ class Config(_Model):
     logging: LoggingSettings = LoggingSettings()
     reports: ReportsSettings = ReportsSettings()
     security: SecuritySettings = SecuritySettings()
+    audit: AuditSettings = AuditSettings()
     destinations: dict[str, Destination] = {}
     routes: list[Route] = []
 

@@ -7,6 +7,7 @@ peer (DESIGN.md rule 4).
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 import time
@@ -116,6 +117,7 @@ class DicomServer:
         self.ae = self._make_ae()
         # (event, actor, detail) -> None, from pynetdicom's threads: the audit trail.
         self.on_security_event: Callable[[str, str, dict], None] = lambda event, actor, detail: store.audit(event, actor, detail)
+        self.on_query: Callable[[str, str, dict], None] = lambda event, actor, detail: None  # set by the Gateway
         self._server = None
         self._tls_server = None
         self.port = settings.port
@@ -151,7 +153,7 @@ class DicomServer:
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_SOP_EXTENDED, self._on_sop_extended),
             (evt.EVT_C_ECHO, self._on_echo),
-            (evt.EVT_C_FIND, self.mwl.handle),
+            (evt.EVT_C_FIND, self._find),
             (evt.EVT_C_STORE, self.storage.handle),
             (evt.EVT_N_CREATE, self.mpps.handle_create),
             (evt.EVT_N_SET, self.mpps.handle_set),
@@ -231,6 +233,20 @@ class DicomServer:
             assoc.acceptor.supported_contexts = [
                 cx for cx in self.ae.supported_contexts if self.service_of(str(cx.abstract_syntax)) in allowed
             ]
+
+    def _find(self, event: evt.Event):
+        """MWL C-FIND, audited as a Query (PS3.15 A.5.3.10) with the identifier as received."""
+        try:
+            identifier = event.request.Identifier
+            raw = identifier.getvalue() if identifier is not None else b""
+            self.on_query(
+                "dicom.query",
+                f"{event.assoc.requestor.ae_title.strip()}@{event.assoc.requestor.address}",
+                {"sop_class": str(event.request.AffectedSOPClassUID), "transfer_syntax": str(event.context.transfer_syntax), "query": base64.b64encode(raw[:65536]).decode()},
+            )
+        except Exception:
+            log.exception("dicom.audit_failed")
+        yield from self.mwl.handle(event)
 
     def _refused_peer(self, assoc, calling: str) -> bool:
         """Reject (and audit) a called AE that is not ours, or a known calling

@@ -140,7 +140,7 @@ def test_audit_actor_is_the_identity_not_a_header(daemon):
     mine = [r for r in rows if r["detail"].get("id") == body["id"]]
     assert {r["event"] for r in mine} == {"worklist.create", "worklist.status"}
     assert {r["actor"] for r in mine} == {"only-orders"}
-    failures = call(daemon, "GET", "/api/audit?event=auth.failure", token=ROLE_TOKENS["admin"])[1]
+    failures = wait_for(lambda: call(daemon, "GET", "/api/audit?event=auth.failure", token=ROLE_TOKENS["admin"])[1], 10)
     assert failures and all(r["actor"].startswith("anonymous@") for r in failures)
 
 

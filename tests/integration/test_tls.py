@@ -126,8 +126,9 @@ def test_peer_bound_to_its_certificate(daemon, pki):
     assert r.returncode != 0 and "Calling AE Title Not Recognized" in r.stdout + r.stderr
     r = subprocess.run([dcmtk("echoscu"), "-v", "-aet", "DXA1", "-aec", "DXAGW", "-to", "5", "127.0.0.1", str(daemon.dicom_port)], capture_output=True, text=True, env=ENV)
     assert r.returncode != 0 and "Calling AE Title Not Recognized" in r.stdout + r.stderr
-    audit = daemon.request("GET", "/api/audit?event=dicom.association_refused")[1]
-    assert any(a["actor"].startswith("PINNED@") and "fingerprint" in a["detail"]["reason"] for a in audit)
+    from tests.orthanc import wait_for
+
+    assert wait_for(lambda: any(a["actor"].startswith("PINNED@") and "fingerprint" in a["detail"]["reason"] for a in daemon.request("GET", "/api/audit?event=dicom.association_refused")[1]), 10)
 
 
 def test_ris_simulator_over_mllp_tls(daemon, pki):

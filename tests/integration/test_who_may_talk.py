@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from tests.hl7_messages import adt, orm
+from tests.orthanc import wait_for
 from tests.support import MllpClient, ack_fields, dcmtk, start_daemon
 
 ENV = dict(os.environ, TCP_NODELAY="1")
@@ -72,8 +73,7 @@ def test_called_ae_must_be_ours(daemon):
     bad = echo(daemon, "DXA1", "ANY-SCP")
     assert bad.returncode != 0
     assert "Called AE Title Not Recognized" in bad.stdout + bad.stderr
-    audit = daemon.request("GET", "/api/audit?event=dicom.association_refused")[1]
-    assert any(a["detail"]["called_ae"] == "ANY-SCP" for a in audit)
+    assert wait_for(lambda: any(a["detail"]["called_ae"] == "ANY-SCP" for a in daemon.request("GET", "/api/audit?event=dicom.association_refused")[1]), 10)
 
 
 def test_known_ae_only_from_its_addresses(daemon):
