@@ -17,6 +17,7 @@ from gateway.hl7.listener import MllpServer
 from gateway.http import exams_api
 from gateway.http.auth import HOW_TO_ADD, HttpAuth, default_allowed_hosts
 from gateway.security import tls
+from gateway.security.oidc import OidcVerifier
 from gateway.security.tokens import TokenRegistry
 from gateway.http.server import HttpServer
 from gateway.logs import fields
@@ -69,8 +70,10 @@ class Gateway:
                 max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
             )
             self.mllp_tls.ssl_context = tls.for_listener(c.hl7.tls)
+        self.oidc = OidcVerifier(c.security.oidc) if c.security.oidc is not None else None
         self.http_auth = HttpAuth(
             TokenRegistry(c.security.tokens),
+            oidc=self.oidc.identity if self.oidc is not None else None,
             allowed_hosts=set(c.http.allowed_hosts) or default_allowed_hosts(c.http.host),
             metrics_public=c.http.metrics_public,
             audit=self.audit,
