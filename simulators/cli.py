@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vendor", choices=["hologic", "ge"], default="hologic")
     s.add_argument("--gateway-host", default="127.0.0.1")
     s.add_argument("--gateway-port", type=int, default=11112)
+    s.add_argument("--tls-ca", default="", help="DICOM TLS: the gateway's CA certificate (PEM)")
+    s.add_argument("--tls-cert", default="", help="DICOM TLS: our client certificate (PEM)")
+    s.add_argument("--tls-key", default="", help="DICOM TLS: our client key (PEM)")
     s.add_argument("--called-ae", default="DXAGW", help="the gateway's AE title")
     s.add_argument("--ae-title", default="DXA1", help="this scanner's AE title (the Scheduled Station AE Title queried)")
     s.add_argument("--mwl", type=_endpoint, metavar="AE@HOST:PORT", help="worklist SCP (default: the gateway)")
@@ -185,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             images=args.images,
             date=args.date or "",
             timeout=args.timeout,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
         sim = ScannerSimulator(opts)
         signal.signal(signal.SIGTERM, lambda *_: sim.stop())

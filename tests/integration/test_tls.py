@@ -146,6 +146,20 @@ def test_ris_simulator_over_mllp_tls(daemon, pki):
         client.send(orm("TLS-NOCERT", placer="TNC", accession="TNC"))
 
 
+def test_scanner_simulator_over_dicom_tls(daemon, pki):
+    """The whole exam over DICOM TLS with the scanner's certificate: worklist,
+    MPPS, images, SRs and commitment (after the RIS test's orders)."""
+    from simulators.scanner import ScannerOptions, ScannerSimulator
+
+    sim = ScannerSimulator(ScannerOptions(
+        gateway_port=daemon.tls["dicom"], called_ae="DXAGW", ae_title="DXA1", seed=5, images=1, patients=1, timeout=15, commit_timeout=15,
+        tls_ca=str(pki / "ca.pem"), tls_cert=str(pki / "dxa1.pem"), tls_key=str(pki / "dxa1.key"),
+    ))
+    rep = sim.run()
+    assert not rep.failed, [(c.name, c.detail) for c in rep.failed]
+    assert rep.stats.get("worklist_items", 0) >= 1 and rep.stats.get("objects", 0) >= 2, rep.stats
+
+
 def test_https_and_outbound_dicom_tls(tmp_path, pki):
     """http.tls serves HTTPS (client certificates optional there); a dicom
     destination with tls: reaches a gateway's DICOM TLS port with our certificate."""
