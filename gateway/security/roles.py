@@ -29,9 +29,9 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/exams"): _READ_EXAMS,
     ("GET", "/api/exams/{id}"): _READ_EXAMS,
     ("GET", "/api/exams/{id}/report"): _READ_EXAMS,
+    ("GET", "/api/exams/{id}/reports"): _READ_EXAMS,
     ("POST", "/api/exams/{id}/sign"): frozenset({"reporter"}),
-    ("POST", "/api/exams/{id}/notes"): frozenset({"radiographer"}),
-    ("POST", "/api/exams/{id}/context"): frozenset({"radiographer"}),
+    ("PUT", "/api/exams/{id}/context"): frozenset({"radiographer"}),  # clinical context and technical notes
     # operations
     ("GET", "/api/outbox"): frozenset({"admin"}),
     ("POST", "/api/outbox/retry"): frozenset({"admin"}),
