@@ -198,3 +198,53 @@ def test_https_and_outbound_dicom_tls(tmp_path, pki):
             tx.stop()
     finally:
         rx.stop()
+
+
+def test_outbound_mllp_and_https_senders(daemon, pki, tmp_path):
+    """The hl7 and fhir senders with tls: reach an MLLP/TLS listener with our
+    client certificate (and fail without it) and an HTTPS endpoint under our CA."""
+    import asyncio
+
+    from aiohttp import web
+
+    from gateway.security.tls import client_context, server_context
+    from routes.base import Delivery, Retry
+    from routes.hl7_mllp import MllpSender
+    from routes.http_senders import FhirSender
+
+    async def run():
+        message = orm("TLS-OUT-1", placer="TOP", filler="TOF", accession="TOA", patient_id="PTLSOUT").encode()
+        good = MllpSender("127.0.0.1", daemon.tls["hl7"], timeout=10, tls=client_context(pki / "ca.pem", pki / "dxa1.pem", pki / "dxa1.key"))
+        await good.send(Delivery(1, "order-status", message=message, control_id="TLS-OUT-1"))
+        await good.close()
+        bare = MllpSender("127.0.0.1", daemon.tls["hl7"], timeout=10, tls=client_context(pki / "ca.pem"))
+        with pytest.raises(Retry):
+            await bare.send(Delivery(2, "order-status", message=message.replace(b"TLS-OUT-1", b"TLS-OUT-2"), control_id="TLS-OUT-2"))
+        await bare.close()
+
+        got = []
+
+        async def bundle(request):
+            got.append(await request.read())
+            return web.json_response({"resourceType": "Bundle", "type": "transaction-response"}, content_type="application/fhir+json")
+
+        app = web.Application()
+        app.router.add_post("/fhir", bundle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_context(pki / "gw.pem", pki / "gw.key", require_client_cert=False))
+        await site.start()
+        try:
+            fhir = FhirSender(f"https://127.0.0.1:{port}/fhir", timeout=10, tls=client_context(pki / "ca.pem"))
+            await fhir.send(Delivery(3, "report", resource={"resourceType": "Bundle", "type": "transaction", "entry": []}, resource_json=b'{"resourceType":"Bundle","type":"transaction","entry":[]}'))
+            await fhir.close()
+        finally:
+            await runner.cleanup()
+        return got
+
+    got = asyncio.run(run())
+    assert len(got) == 1 and b"transaction" in got[0]
+    rows = daemon.request("GET", "/api/worklist?patient=PTLSOUT")[1]
+    assert len(rows) == 1
+
