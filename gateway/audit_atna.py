@@ -189,7 +189,7 @@ def event_for(row: dict, us: str, our_address: str = "") -> AuditEvent | None:
         ok = event == "auth.success"
         who = Participant(name if ok else f"unknown ({d.get('reason', '')})", True, None, d.get("remote", address))
         return AuditEvent(USER_AUTHENTICATION, "E", at, SUCCESS if ok else MINOR_FAILURE, (who, gateway), type_code=LOGIN, outcome_description="" if ok else str(d.get("reason", ""))[:200])
-    if event in ("auth.bad_credential", "http.refused", "http.forbidden", "dicom.association_refused", "hl7.sender_refused"):
+    if event in ("auth.bad_credential", "http.refused", "http.forbidden", "dicom.association_refused", "dicom.tls_refused", "hl7.sender_refused"):
         kind = RESTRICTED_FUNCTION if event.startswith("http.") else NODE_AUTHENTICATION
         who = Participant(name, True, None, d.get("remote", address))
         what = ParticipantObject(str(d.get("path") or d.get("called_ae") or d.get("type") or event), "2", "13", NODE_ID, descriptions=(str(d.get("reason", "")) or event,))

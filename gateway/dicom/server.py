@@ -166,6 +166,7 @@ class DicomServer:
         self.port = self._server.server_address[1]
         if self.settings.tls is not None:  # DICOM TLS beside the plain port (PS3.15 B.9)
             context = tls.for_listener(self.settings.tls, lazy_handshake=True)
+            context.on_failure = self._on_tls_failure
             self._tls_server = self.ae.start_server(
                 (self.settings.host, self.settings.tls.port), block=False, evt_handlers=handlers, ssl_context=context
             )
@@ -233,6 +234,11 @@ class DicomServer:
             assoc.acceptor.supported_contexts = [
                 cx for cx in self.ae.supported_contexts if self.service_of(str(cx.abstract_syntax)) in allowed
             ]
+
+    def _on_tls_failure(self, address: str, reason: str) -> None:
+        """A TLS handshake on the DICOM TLS port failed (no or a foreign certificate, not TLS)."""
+        log.warning("dicom.tls_refused", extra=fields(address=address, reason=reason))
+        self.on_security_event("dicom.tls_refused", f"?@{address}", {"reason": f"TLS: {reason}"[:200]})
 
     def _find(self, event: evt.Event):
         """MWL C-FIND, audited as a Query (PS3.15 A.5.3.10) with the identifier as received."""

@@ -15,10 +15,47 @@ from pathlib import Path
 BCP195_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1:!DSS"
 
 
+class _ReportingSocket(ssl.SSLSocket):
+    """Reports the first TLS failure on a connection (a refused certificate,
+    a plain-TCP peer) to its context's ``on_failure(address, reason)``."""
+
+    def _report(self, exc: ssl.SSLError) -> None:
+        hook = getattr(self.context, "on_failure", None)
+        if hook is None or getattr(self, "_dxagw_reported", False):
+            return
+        self._dxagw_reported = True
+        try:
+            address = self.getpeername()[0]
+        except OSError:
+            address = "?"
+        try:
+            hook(address, getattr(exc, "reason", None) or type(exc).__name__)
+        except Exception:
+            pass
+
+    def recv_into(self, buffer, nbytes=None, flags=0):  # noqa: D102
+        try:
+            return super().recv_into(buffer, nbytes, flags)
+        except ssl.SSLError as exc:
+            self._report(exc)
+            raise
+
+    def recv(self, buflen=1024, flags=0):  # noqa: D102
+        try:
+            return super().recv(buflen, flags)
+        except ssl.SSLError as exc:
+            self._report(exc)
+            raise
+
+
 class _LazyHandshake(ssl.SSLContext):
     """Server-side sockets handshake on first read, in the connection's own
     thread: pynetdicom wraps accepted sockets in its accept loop, where a
-    peer that never finishes the handshake would stall every other one."""
+    peer that never finishes the handshake would stall every other one.
+    ``on_failure`` (set by the listener) hears of failed handshakes."""
+
+    sslsocket_class = _ReportingSocket
+    on_failure = None
 
     def wrap_socket(self, sock, server_side=False, do_handshake_on_connect=True, *args, **kwargs):  # noqa: D102
         return super().wrap_socket(sock, server_side, do_handshake_on_connect and not server_side, *args, **kwargs)

@@ -73,8 +73,8 @@ def yaml_tls(d) -> dict:
 
 
 def dcmtk_tls(tool: str, pki: Path, port: int, *args: str, client: str | None = "dxa1", aet: str = "DXA1"):
-    creds = ["+tls", str(pki / f"{client}.key"), str(pki / f"{client}.pem")] if client else ["+tla"]
-    cmd = [dcmtk(tool), "-v", *creds, "-pw", "+cf", str(pki / "ca.pem"), "-aet", aet, "-aec", "DXAGW", "-to", "10", "127.0.0.1", str(port), *args]
+    creds = ["+tls", str(pki / f"{client}.key"), str(pki / f"{client}.pem"), "-pw"] if client else ["+tla"]
+    cmd = [dcmtk(tool), "-v", *creds, "+cf", str(pki / "ca.pem"), "-aet", aet, "-aec", "DXAGW", "-to", "10", "127.0.0.1", str(port), *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
 
 
@@ -107,11 +107,18 @@ def test_without_a_client_certificate_it_is_refused(daemon, pki, tmp_path):
     ds = secondary_capture(f, seed=2)
     r = dcmtk_tls("storescu", pki, daemon.tls["dicom"], str(f), client=None)
     assert r.returncode != 0
+    from tests.orthanc import wait_for
+
+    def refusals():
+        return {row["detail"]["reason"] for row in daemon.request("GET", "/api/audit?event=dicom.tls_refused")[1]}
+
+    assert wait_for(lambda: "TLS: PEER_DID_NOT_RETURN_A_CERTIFICATE" in refusals(), 10)  # refused in the handshake, audited
     assert not stored(daemon, str(ds.SOPInstanceUID))
     # a certificate from another CA is refused too
     r = dcmtk_tls("storescu", pki, daemon.tls["dicom"], str(f), client="stranger")
     assert r.returncode != 0
     assert not stored(daemon, str(ds.SOPInstanceUID))
+    assert wait_for(lambda: "TLS: CERTIFICATE_VERIFY_FAILED" in refusals(), 10)
     # the plain port still serves beside the TLS one; plain TCP to the TLS port does not
     r = subprocess.run([dcmtk("echoscu"), "-aet", "PLAIN", "-aec", "DXAGW", "-to", "5", "127.0.0.1", str(daemon.dicom_port)], capture_output=True, text=True, env=ENV)
     assert r.returncode == 0
