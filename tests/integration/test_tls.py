@@ -145,6 +145,10 @@ def test_ris_simulator_over_mllp_tls(daemon, pki):
     assert not rep.failed, [(c.name, c.detail) for c in rep.failed]
     rows = daemon.request("GET", "/api/worklist?limit=1000")[1]
     assert sum(1 for r in rows if r["dataset"].get("00100020", {}).get("Value", [""])[0].startswith("TLS")) >= 2
+    # and the worklist answers findscu over DICOM TLS
+    r = dcmtk_tls("findscu", pki, daemon.tls["dicom"], "-W", "-k", "PatientID=TLS*", "-k", "PatientName", "-k", "AccessionNumber")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr.count("Find Response:") + r.stdout.count("Find Response:") >= 2, r.stdout + r.stderr
     # without a client certificate the handshake fails and nothing is read
     ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
