@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit_atna import events_for, syslog_message, to_xml
+from gateway.audit_atna import syslog_message
+from mappings.atna import events_for, to_xml
 from gateway.config import Config, ConfigError, DicomSettings, Hl7Sender, load_config
 from gateway.security.peers import PeerCertificate, address_allowed, dicom_refusal, hl7_sender_refusal
 from gateway.security.roles import OPEN, POLICY, ROLES, required_roles
