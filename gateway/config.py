@@ -133,6 +133,8 @@ class Hl7Sender(_Model):
 
     sender: str = Field(pattern=r"^[^^|]*\^[^^|]*$")
     addresses: list[str] = []
+    tls_subject: str = ""  # under MLLP/TLS: attributes its certificate's subject must hold
+    tls_fingerprint: str = ""  # or the SHA-256 of its certificate
 
     @model_validator(mode="before")
     @classmethod

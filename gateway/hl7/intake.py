@@ -20,7 +20,7 @@ from gateway.store import InboundMessage, Store, UnknownOrder
 from mappings.hl7_ack import build_ack
 from mappings.hl7_orders import Header, OrderOptions, parse_message
 from mappings.hl7_text import CHARSETS, Hl7Error
-from gateway.security.peers import hl7_sender_refusal
+from gateway.security.peers import PeerCertificate, hl7_sender_refusal
 
 log = logging.getLogger("gateway.hl7")
 
@@ -47,7 +47,7 @@ class Hl7Intake:
         codec = CHARSETS.get(header.charset, ("utf-8", ""))[0] if header else "utf-8"
         return ack.encode(codec, errors="replace")
 
-    async def handle(self, raw: bytes, peer: str) -> bytes:
+    async def handle(self, raw: bytes, peer: str, cert: PeerCertificate | None = None) -> bytes:
         """One framed message in, its ACK out."""
         started = time.perf_counter()
         header: Header | None = None
@@ -56,7 +56,7 @@ class Hl7Intake:
             parsed = parse_message(raw, self.options)
             header = parsed.header
             msg_type = f"{header.message_type}^{header.trigger}"
-            refusal = hl7_sender_refusal(self.allowed_senders, header.sending_application, header.sending_facility, peer.rsplit(":", 1)[0])
+            refusal = hl7_sender_refusal(self.allowed_senders, header.sending_application, header.sending_facility, peer.rsplit(":", 1)[0], cert or PeerCertificate())
             if refusal is not None:
                 # HL7 v2.5.1 Table 0357 has no "not authorized": 103, MSH-3 not in the table of allowed senders.
                 await asyncio.get_running_loop().run_in_executor(

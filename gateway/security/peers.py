@@ -101,10 +101,9 @@ def _namespace(hd: str) -> str:
     return hd.split("^", 1)[0].strip()
 
 
-def hl7_sender_refusal(allowed: list[Hl7Sender], application: str, facility: str, address: str) -> str | None:
-    """Why an MLLP message from MSH-3/MSH-4 at ``address`` is refused, or None.
-
-    An empty ``hl7.allowed_senders`` allows everyone.
+def hl7_sender_refusal(allowed: list[Hl7Sender], application: str, facility: str, address: str, cert: PeerCertificate = PeerCertificate()) -> str | None:
+    """Why an MLLP message from MSH-3/MSH-4 at ``address`` (with ``cert``
+    under TLS) is refused, or None.  An empty ``hl7.allowed_senders`` allows everyone.
     """
     if not allowed:
         return None
@@ -112,6 +111,9 @@ def hl7_sender_refusal(allowed: list[Hl7Sender], application: str, facility: str
     matching = [a for a in allowed if a.sender == key]
     if not matching:
         return "sender (MSH-3^MSH-4) is not in hl7.allowed_senders"
-    if not any(address_allowed(address, a.addresses) for a in matching):
+    matching = [a for a in matching if address_allowed(address, a.addresses)]
+    if not matching:
         return "source address not allowed for this sender"
+    if not any((not a.tls_subject or cert.matches_subject(a.tls_subject)) and (not a.tls_fingerprint or cert.sha256 == _fingerprint(a.tls_fingerprint)) for a in matching):
+        return "certificate does not match hl7.allowed_senders"
     return None

@@ -55,7 +55,7 @@ def daemon(tmp_path_factory, pki):
                 "tls": {**tls, "port": free_port()},
                 "peers": {"DXA1": {"tls_subject": "CN=dxa1.hospital.example"}, "PINNED": {"tls_fingerprint": "00" * 32}},
             },
-            "hl7": {"tls": {**tls, "port": free_port()}},
+            "hl7": {"tls": {**tls, "port": free_port()}, "allowed_senders": [{"sender": "RIS^HOSP", "tls_subject": "CN=dxa1.hospital.example"}]},
         },
     )
     d.tls = yaml_tls(d)
@@ -149,6 +149,14 @@ def test_ris_simulator_over_mllp_tls(daemon, pki):
     r = dcmtk_tls("findscu", pki, daemon.tls["dicom"], "-W", "-k", "PatientID=TLS*", "-k", "PatientName", "-k", "AccessionNumber")
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stderr.count("Find Response:") + r.stdout.count("Find Response:") >= 2, r.stdout + r.stderr
+    # RIS^HOSP must present its certificate: on the plain port it is refused (AR) and changes nothing
+    from tests.support import ack_fields
+
+    plain = MllpClient(daemon.hl7_port)
+    ack = ack_fields(plain.send(orm("TLS-PLAIN", placer="TPL", accession="TPL", patient_id="PTLSPLAIN")))
+    plain.close()
+    assert ack["MSA"][1] == "AR" and "certificate" in ack["MSA"][3]
+    assert daemon.request("GET", "/api/worklist?patient=PTLSPLAIN")[1] == []
     # without a client certificate the handshake fails and nothing is read
     ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):

@@ -97,6 +97,9 @@ def test_addresses_and_senders():
     assert "not in hl7.allowed_senders" in hl7_sender_refusal(allowed, "EVIL", "HOSP", "10.0.0.5")
     assert "address" in hl7_sender_refusal(allowed, "LAB", "HOSP", "10.0.0.6")
     assert hl7_sender_refusal([], "ANY", "ONE", "1.2.3.4") is None
+    bound = [Hl7Sender(sender="RIS^HOSP", tls_subject="CN=ris.hospital.example")]
+    assert "certificate" in hl7_sender_refusal(bound, "RIS", "HOSP", "10.0.0.1")
+    assert hl7_sender_refusal(bound, "RIS", "HOSP", "10.0.0.1", PeerCertificate("CN=ris.hospital.example,O=H", "ab" * 32)) is None
 
 
 def test_dicom_refusals():
