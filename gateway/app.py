@@ -7,6 +7,7 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+from gateway.audit_atna import AuditForwarder
 from gateway.config import Config, storage_path
 from gateway.dicom.server import DicomServer
 from gateway.exams import ExamService
@@ -14,6 +15,10 @@ from gateway.sr_reader import SrReader
 from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
 from gateway.http import exams_api
+from gateway.http.auth import HOW_TO_ADD, HttpAuth, default_allowed_hosts
+from gateway.security import tls
+from gateway.security.oidc import OidcVerifier
+from gateway.security.tokens import TokenRegistry
 from gateway.http.server import HttpServer
 from gateway.logs import fields
 from gateway.metrics import Metrics
@@ -50,15 +55,35 @@ class Gateway:
             default_station_ae=c.worklist.default_station_ae,
             default_modality=c.worklist.default_modality,
         )
-        self.hl7_intake = Hl7Intake(self.store, options, self.executor, self.metrics)
+        self.hl7_intake = Hl7Intake(self.store, options, self.executor, self.metrics, allowed_senders=c.hl7.allowed_senders)
         self.mllp = MllpServer(
             c.hl7.host, c.hl7.port, self.hl7_intake.handle, self.metrics,
             max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
+        )
+        self.audit_trail = AuditForwarder(self.store, data, c.audit, source_id=c.audit.source_id or c.dicom.ae_title, our_address=c.dicom.host)
+        self.dicom.on_security_event = self.audit_trail.record_later
+        self.dicom.on_query = self.audit_trail.record_later
+        self.mllp_tls = None
+        if c.hl7.tls is not None:  # MLLP over TLS beside the plain port
+            self.mllp_tls = MllpServer(
+                c.hl7.host, c.hl7.tls.port, self.hl7_intake.handle, self.metrics,
+                max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
+            )
+            self.mllp_tls.ssl_context = tls.for_listener(c.hl7.tls)
+        self.oidc = OidcVerifier(c.security.oidc) if c.security.oidc is not None else None
+        self.http_auth = HttpAuth(
+            TokenRegistry(c.security.tokens),
+            oidc=self.oidc.identity if self.oidc is not None else None,
+            allowed_hosts=set(c.http.allowed_hosts) or default_allowed_hosts(c.http.host),
+            metrics_public=c.http.metrics_public,
+            audit=self.audit,
+            tls=c.http.tls is not None,
         )
         self.http = HttpServer(
             c.http.host, c.http.port, self.store, self.metrics, self.executor,
             ready=self._ready, default_station_ae=c.worklist.default_station_ae,
             default_modality=c.worklist.default_modality, max_body_bytes=c.http.max_body_bytes,
+            access=self.http_auth, ssl_context=tls.for_listener(c.http.tls),
         )
         self.metrics.watch_outbox(self.store.outbox_stats)
         self.sr_reader = SrReader()
@@ -77,6 +102,10 @@ class Gateway:
 
     def _ready(self) -> dict[str, bool]:
         return {"dicom": self._running and self.dicom._server is not None, "hl7": self._running and self.mllp._server is not None}
+
+    async def audit(self, event: str, actor: str, detail: dict) -> None:
+        """Record a security event in the audit trail (from the loop, without waiting for the disk)."""
+        self.audit_trail.record_later(event, actor, detail)
 
     def wake_outbox(self) -> None:
         """New outbox rows are committed (callable from any thread)."""
@@ -99,19 +128,25 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.sr_reader.start()
+        self.audit_trail.start()
         removed = self.spool.clean_incoming()
         if removed:
             log.warning("spool.partial_files_removed", extra=fields(count=removed))
         await loop.run_in_executor(self.executor, self.dicom.start)
         await self.mllp.start()
+        if self.mllp_tls is not None:
+            await self.mllp_tls.start()
         await self.http.start()
         await self.dispatcher.start()
         self._running = True
+        if not self.http_auth.configured:
+            log.warning("security.no_identities", extra=fields(hint=HOW_TO_ADD))
         log.info(
             "gateway.started",
             extra=fields(
                 ae_title=self.config.dicom.ae_title, dicom_port=self.dicom.port, hl7_port=self.mllp.port,
                 http_port=self.http.port, schema=self.store.schema_version,
+                dicom_tls_port=self.dicom.tls_port, hl7_tls_port=self.mllp_tls.port if self.mllp_tls else None, https=self.config.http.tls is not None,
             ),
         )
 
@@ -121,6 +156,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         await asyncio.gather(
             self.mllp.stop(grace=SHUTDOWN_GRACE),
+            *([self.mllp_tls.stop(grace=SHUTDOWN_GRACE)] if self.mllp_tls is not None else []),
             loop.run_in_executor(None, self.dicom.stop, SHUTDOWN_GRACE),
         )
         await self.dispatcher.stop()
@@ -128,6 +164,7 @@ class Gateway:
         await loop.run_in_executor(None, lambda: self.exam_executor.shutdown(wait=True))
         await loop.run_in_executor(None, self.sr_reader.close)
         self.executor.shutdown(wait=True)
+        await loop.run_in_executor(None, self.audit_trail.stop)
         self.store.close()
         log.info("gateway.stopped")
 

@@ -43,6 +43,9 @@ from routes.rules import Rule, RoutedObject, destinations_for
 log = logging.getLogger("gateway.exams")
 
 
+NOT_EVALUATED = "NOT CLINICALLY EVALUATED: released automatically, without a reporter's signature."
+
+
 class SignError(ValueError):
     """A sign or amend request the exam cannot take; ``status`` is the HTTP code."""
 
@@ -332,13 +335,14 @@ class ExamService:
         render = None
         status = "P"
         if self.settings.auto_release:
-            status = "F"
+            # Released without a reporter: preliminary, and says so (README "Security").
             release = ("auto-release", self._destinations(exam.device.manufacturer))
         classification, comparison, previous_id, analysis, text = self._preliminary(exam, None, status)
         if release:
             item, ctx = self._order(exam, None)
             details = self._details(item, ctx, reporter="auto-release", reporter_comment="Released automatically (reports.auto_release) without a reporter's review.")
             text = render_report(exam, classification, comparison, status=status, template=self.template, details=details)
+            text = f"{text.rstrip()}\n\n{NOT_EVALUATED}\n"
             render = self._renderer(exam, rec.accession, item, classification, comparison, text, status, Actor("auto-release"), release[1])
         exam_id = self.store.add_exam(
             **{**common, "patient_id": exam.patient_id or rec.patient_id, "accession": exam.accession_number or rec.accession},
@@ -353,7 +357,7 @@ class ExamService:
         )
         self.metrics.exams.labels("parsed").inc()
         if release:
-            self.metrics.reports.labels("F").inc()
+            self.metrics.reports.labels("P").inc()
         log.info("exam.extracted", extra=fields(exam=exam_id, instance=instance_id, category=classification.category, released=bool(release)))
         if release and release[1]:
             self.wake()

@@ -168,7 +168,7 @@ class CommitmentScp:
 
     def _report_on_new_association(self, calling: str, info: Dataset, event_type: int) -> bool:
         peer = self.settings.peers.get(calling)
-        if peer is None:
+        if peer is None or not peer.host or not peer.port:
             log.warning("commitment.no_peer_address", extra=fields(calling_ae=calling))
             return False
         ae = AE(ae_title=self.settings.ae_title)

@@ -7,6 +7,7 @@ peer (DESIGN.md rule 4).
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 import time
@@ -29,6 +30,8 @@ from gateway.dicom.mpps import MppsScp
 from gateway.dicom.mwl import MWL_UID, WorklistFindHandler
 from gateway.dicom.storage import StorageScp, discard_partial
 from gateway.logs import fields
+from gateway.security import tls
+from gateway.security.peers import PeerCertificate, dicom_refusal
 from gateway.metrics import Metrics
 from gateway.spool import Spool
 from gateway.store import Store
@@ -112,8 +115,13 @@ class DicomServer:
         acceptor.install()
         command_set.install()
         self.ae = self._make_ae()
+        # (event, actor, detail) -> None, from pynetdicom's threads: the audit trail.
+        self.on_security_event: Callable[[str, str, dict], None] = lambda event, actor, detail: store.audit(event, actor, detail)
+        self.on_query: Callable[[str, str, dict], None] = lambda event, actor, detail: None  # set by the Gateway
         self._server = None
+        self._tls_server = None
         self.port = settings.port
+        self.tls_port = settings.tls.port if settings.tls else None
 
     def _make_ae(self) -> AE:
         s = self.settings
@@ -145,7 +153,7 @@ class DicomServer:
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_SOP_EXTENDED, self._on_sop_extended),
             (evt.EVT_C_ECHO, self._on_echo),
-            (evt.EVT_C_FIND, self.mwl.handle),
+            (evt.EVT_C_FIND, self._find),
             (evt.EVT_C_STORE, self.storage.handle),
             (evt.EVT_N_CREATE, self.mpps.handle_create),
             (evt.EVT_N_SET, self.mpps.handle_set),
@@ -156,12 +164,22 @@ class DicomServer:
             (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
         )
         self.port = self._server.server_address[1]
+        if self.settings.tls is not None:  # DICOM TLS beside the plain port (PS3.15 B.9)
+            context = tls.for_listener(self.settings.tls, lazy_handshake=True)
+            context.on_failure = self._on_tls_failure
+            self._tls_server = self.ae.start_server(
+                (self.settings.host, self.settings.tls.port), block=False, evt_handlers=handlers, ssl_context=context
+            )
+            self.tls_port = self._tls_server.server_address[1]
 
     def stop(self, grace: float = 8.0) -> None:
         """Stop accepting; let running associations finish, then abort them."""
         if self._server is None:
             return
         self._server.shutdown()
+        if self._tls_server is not None:
+            self._tls_server.shutdown()
+            self._tls_server = None
         deadline = time.monotonic() + grace
         # Wait for established associations only: a connection that never
         # sent an A-ASSOCIATE-RQ (a port probe) has no work in flight.
@@ -201,6 +219,8 @@ class DicomServer:
         """
         assoc = event.assoc
         calling = assoc.requestor.primitive.calling_ae_title.strip()
+        if self._refused_peer(assoc, calling):
+            return
         proposed = assoc.requestor.primitive.presentation_context_definition_list
         wanted = {self.service_of(str(cx.abstract_syntax)) for cx in proposed}
         allowed = {svc for svc in wanted if svc != "other" and self._allowed(calling, svc)}
@@ -214,6 +234,45 @@ class DicomServer:
             assoc.acceptor.supported_contexts = [
                 cx for cx in self.ae.supported_contexts if self.service_of(str(cx.abstract_syntax)) in allowed
             ]
+
+    def _on_tls_failure(self, address: str, reason: str) -> None:
+        """A TLS handshake on the DICOM TLS port failed (no or a foreign certificate, not TLS)."""
+        log.warning("dicom.tls_refused", extra=fields(address=address, reason=reason))
+        self.on_security_event("dicom.tls_refused", f"?@{address}", {"reason": f"TLS: {reason}"[:200]})
+
+    def _find(self, event: evt.Event):
+        """MWL C-FIND, audited as a Query (PS3.15 A.5.3.10) with the identifier as received."""
+        try:
+            identifier = event.request.Identifier
+            raw = identifier.getvalue() if identifier is not None else b""
+            self.on_query(
+                "dicom.query",
+                f"{event.assoc.requestor.ae_title.strip()}@{event.assoc.requestor.address}",
+                {"sop_class": str(event.request.AffectedSOPClassUID), "transfer_syntax": str(event.context.transfer_syntax), "query": base64.b64encode(raw[:65536]).decode()},
+            )
+        except Exception:
+            log.exception("dicom.audit_failed")
+        yield from self.mwl.handle(event)
+
+    def _refused_peer(self, assoc, calling: str) -> bool:
+        """Reject (and audit) a called AE that is not ours, or a known calling
+        AE from an address or certificate dicom.peers does not allow it
+        (gateway/security/peers.py; PS3.8 9.3.4 reasons 0x07 / 0x03)."""
+        called = assoc.requestor.primitive.called_ae_title.strip()
+        address = assoc.requestor.address
+        cert = PeerCertificate.of(getattr(assoc.dul.socket, "socket", None))
+        refusal = dicom_refusal(self.settings, called, calling, address, cert)
+        if refusal is None:
+            return False
+        log.warning("dicom.association_refused", extra=fields(calling_ae=calling, called_ae=called, address=address, reason=refusal.text))
+        self.metrics.associations.labels(calling, "refused").inc()
+        try:
+            self.on_security_event("dicom.association_refused", f"{calling}@{address}", {"called_ae": called, "reason": refusal.text, "tls_subject": cert.subject})
+        except Exception:
+            log.exception("dicom.audit_failed")
+        assoc.acse.send_reject(0x01, 0x01, refusal.reason)
+        _flush(assoc)
+        return True
 
     @staticmethod
     def _on_close(event: evt.Event) -> None:

@@ -22,13 +22,15 @@ from mappings.clinical_context import context_from_hl7
 from mappings.hl7_ack import build_ack
 from mappings.hl7_orders import Header, OrderOptions, parse_message
 from mappings.hl7_text import CHARSETS, Hl7Error
+from gateway.security.peers import PeerCertificate, hl7_sender_refusal
 
 log = logging.getLogger("gateway.hl7")
 
 
 class Hl7Intake:
-    def __init__(self, store: Store, options: OrderOptions, executor: Executor, metrics: Metrics) -> None:
+    def __init__(self, store: Store, options: OrderOptions, executor: Executor, metrics: Metrics, allowed_senders: list | None = None) -> None:
         self.store = store
+        self.allowed_senders = list(allowed_senders or [])  # hl7.allowed_senders (gateway/security/peers.py)
         self.options = options
         self.executor = executor
         self.metrics = metrics
@@ -47,7 +49,7 @@ class Hl7Intake:
         codec = CHARSETS.get(header.charset, ("utf-8", ""))[0] if header else "utf-8"
         return ack.encode(codec, errors="replace")
 
-    async def handle(self, raw: bytes, peer: str) -> bytes:
+    async def handle(self, raw: bytes, peer: str, cert: PeerCertificate | None = None) -> bytes:
         """One framed message in, its ACK out."""
         started = time.perf_counter()
         header: Header | None = None
@@ -56,6 +58,15 @@ class Hl7Intake:
             parsed = parse_message(raw, self.options)
             header = parsed.header
             msg_type = f"{header.message_type}^{header.trigger}"
+            refusal = hl7_sender_refusal(self.allowed_senders, header.sending_application, header.sending_facility, peer.rsplit(":", 1)[0], cert or PeerCertificate())
+            if refusal is not None:
+                # HL7 v2.5.1 Table 0357 has no "not authorized": 103, MSH-3 not in the table of allowed senders.
+                await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self.store.audit, "hl7.sender_refused", f"{header.sending_application}^{header.sending_facility}@{peer}", {"reason": refusal, "type": msg_type}
+                )
+                error = Hl7Error(refusal, code=103, segment="MSH", field=3, ack_code="AR")
+                error.header = header
+                raise error
             message = InboundMessage(
                 source="hl7",
                 sender=header.sender,

@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from gateway.exams import Actor, ExamService, SignError
+from gateway.http import auth
 from gateway.store.exams import ExamRow, NoSuchExam
 from mappings.clinical_context import ContextError
 
@@ -39,22 +40,17 @@ def exam_json(row: ExamRow) -> dict:
     }
 
 
-def actor_of(request: web.Request, body: dict, name_key: str) -> Actor:
-    """Who is calling: the one place the caller's identity is built.
+def actor_of(request: web.Request, body: dict) -> Actor:
+    """Who is calling: the one place a signer's or editor's name is built.
 
-    Until the HTTP side authenticates callers, the name is what the body
-    says (``reporter`` / ``radiographer``) and ``role`` is the body's
-    ``role``; once it does, an authenticated identity put on the request as
-    ``request["identity"]`` (``name``, ``role``, ``id``) takes precedence and
-    the role to check is ``reporter`` for signing, ``radiographer`` for the
-    context (DESIGN.md rule 8).
+    The name is the authenticated identity's (its display name and
+    registration, DESIGN.md rule 8), never one the caller typed; ``role`` is
+    the professional role the caller states for the report ("Consultant
+    radiologist"), a free text shown beside the name.
     """
-    identity = request.get("identity") if hasattr(request, "get") else None
-    if identity is not None:
-        get = identity.get if isinstance(identity, dict) else lambda k, d="": getattr(identity, k, d)
-        return Actor(str(get("name", "")), str(get("role", "")), str(get("id", "")))
+    who = auth.identity(request)
     role = body.get("role", "")
-    return Actor(str(body.get(name_key, "")), role if isinstance(role, str) else "")
+    return Actor(who.reporter, role if isinstance(role, str) else "", who.name)
 
 
 def register(app: web.Application, service: ExamService, executor: Executor) -> None:
@@ -94,19 +90,25 @@ def register(app: web.Application, service: ExamService, executor: Executor) -> 
         return web.Response(text=row.report_text, content_type="text/plain", charset="utf-8")
 
     async def sign(request: web.Request) -> web.Response:
-        """Release the report: {"reporter": name} makes it final; after that,
-        {"reporter": name, "amendment": text} makes a corrected report."""
+        """Release the report under the caller's identity (its display name and
+        registration): ``{}`` makes it final; after that, ``{"amendment": text}``
+        makes a corrected report.  ``reports.reporters`` limits who may sign."""
         n = exam_id(request)
         try:
             body = orjson.loads(await request.read() or b"{}")
         except orjson.JSONDecodeError:
             return _json({"error": "the body is not JSON"}, 400)
-        texts = ("reporter", "amendment", "comment", "role")
+        texts = ("amendment", "comment", "role")
         if not isinstance(body, dict) or not all(isinstance(body.get(k, ""), str) for k in texts) or not isinstance(body.get("early_repeat", False), bool):
-            return _json({"error": 'send {"reporter": "...", "role": "...", "comment": "...", "amendment": "...", "early_repeat": false}'}, 400)
+            return _json({"error": 'send {"role": "...", "comment": "...", "amendment": "...", "early_repeat": false}'}, 400)
+        if "reporter" in body:
+            return _json({"error": "the reporter is the signed-in identity; do not send one"}, 400)
         if n is None:
             return _json({"error": "no such exam"}, 404)
-        actor = actor_of(request, body, "reporter")
+        who = auth.identity(request)
+        if service.settings.reporters and who.name not in service.settings.reporters:
+            return _json({"error": f"{who.name} is not one of reports.reporters"}, 403)
+        actor = actor_of(request, body)
         try:
             report_id = await db(
                 service.sign, n, actor, body.get("amendment", ""), comment=body.get("comment", ""), early_repeat=body.get("early_repeat", False)
@@ -116,15 +118,15 @@ def register(app: web.Application, service: ExamService, executor: Executor) -> 
         except SignError as exc:
             return _json({"error": str(exc)}, exc.status)
         row = await db(store.get_exam, n)
-        return _json({"report": report_id, "status": row.report_status, "exam": n}, 201)
+        return _json({"report": report_id, "status": row.report_status, "exam": n, "reporter": row.reporter}, 201)
 
     async def put_context(request: web.Request) -> web.Response:
         """The radiographer's clinical context: fragility_fracture,
         vertebral_fracture, forearm_indicated, hyperparathyroidism, menopausal,
         glucocorticoids, over_table_limit (true/false/null), height_cm,
         weight_kg, indication, vfa_result, fracture_history, risk_factors,
-        technical_notes; plus ``radiographer`` (the name, until callers are
-        authenticated).  Merged over what was given before; the exam is analysed again."""
+        technical_notes.  The radiographer is the signed-in identity.  Merged
+        over what was given before; the exam is analysed again."""
         n = exam_id(request)
         try:
             body = orjson.loads(await request.read() or b"{}")
@@ -134,8 +136,10 @@ def register(app: web.Application, service: ExamService, executor: Executor) -> 
             return _json({"error": "send a JSON object"}, 400)
         if n is None:
             return _json({"error": "no such exam"}, 404)
-        actor = actor_of(request, body, "radiographer")
-        data = {k: v for k, v in body.items() if k not in ("radiographer", "role")}
+        actor = actor_of(request, body)
+        if "radiographer" in body:
+            return _json({"error": "the radiographer is the signed-in identity; do not send one"}, 400)
+        data = {k: v for k, v in body.items() if k != "role"}
         try:
             context = await db(service.set_context, n, data, actor)
         except NoSuchExam:

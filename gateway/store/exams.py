@@ -105,7 +105,7 @@ class ExamStore:
         release: tuple[str, tuple[str, ...]] | None = None,
         render: Renderer | None = None,
     ) -> int:
-        """Keep an exam (parsed or not); ``release`` = (reporter, destinations) makes it final now."""
+        """Keep an exam (parsed or not); ``release`` = (reporter, destinations) releases it now, as ``report_status``."""
         now = _now()
         with self._transaction() as conn:
             exam_id = conn.execute(
@@ -119,7 +119,7 @@ class ExamStore:
             ).lastrowid
             if release is not None:
                 reporter, destinations = release
-                self._release(conn, exam_id, "F", report_text, reporter, destinations, study_uid, now, render)
+                self._release(conn, exam_id, report_status or "P", report_text, reporter, destinations, study_uid, now, render)
             self._audit(conn, now, "exam.create", "gateway", {"exam": exam_id, "state": state})
         return exam_id
 
