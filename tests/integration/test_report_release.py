@@ -26,7 +26,8 @@ from tests.unit.bmd.helpers import HOLOGIC, known_exam
 
 def call(daemon, method: str, path: str, body: dict | None = None):
     data = orjson.dumps(body) if body is not None else None
-    req = urllib.request.Request(daemon.http + path, method=method, data=data)
+    headers = dict(daemon.headers, **({"Content-Type": "application/json"} if data is not None else {}))
+    req = urllib.request.Request(daemon.http + path, method=method, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as rsp:
             raw = rsp.read()
@@ -75,7 +76,7 @@ def test_retry_after_restart_with_another_lsc_is_byte_identical(tmp_path):
         store(d, ds, tmp_path / "b.dcm")
         row = wait_for(lambda: exam_of(ds)(d), 15)
         assert row["comparison"]["comparable"]
-        status, body = call(d, "POST", f"/api/exams/{row['id']}/sign", {"reporter": "Dr Ada Reporter", "role": "Consultant radiologist", "comment": "Agree."})
+        status, body = call(d, "POST", f"/api/exams/{row['id']}/sign", {"role": "Consultant radiologist", "comment": "Agree."})
         assert status == 201 and body["status"] == "F"
         assert wait_for(lambda: len(emr.received) >= 1 and len(fhir.received) >= 1, 15)
     finally:
@@ -103,10 +104,10 @@ def test_retry_after_restart_with_another_lsc_is_byte_identical(tmp_path):
         assert hashes["fhir"] == hashlib.sha256(fhir.received[0]).hexdigest()
         msg = parse_message(first_oru, find_groups=False)
         assert msg.obr.obr_25.value == "F"
-        assert msg.obr.obr_32.value.startswith("&Dr Ada Reporter")
+        assert msg.obr.obr_32.value.startswith("test&Dr Test Reporter")  # CNN: identity id & name
 
         # an amendment: a new version, rendered now (new config), its own payload
-        status, body = call(d, "POST", f"/api/exams/{row['id']}/sign", {"reporter": "Dr Ada Reporter", "amendment": "LSC corrected."})
+        status, body = call(d, "POST", f"/api/exams/{row['id']}/sign", {"amendment": "LSC corrected."})
         assert status == 201 and body["status"] == "C"
         assert wait_for(lambda: len(emr.received) >= 3 and len(fhir.received) >= 3, 15)
         amended = emr.received[2]
@@ -174,7 +175,7 @@ def test_order_context_reaches_classification_report_and_oru(daemon, peers, tmp_
     text = call(daemon, "GET", f"/api/exams/{row['id']}/report")[1]
     assert "BMI 21.5 kg/m2" in text and "Referrer: Olga Orderer" in text and "Wrist fracture after a fall" in text
     before = len(emr.received)
-    assert call(daemon, "POST", f"/api/exams/{row['id']}/sign", {"reporter": "Dr Ada Reporter"})[0] == 201
+    assert call(daemon, "POST", f"/api/exams/{row['id']}/sign", {})[0] == 201
     assert wait_for(lambda: len(emr.received) > before, 15)
     msg = parse_message(emr.received[-1], find_groups=False)
     assert msg.orc.orc_2.value == "PL-CTX" and msg.obr.obr_2.value == "PL-CTX"
@@ -195,7 +196,7 @@ def test_radiographer_context_put_is_used_and_bad_values_refused(daemon, tmp_pat
     assert row["classification"]["category"] == "osteoporosis"
     status, body = call(daemon, "PUT", f"/api/exams/{row['id']}/context", {"height_cm": "tall"})
     assert status == 422 and body["key"] == "height_cm"
-    status, body = call(daemon, "PUT", f"/api/exams/{row['id']}/context", {"radiographer": "R. Adiographer", "fragility_fracture": True, "technical_notes": ["Movement artefact at L3"]})
+    status, body = call(daemon, "PUT", f"/api/exams/{row['id']}/context", {"fragility_fracture": True, "technical_notes": ["Movement artefact at L3"]})
     assert status == 200, body
     assert body["classification"]["category"] == "established_osteoporosis"
     text = call(daemon, "GET", f"/api/exams/{row['id']}/report")[1]
@@ -204,9 +205,10 @@ def test_radiographer_context_put_is_used_and_bad_values_refused(daemon, tmp_pat
 
 
 def test_auto_release_stores_the_payload_it_sends(tmp_path):
-    """DESIGN.md rule 9 with ``reports.auto_release``: the final report released
-    without a signature also has its ORU rendered once, stored with its sha256,
-    and sent as stored; the report says it was released without a reporter's review."""
+    """DESIGN.md rule 9 with ``reports.auto_release``: the preliminary report
+    released without a signature (never FINAL: README "Security") also has its
+    ORU rendered once, stored with its sha256, and sent as stored; the report
+    says it was released without a reporter's review."""
     emr, fhir = MllpPeer(default="AA"), FhirPeer()
     d = start_daemon(
         tmp_path,
@@ -222,7 +224,7 @@ def test_auto_release_stores_the_payload_it_sends(tmp_path):
         ds = hologic_sr(known)
         store(d, ds, tmp_path / "sr.dcm")
         row = wait_for(lambda: exam_of(ds)(d), 15)
-        assert row["report"]["status"] == "F"
+        assert row["report"]["status"] == "P"
         assert wait_for(lambda: emr.received, 15)
         versions = call(d, "GET", f"/api/exams/{row['id']}/reports")[1]
         (payload,) = versions[0]["payloads"]
@@ -230,6 +232,7 @@ def test_auto_release_stores_the_payload_it_sends(tmp_path):
         assert payload["sha256"] == hashlib.sha256(emr.received[0].encode("utf-8")).hexdigest()
         assert "Reported by: auto-release" in emr.received[0]
         assert "without a reporter's review" in emr.received[0]
+        assert "NOT CLINICALLY EVALUATED" in emr.received[0]
     finally:
         d.stop()
         emr.close()
@@ -257,7 +260,7 @@ def test_fhir_order_context_reaches_the_classifier(daemon, tmp_path):
         "occurrenceDateTime": "2024-05-01T10:30:00+01:00",
         "extension": [{"url": "http://dxa-gateway.org/fhir/StructureDefinition/scheduled-station-ae", "valueString": "DXA1"}],
     }
-    req = urllib.request.Request(daemon.http + "/fhir/ServiceRequest", method="POST", data=orjson.dumps(sr), headers={"Content-Type": "application/fhir+json"})
+    req = urllib.request.Request(daemon.http + "/fhir/ServiceRequest", method="POST", data=orjson.dumps(sr), headers={"Content-Type": "application/fhir+json", **daemon.headers})
     with urllib.request.urlopen(req, timeout=10) as rsp:
         assert rsp.status == 201
     known = known_exam("hologic", HOLOGIC, patient_id="PFCTX", accession_number="ACC-FCTX", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
