@@ -21,6 +21,7 @@ from pynetdicom import evt
 from gateway.config import DicomSettings
 from gateway.logs import fields
 from gateway.metrics import Metrics
+from gateway.dicom.tolerance import note_defects
 from gateway.spool import IncomingFile, Spool
 from gateway.store import InstanceRecord, Store
 from mappings.instances import HEADER_KEYWORDS, HeaderError, read_header
@@ -81,6 +82,7 @@ class StorageScp:
         except Exception as exc:  # pydicom may raise anything on broken data
             return self._refuse(CANNOT_UNDERSTAND, f"cannot read the dataset: {type(exc).__name__}", calling)
 
+        note_defects(self.metrics, header.uid_defects, service="storage", calling_ae=calling)
         existing = self.store.current_instances(header.sop_instance_uid)
         if existing and self.policy == "keep_first":
             log.info("store.duplicate_kept_first", extra=fields(sop_instance_uid=sop_instance, calling_ae=calling, first=existing[0].id))

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
@@ -188,3 +189,106 @@ def test_sigterm_ends_within_ten_seconds_whatever_peers_do(tmp_path):
             s.close()
         if idle.is_established:
             idle.abort()
+
+
+# -- UIDs and file names -------------------------------------------------------
+
+def metric(d, name: str) -> float:
+    """The value of one sample (name with labels) on /metrics, 0 if absent."""
+    import urllib.request
+
+    body = urllib.request.urlopen(f"{d.http}/metrics", timeout=10).read().decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_mpps_uids_cannot_write_outside_a_folder_destination(tmp_path):
+    """MPPS routed to a folder: an N-CREATE whose SOP Instance UID is a path
+    (``../x``, absolute, ``../../..``) is refused with 0x0117 (PS3.7 Annex C,
+    invalid object instance) and nothing is written anywhere; a UID with a
+    leading-zero component (a device defect, docs/tolerated-defects.md) is
+    accepted, counted, and delivered into the folder."""
+    from tests.scu import ScannerScu, mpps_create_dataset, mpps_final
+
+    root = tmp_path / "out" / "a" / "mpps"
+    outside = f"/tmp/dxagw-escape-{time.monotonic_ns()}"
+    d = start_daemon(
+        tmp_path / "gw",
+        {
+            "destinations": {"mppsdir": {"type": "folder", "path": str(root)}},
+            "routes": [{"match": {"kind": "mpps"}, "to": ["mppsdir"]}],
+        },
+    )
+    try:
+        scu = ScannerScu(d.dicom_port)
+        for bad in ("../x", outside, "../../..", "1.2..3", "1.2.3/4"):
+            _, status = scu.create(mpps_create_dataset(study_uid="1.2.826.0.1.3680043.8.498.401"), uid=bad)
+            assert status.Status == 0x0117, bad
+            assert "not a valid UID" in status.ErrorComment
+            assert scu.set(bad, mpps_final()).Status == 0x0117
+        # an unsafe UID inside the attribute list: 0x0106 naming the element
+        _, status = scu.create(mpps_create_dataset(study_uid="../../etc"))
+        assert status.Status == 0x0106 and status.ErrorComment.startswith("StudyInstanceUID")
+        tolerated = "1.2.826.0.1.3680043.8.0498.402"  # "0498": a leading zero
+        uid, status = scu.create(mpps_create_dataset(study_uid="1.2.826.0.1.3680043.8.498.402"), uid=tolerated)
+        assert status.Status == 0x0000
+        scu.release()
+        assert wait_for(lambda: root.is_dir() and any(root.iterdir()), 30)
+        assert [p.name.split(".json")[0].rsplit(".", 1)[0] for p in root.iterdir()] == [tolerated]
+        written = {p for p in tmp_path.rglob("*.json")} - set(root.iterdir())
+        assert not written, written
+        assert not list(Path("/tmp").glob(Path(outside).name + "*"))
+        assert metric(d, 'dxagw_tolerated_defects_total{defect="uid_leading_zero"}') == 1
+        assert '"event":"mpps.refused"' in d.log_text()
+    finally:
+        assert d.stop() == 0
+
+
+def test_unsafe_uids_are_refused_by_every_dimse_service(daemon, tmp_path):
+    """C-FIND (a UID matching key, PS3.4 C.2.2.2.2) 0xA900 naming it,
+    Storage Commitment 0x0115, C-STORE 0xA900/0xC000; a leading zero in a
+    C-STORE's UIDs is tolerated and the instance stored."""
+    from pydicom import dcmread
+    from pynetdicom.sop_class import ModalityWorklistInformationFind
+
+    from tests.dicom_data import secondary_capture
+    from tests.scu import ScannerScu
+
+    ae = AE(ae_title="DXA1")
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    assoc = ae.associate("127.0.0.1", daemon.dicom_port, ae_title="DXAGW")
+    query = Dataset()
+    query.PatientName = ""
+    query.StudyInstanceUID = "1.2.3\\../../x"
+    statuses = [s for s, _ in assoc.send_c_find(query, ModalityWorklistInformationFind)]
+    assoc.release()
+    assert statuses[0].Status == 0xA900 and statuses[0].OffendingElement == 0x0020000D
+
+    scu = ScannerScu(daemon.dicom_port)
+    _, status = scu.commit([("1.2.840.10008.5.1.4.1.1.7", "../x")])
+    assert status.Status == 0x0115
+    _, status = scu.commit([("1.2.840.10008.5.1.4.1.1.7", "1.2.3")], transaction_uid="/etc/passwd")
+    assert status.Status == 0x0115
+    scu.release()
+
+    before = metric(daemon, 'dxagw_tolerated_defects_total{defect="uid_leading_zero"}')
+    path = tmp_path / "lz.dcm"
+    secondary_capture(path, pixels=64 * 64, study_uid="1.2.826.0.1.3680043.8.0498.77", sop_uid="1.2.826.0.1.3680043.8.498.0077")
+    ds = dcmread(path)
+    ae = AE(ae_title="DXA1")
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", daemon.dicom_port, ae_title="DXAGW")
+    assert assoc.send_c_store(ds).Status == 0x0000
+    assoc.release()
+    assert metric(daemon, 'dxagw_tolerated_defects_total{defect="uid_leading_zero"}') == before + 1
