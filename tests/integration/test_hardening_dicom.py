@@ -292,3 +292,91 @@ def test_unsafe_uids_are_refused_by_every_dimse_service(daemon, tmp_path):
     assert assoc.send_c_store(ds).Status == 0x0000
     assoc.release()
     assert metric(daemon, 'dxagw_tolerated_defects_total{defect="uid_leading_zero"}') == before + 1
+
+
+# -- deflate bombs -------------------------------------------------------------
+
+def deflated_sc(path: Path, inflated_pixel_bytes: int, *, sop_uid: str, study_uid: str) -> None:
+    """A Deflated Explicit VR LE Secondary Capture (PS3.5 A.5) whose pixel data
+    is ``inflated_pixel_bytes`` zeros, written as a stream (never in memory)."""
+    import zlib
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = "PBOMB"
+    ds.Modality = "OT"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = inflated_pixel_bytes // 4096
+    ds.Columns = 4096
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_dataset(buf, ds)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    meta.ImplementationClassUID = "1.2.826.0.1.3680043.8.498.1"
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    with open(path, "wb") as f:
+        f.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(f, meta)
+        f.write(deflater.compress(buf.getvalue()))
+        # (7FE0,0010) OB, explicit VR LE: tag, VR, 2 reserved, 4-byte length
+        f.write(deflater.compress(b"\xe0\x7f\x10\x00OB\x00\x00" + inflated_pixel_bytes.to_bytes(4, "little")))
+        zeros = b"\0" * (1024 * 1024)
+        left = inflated_pixel_bytes
+        while left:
+            n = min(left, len(zeros))
+            f.write(deflater.compress(zeros[:n]))
+            left -= n
+        f.write(deflater.flush())
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+
+
+def test_a_deflate_bomb_is_refused_with_bounded_memory(tmp_path):
+    """204 kB inflating to 200 MB, over ``dicom.storage.max_inflated_bytes``:
+    refused 0xA700 (PS3.4 B.2.3, out of resources) naming the limit, the
+    daemon's peak RSS barely moves, and a normal deflated store still works."""
+    from pydicom.uid import generate_uid
+
+    d = start_daemon(tmp_path / "gw", {"dicom": {"storage": {"max_inflated_bytes": 16 * 1024 * 1024}}})
+    try:
+        ae = AE(ae_title="DXA1")
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.1.2.1.99")
+        # warm up: the first store imports what it needs
+        small = tmp_path / "small.dcm"
+        deflated_sc(small, 1024 * 1024, sop_uid=generate_uid(), study_uid=generate_uid())
+        assoc = ae.associate("127.0.0.1", d.dicom_port, ae_title="DXAGW")
+        assert assoc.send_c_store(small).Status == 0x0000
+        before = peak_rss_mb(d.proc.pid)
+        bomb = tmp_path / "bomb.dcm"
+        deflated_sc(bomb, 200 * 1024 * 1024, sop_uid=generate_uid(), study_uid=generate_uid())
+        assert bomb.stat().st_size < 1024 * 1024
+        status = assoc.send_c_store(bomb)
+        assert status.Status == 0xA700
+        assert "max_inflated_bytes" in status.ErrorComment
+        assert peak_rss_mb(d.proc.pid) - before < 40
+        after = tmp_path / "after.dcm"
+        deflated_sc(after, 2 * 1024 * 1024, sop_uid=generate_uid(), study_uid=generate_uid())
+        assert assoc.send_c_store(after).Status == 0x0000
+        assoc.release()
+        assert not [p for p in (tmp_path / "gw" / "data" / "incoming").iterdir() if p.suffix == ".inflated"]
+    finally:
+        assert d.stop() == 0
