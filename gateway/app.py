@@ -8,6 +8,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.config import Config, storage_path
+from gateway.data_folder import make_private
 from gateway.dicom.server import DicomServer
 from gateway.exams import ExamService
 from gateway.sr_reader import SrReader
@@ -33,7 +34,7 @@ class Gateway:
         self.config = config
         self.metrics = Metrics()
         data = storage_path(config)
-        data.mkdir(parents=True, exist_ok=True)
+        make_private(data)  # files 0600, folders 0700 (gateway/data_folder.py)
         self.store = open_store(str(data))
         self.metrics.watch_worklist(self.store.count_worklist_by_status)
         self.spool = Spool(data, config.storage.min_free_bytes)

@@ -380,3 +380,56 @@ def test_a_deflate_bomb_is_refused_with_bounded_memory(tmp_path):
         assert not [p for p in (tmp_path / "gw" / "data" / "incoming").iterdir() if p.suffix == ".inflated"]
     finally:
         assert d.stop() == 0
+
+
+# -- data at rest --------------------------------------------------------------
+
+def test_data_folder_is_private_after_a_store(tmp_path):
+    """Files 0600 and folders 0700 under the data folder (issue 11, item 8):
+    the SQLite store (raw HL7 with patient data) and its -wal/-shm, the
+    spool's folders and files; an older 0644 database is tightened at start."""
+    import os
+    import stat
+
+    from pydicom import dcmread
+
+    from tests.dicom_data import secondary_capture
+    from tests.hl7_messages import orm
+    from tests.scu import ScannerScu, mpps_create_dataset
+    from tests.support import MllpClient, ack_fields
+
+    data = tmp_path / "gw" / "data"
+    data.mkdir(parents=True)
+    old = os.umask(0o022)
+    try:
+        (data / "left-by-an-older-version.txt").write_text("x")
+    finally:
+        os.umask(old)
+    d = start_daemon(tmp_path / "gw")
+    try:
+        mllp = MllpClient(d.hl7_port)
+        assert ack_fields(mllp.send(orm("MODE1")))["MSA"][1] == "AA"
+        mllp.close()
+        path = tmp_path / "sc.dcm"
+        secondary_capture(path, pixels=64 * 64)
+        ds = dcmread(path)
+        ae = AE(ae_title="DXA1")
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        assoc = ae.associate("127.0.0.1", d.dicom_port, ae_title="DXAGW")
+        assert assoc.send_c_store(ds).Status == 0x0000
+        assoc.release()
+        scu = ScannerScu(d.dicom_port)
+        assert scu.create(mpps_create_dataset(study_uid=ds.StudyInstanceUID))[1].Status == 0x0000
+        scu.release()
+        entries = [data, *data.rglob("*")]
+        names = {p.name for p in entries}
+        assert {"gateway.sqlite3", "gateway.sqlite3-wal", "spool"} <= names, names
+        assert any(p.suffix == ".dcm" for p in entries)
+        wrong = {
+            str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode))
+            for p in entries
+            if stat.S_IMODE(p.stat().st_mode) != (0o700 if p.is_dir() else 0o600)
+        }
+        assert not wrong, wrong
+    finally:
+        assert d.stop() == 0
