@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.config import Config, storage_path
@@ -27,6 +29,14 @@ from routes.rules import compile_routes
 log = logging.getLogger("gateway")
 
 SHUTDOWN_GRACE = 8.0  # seconds for in-flight work; the process exits within 10 s
+STOP_DEADLINE = 9.5  # past this the process exits anyway: what was acknowledged is on disk (DESIGN.md rule 1)
+
+
+def _force_exit() -> None:
+    log.warning("gateway.stop_forced", extra=fields(after_seconds=STOP_DEADLINE))
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(0)
 
 
 class Gateway:
@@ -137,4 +147,9 @@ class Gateway:
         await self.start()
         await stop.wait()
         log.info("gateway.stopping")
+        # A peer that holds a socket or a thread cannot keep the process up
+        # past the README's 10 s (issue 11: SIGTERM waited 41 s).
+        watchdog = threading.Timer(STOP_DEADLINE, _force_exit)
+        watchdog.daemon = True
+        watchdog.start()
         await self.stop()

@@ -253,9 +253,10 @@ class DicomServer:
             _shut_socket(assoc)
             assoc.dul.kill_dul()  # not Association.kill(): it loops until Sta1
             assoc._kill = True
+        end = time.monotonic() + 1.0
         for assoc in remaining:  # DUL threads are not daemons: they must end
-            assoc.dul.join(1.0)
-            assoc.join(1.0)
+            assoc.dul.join(max(0.0, end - time.monotonic()))
+            assoc.join(max(0.0, end - time.monotonic()))
 
     # -- association events --------------------------------------------------
 
