@@ -75,7 +75,7 @@ class DicomSettings(_Model):
     # From TCP connect to a complete A-ASSOCIATE-RQ; a slower peer is dropped.
     association_setup_timeout: float = Field(10, gt=0)
     # Open connections one source address may hold; more are closed at accept.
-    max_connections_per_address: int = Field(10, ge=1)
+    max_connections_per_address: int = Field(16, ge=1)
     allowed_calling_aes: list[str] = []
     services: dict[Literal["verification", "worklist", "mpps", "storage", "commitment"], ServiceAccess] = {}
     worklist: WorklistSettings = WorklistSettings()
