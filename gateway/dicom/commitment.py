@@ -67,9 +67,9 @@ class CommitmentScp:
                 (str(item.ReferencedSOPClassUID), str(item.ReferencedSOPInstanceUID))
                 for item in info.get("ReferencedSOPSequence") or []
             ]
+            problem, defects = check_dataset_uids(info)
         except Exception:
             return _status(PROCESSING_FAILURE, "cannot decode the action information"), None
-        problem, defects = check_dataset_uids(info)
         if problem is not None:
             log.warning("commitment.refused", extra=fields(status="0x0115", reason=f"{problem.path}: {problem.reason}", calling_ae=calling))
             return _status(INVALID_ARGUMENT_VALUE, f"{problem.path.rsplit('.', 1)[-1]}: not a valid UID"), None

@@ -93,7 +93,11 @@ class MppsScp:
             self.metrics.mpps.labels(op, "refused").inc()
             return _status(INVALID_OBJECT_INSTANCE, f"SOP Instance UID is not a valid UID: {exc.reason}")
         if ds is not None:
-            problem, more = check_dataset_uids(ds)
+            try:
+                problem, more = check_dataset_uids(ds)
+            except Exception as exc:  # pydicom may raise anything converting a broken value
+                log.warning("mpps.refused", extra=fields(op=op, reason=type(exc).__name__, calling_ae=calling))
+                return _status(PROCESSING_FAILURE, "cannot decode the attribute list")
             if problem is not None:
                 log.warning("mpps.refused", extra=fields(op=op, status="0x0106", reason=f"{problem.path}: {problem.reason}", calling_ae=calling))
                 self.metrics.mpps.labels(op, "refused").inc()
