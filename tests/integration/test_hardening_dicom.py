@@ -136,6 +136,28 @@ def test_a_drip_fed_association_request_is_cut_off(tmp_path):
         assert d.stop() == 0
 
 
+def test_a_pdu_left_half_sent_on_an_established_association_is_dropped(tmp_path):
+    """After set-up, each PDU header and body must arrive within
+    ``dicom.network_timeout``: a P-DATA-TF header with its body never sent
+    does not hold the association (and its threads) for good."""
+    d = start_daemon(tmp_path, {"dicom": {"network_timeout": 2}})
+    try:
+        ae = AE(ae_title="DXA1")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", d.dicom_port, ae_title="DXAGW")
+        assert assoc.is_established
+        raw = assoc.dul.socket.socket
+        raw.sendall(b"\x04\x00" + (100).to_bytes(4, "big") + b"\x00\x00\x00")  # 3 of 100 bytes
+        end = time.monotonic() + 30
+        while time.monotonic() < end and assoc.is_established:
+            time.sleep(0.1)
+        assert not assoc.is_established
+        assert '"event":"dicom.read_timeout"' in d.log_text()
+        assert echo_from(d.dicom_port) == 0x0000
+    finally:
+        assert d.stop() == 0
+
+
 def test_idle_sockets_from_one_address_do_not_lock_out_a_scanner(tmp_path):
     """60 silent sockets from 127.0.0.1 (more than maximum_associations) do not
     stop a scanner on 127.0.0.2: ``dicom.max_connections_per_address`` caps
