@@ -73,7 +73,11 @@ class Gateway:
         )
         self.metrics.watch_outbox(self.store.outbox_stats)
         self.sr_reader = SrReader()
-        self.exams = ExamService(self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox, self.sr_reader)
+        self.exams = ExamService(
+            self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox, self.sr_reader,
+            destination_types={name: d.type for name, d in c.destinations.items()},
+            hl7_application=c.hl7.application, hl7_facility=c.hl7.facility,
+        )
         # One thread reads SRs in arrival order (an RDSR and its BMD SR meet here).
         self.exam_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dxagw-exams")
         exams_api.register(self.http.app, self.exams, self.executor)

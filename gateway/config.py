@@ -136,6 +136,9 @@ class ReportsSettings(_Model):
     lsc_absolute: dict[str, float] = {}  # per site, g/cm2, for all scanners
     lsc_per_scanner: dict[str, dict[str, float]] = {}  # serial or model -> site -> g/cm2
     cross_calibrated: list[list[str]] = []  # groups of models/serials whose BMD compare
+    management_file: Path | None = None  # YAML: diagnostic category -> management wording (NOGG-based defaults)
+    recommended_interval: str = ""  # report text for the interval to the next scan (default: UK two-year guidance)
+    table_limit_kg: float | None = Field(None, gt=0)  # the scanner table's weight limit: heavier patients get the forearm (ISCD)
 
 
 class LoggingSettings(_Model):

@@ -206,6 +206,13 @@ class Dispatcher:
                 mpps_uid=mpps.sop_instance_uid,
                 mpps_attributes=mpps.attributes,
             )
+        if row.ref_table == "reports":
+            # DESIGN.md rule 9: the bytes rendered when the version was released
+            stored = await self._db(self.store.report_payload, row.ref_id, row.destination)
+            if stored is not None:
+                if stored.format == "fhir-bundle":
+                    return Delivery(outbox_id=row.id, kind=row.kind, resource_json=stored.body, control_id=stored.control_id)
+                return Delivery(outbox_id=row.id, kind=row.kind, message=stored.body, control_id=stored.control_id)
         if self.report_payload is not None:
             control_id = f"DXAGW{row.id}"
             payload = await self._db(self.report_payload, self.store, row.ref_table, row.ref_id, dest.type, control_id, datetime.now())

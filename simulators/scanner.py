@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -74,6 +75,7 @@ class ScannerOptions:
     date: str = ""  # YYYYMMDD to query (default today)
     timeout: float = 30.0
     max_pdu: int = 1048576
+    ihe_keys: bool = False  # ask for the full IHE Scheduled Workflow return-key set (RAD-5)
 
     def endpoint(self, which: str) -> Endpoint:
         ep = getattr(self, which)
@@ -221,6 +223,29 @@ class ScannerSimulator:
         q.ScheduledProcedureStepSequence = Sequence([sps])
         return q
 
+    def ihe_worklist_query(self) -> Dataset:
+        """The RAD-5 query of IHE RAD TF-2 4.5 (Table 4.5-3): every required return key.
+
+        The code and reference sequences are asked with an item of empty
+        (universal) keys, as IHE modalities ask them (PS3.4 C.2.2.2.6).
+        """
+        o = self.options
+        q = Dataset()
+        q.SpecificCharacterSet = ""
+        for kw in IHE_RETURN_KEYS:
+            q.add_new(kw, dictionary_VR(kw), None)  # zero length, whatever the VR
+        for kw, sub in IHE_SEQUENCE_KEYS.items():
+            setattr(q, kw, Sequence([_empty_item(sub)]))
+        sps = Dataset()
+        for kw in IHE_SPS_RETURN_KEYS:
+            sps.add_new(kw, dictionary_VR(kw), None)
+        sps.ScheduledStationAETitle = o.ae_title
+        sps.ScheduledProcedureStepStartDate = o.date or time.strftime("%Y%m%d")
+        sps.Modality = "BMD"
+        sps.ScheduledProtocolCodeSequence = Sequence([_empty_item(CODE_KEYS)])
+        q.ScheduledProcedureStepSequence = Sequence([sps])
+        return q
+
     def query_worklist(self) -> list[Dataset]:
         o = self.options
         r = self._report
@@ -231,7 +256,7 @@ class ScannerSimulator:
             return []
         items: list[Dataset] = []
         final = None
-        query = self.worklist_query()
+        query = self.ihe_worklist_query() if o.ihe_keys else self.worklist_query()
         try:
             for status, identifier in assoc.send_c_find(query, MWL_FIND):
                 final = status_of(status)
@@ -260,6 +285,8 @@ class ScannerSimulator:
                     problems.append(f"modality {sps.Modality!r} != BMD")
                 if not sps.get("ScheduledProcedureStepID"):
                     problems.append("SPS ID empty")
+            if o.ihe_keys:
+                problems += [f"requested key {kw} not returned (PS3.4 C.4.1.1.3.2)" for kw in _missing_keys(query, item)]
             if not str(item.get("SpecificCharacterSet", "") or "").strip() and _has_non_ascii(item):
                 problems.append("non-ASCII text without a Specific Character Set (PS3.3 C.12.1.1.2)")
             r.add(f"MWL item {i + 1} [{item.get('AccessionNumber', '')}] matches the query", not problems, "; ".join(problems) or str(item.get("PatientID", "")))
@@ -547,6 +574,52 @@ class ScannerSimulator:
             block=False,
             evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_event_report), (evt.EVT_CONN_OPEN, set_nodelay)],
         )
+
+
+# IHE RAD TF-2 Table 4.5-3 (RAD-5 Modality Worklist return keys, R and R+).
+IHE_RETURN_KEYS = (
+    "PatientName", "PatientID", "IssuerOfPatientID", "OtherPatientIDs", "PatientBirthDate", "PatientSex",
+    "PatientWeight", "PatientSize", "ConfidentialityConstraintOnPatientDataDescription",
+    "PatientState", "PregnancyStatus", "MedicalAlerts", "Allergies", "SpecialNeeds",
+    "AdmissionID", "CurrentPatientLocation",
+    "AccessionNumber", "RequestingPhysician", "ReferringPhysicianName",
+    "RequestedProcedureID", "RequestedProcedureDescription", "StudyInstanceUID",
+    "RequestedProcedurePriority", "PatientTransportArrangements",
+)
+CODE_KEYS = ("CodeValue", "CodingSchemeDesignator", "CodeMeaning")
+REFERENCE_KEYS = ("ReferencedSOPClassUID", "ReferencedSOPInstanceUID")
+IHE_SEQUENCE_KEYS = {
+    "RequestedProcedureCodeSequence": CODE_KEYS,
+    "ReferencedStudySequence": REFERENCE_KEYS,
+    "ReferencedPatientSequence": REFERENCE_KEYS,
+}
+IHE_SPS_RETURN_KEYS = (
+    "ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime", "Modality",
+    "ScheduledPerformingPhysicianName", "ScheduledProcedureStepDescription", "ScheduledStationName",
+    "ScheduledProcedureStepLocation", "PreMedication", "ScheduledProcedureStepID", "RequestedContrastAgent",
+    "ScheduledProcedureStepStatus",
+)
+
+
+def _empty_item(keywords) -> Dataset:
+    ds = Dataset()
+    for kw in keywords:
+        ds.add_new(kw, dictionary_VR(kw), None)
+    return ds
+
+
+def _missing_keys(query: Dataset, item: Dataset, prefix: str = "") -> list[str]:
+    """Requested keys absent from a response (an SCP returns every key it supports)."""
+    out = []
+    for elem in query:
+        if elem.keyword == "SpecificCharacterSet":
+            continue
+        if elem.tag not in item:
+            out.append(prefix + elem.keyword)
+        elif elem.VR == "SQ" and elem.value and len(elem.value[0]):
+            for n, sub in enumerate(item[elem.tag].value or []):
+                out += _missing_keys(elem.value[0], sub, f"{prefix}{elem.keyword}[{n}].")
+    return out
 
 
 def _ref(ds: Dataset) -> Dataset:

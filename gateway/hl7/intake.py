@@ -14,9 +14,11 @@ import time
 from concurrent.futures import Executor
 from datetime import datetime
 
+from gateway.clinical import keep_order_context
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.store import InboundMessage, Store, UnknownOrder
+from mappings.clinical_context import context_from_hl7
 from mappings.hl7_ack import build_ack
 from mappings.hl7_orders import Header, OrderOptions, parse_message
 from mappings.hl7_text import CHARSETS, Hl7Error
@@ -63,6 +65,9 @@ class Hl7Intake:
             )
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(self.executor, self.store.apply_inbound, message, parsed.actions)
+            if result.item_ids and not result.duplicate and header.message_type in ("ORM", "OMI"):  # an order's own context
+                read = lambda: context_from_hl7(raw, self.options.default_charset)  # noqa: E731
+                await loop.run_in_executor(self.executor, keep_order_context, self.store, result.item_ids, read)
             code = result.ack_code
             ack = self._ack(header, code, text="duplicate message, already processed" if result.duplicate else "")
             log.info(

@@ -1,4 +1,4 @@
-"""HTTP: BMD exams and their reports (list, read, sign or amend)."""
+"""HTTP: BMD exams and their reports (list, read, clinical context, sign or amend)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from concurrent.futures import Executor
 import orjson
 from aiohttp import web
 
-from gateway.exams import ExamService, SignError
+from gateway.exams import Actor, ExamService, SignError
 from gateway.store.exams import ExamRow, NoSuchExam
+from mappings.clinical_context import ContextError
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -32,8 +33,28 @@ def exam_json(row: ExamRow) -> dict:
         "previous_exam": (row.analysis or {}).get("previous_exam"),
         "dose": (row.exam or {}).get("dose"),
         "report": {"status": row.report_status or None, "reporter": row.reporter or None, "signed_at": row.signed_at},
+        "context": (row.analysis or {}).get("context"),
+        "radiographer_context": row.context,
         "created_at": row.created_at,
     }
+
+
+def actor_of(request: web.Request, body: dict, name_key: str) -> Actor:
+    """Who is calling: the one place the caller's identity is built.
+
+    Until the HTTP side authenticates callers, the name is what the body
+    says (``reporter`` / ``radiographer``) and ``role`` is the body's
+    ``role``; once it does, an authenticated identity put on the request as
+    ``request["identity"]`` (``name``, ``role``, ``id``) takes precedence and
+    the role to check is ``reporter`` for signing, ``radiographer`` for the
+    context (DESIGN.md rule 8).
+    """
+    identity = request.get("identity") if hasattr(request, "get") else None
+    if identity is not None:
+        get = identity.get if isinstance(identity, dict) else lambda k, d="": getattr(identity, k, d)
+        return Actor(str(get("name", "")), str(get("role", "")), str(get("id", "")))
+    role = body.get("role", "")
+    return Actor(str(body.get(name_key, "")), role if isinstance(role, str) else "")
 
 
 def register(app: web.Application, service: ExamService, executor: Executor) -> None:
@@ -80,10 +101,16 @@ def register(app: web.Application, service: ExamService, executor: Executor) -> 
             body = orjson.loads(await request.read() or b"{}")
         except orjson.JSONDecodeError:
             return _json({"error": "the body is not JSON"}, 400)
-        if not isinstance(body, dict) or not isinstance(body.get("reporter", ""), str) or not isinstance(body.get("amendment", ""), str):
-            return _json({"error": 'send {"reporter": "...", "amendment": "..."}'}, 400)
+        texts = ("reporter", "amendment", "comment", "role")
+        if not isinstance(body, dict) or not all(isinstance(body.get(k, ""), str) for k in texts) or not isinstance(body.get("early_repeat", False), bool):
+            return _json({"error": 'send {"reporter": "...", "role": "...", "comment": "...", "amendment": "...", "early_repeat": false}'}, 400)
+        if n is None:
+            return _json({"error": "no such exam"}, 404)
+        actor = actor_of(request, body, "reporter")
         try:
-            report_id = await db(service.sign, n, body.get("reporter", ""), body.get("amendment", ""))
+            report_id = await db(
+                service.sign, n, actor, body.get("amendment", ""), comment=body.get("comment", ""), early_repeat=body.get("early_repeat", False)
+            )
         except NoSuchExam:
             return _json({"error": "no such exam"}, 404)
         except SignError as exc:
@@ -91,11 +118,60 @@ def register(app: web.Application, service: ExamService, executor: Executor) -> 
         row = await db(store.get_exam, n)
         return _json({"report": report_id, "status": row.report_status, "exam": n}, 201)
 
+    async def put_context(request: web.Request) -> web.Response:
+        """The radiographer's clinical context: fragility_fracture,
+        vertebral_fracture, forearm_indicated, hyperparathyroidism, menopausal,
+        glucocorticoids, over_table_limit (true/false/null), height_cm,
+        weight_kg, indication, vfa_result, fracture_history, risk_factors,
+        technical_notes; plus ``radiographer`` (the name, until callers are
+        authenticated).  Merged over what was given before; the exam is analysed again."""
+        n = exam_id(request)
+        try:
+            body = orjson.loads(await request.read() or b"{}")
+        except orjson.JSONDecodeError:
+            return _json({"error": "the body is not JSON"}, 400)
+        if not isinstance(body, dict):
+            return _json({"error": "send a JSON object"}, 400)
+        if n is None:
+            return _json({"error": "no such exam"}, 404)
+        actor = actor_of(request, body, "radiographer")
+        data = {k: v for k, v in body.items() if k not in ("radiographer", "role")}
+        try:
+            context = await db(service.set_context, n, data, actor)
+        except NoSuchExam:
+            return _json({"error": "no such exam"}, 404)
+        except ContextError as exc:
+            return _json({"error": str(exc), "key": exc.key}, 422)
+        except SignError as exc:
+            return _json({"error": str(exc)}, exc.status)
+        row = await db(store.get_exam, n)
+        return _json({"exam": n, "radiographer_context": context, "classification": (row.analysis or {}).get("classification")})
+
+    async def list_reports(request: web.Request) -> web.Response:
+        """Every released version, with the sha256 of each payload sent for it."""
+        n = exam_id(request)
+        row = await db(store.get_exam, n) if n is not None else None
+        if row is None:
+            return _json({"error": "no such exam"}, 404)
+        versions = await db(store.list_reports, n)
+        out = []
+        for v in versions:
+            payloads = await db(store.report_payloads, v.id)
+            out.append(
+                {
+                    "report": v.id, "status": v.status, "reporter": v.reporter, "released_at": v.released_at,
+                    "payloads": [{"destination": p.destination, "format": p.format, "control_id": p.control_id, "sha256": p.sha256} for p in payloads],
+                }
+            )  # fmt: skip
+        return _json(out)
+
     app.add_routes(
         [
             web.get("/api/exams", list_exams),
             web.get("/api/exams/{id}", get_exam),
             web.get("/api/exams/{id}/report", get_report),
+            web.get("/api/exams/{id}/reports", list_reports),
+            web.put("/api/exams/{id}/context", put_context),
             web.post("/api/exams/{id}/sign", sign),
         ]
     )

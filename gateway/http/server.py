@@ -13,9 +13,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from gateway.clinical import keep_order_context
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.store import InboundMessage, Store, UnknownOrder
+from mappings.clinical_context import context_from_fhir_body
 from mappings.fhir_orders import FhirOrderError, Issue, operation_outcome, service_request_actions
 from mappings.worklist import CANCELLED, STATUSES, ItemError, item_from_dataset, item_to_dataset
 
@@ -280,6 +282,8 @@ class HttpServer:
             self.metrics.fhir_requests.labels(str(exc.status)).inc()
             log.warning("fhir.refused", extra=fields(status=exc.status, reason=str(exc)[:200]))
             return _json(operation_outcome(exc.issues), status=exc.status, content_type=FHIR_JSON)
+        if result.item_ids and not result.duplicate:
+            await self._db(keep_order_context, self.store, result.item_ids, lambda: context_from_fhir_body(body))
         self.metrics.fhir_requests.labels("201").inc()
         first = result.item_ids[0] if result.item_ids else 0
         log.info("fhir.accepted", extra=fields(items=list(result.item_ids)))

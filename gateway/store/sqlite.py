@@ -45,6 +45,11 @@ MAX_IDLE_READERS = 8
 T = TypeVar("T")
 
 
+# Open rows whose Scheduled Station AE Title has several values (index
+# wl_multi_station, migration 4, has this WHERE word for word).
+_MULTI_STATION = "status IN ('SCHEDULED', 'IN PROGRESS') AND instr(station_ae, '\\') > 0"
+
+
 class _Pending:
     """One caller's work in a group commit."""
 
@@ -314,13 +319,17 @@ class SqliteStore(ExamStore):
         # partial index only when the query's WHERE visibly implies the
         # index's (status IN ('SCHEDULED', 'IN PROGRESS')).
         statuses = [s for s in flt.statuses if s in _OPEN] or list(_OPEN)
+        multi_station = None
         where = ["status IN ('SCHEDULED', 'IN PROGRESS')"]
         if len(statuses) == 1:
             where.append("status = 'SCHEDULED'" if statuses[0] == "SCHEDULED" else "status = 'IN PROGRESS'")
         args: list = []
         if flt.station_ae is not None:
-            where.append("station_ae = ?")
-            args.append(flt.station_ae)
+            # Scheduled Station AE Title is 1-n (PS3.4 Table K.6-1): a
+            # multi-valued one is stored joined by "\\" and matched in full
+            # by mappings.mwl: those rows come from a second branch (index
+            # wl_multi_station), so the first keeps its station index.
+            multi_station = flt.station_ae
         if flt.modality is not None:
             where.append("modality = ?")
             args.append(flt.modality)
@@ -342,10 +351,18 @@ class SqliteStore(ExamStore):
         if flt.study_uids:
             where.append(f"study_uid IN ({', '.join('?' * len(flt.study_uids))})")
             args.extend(flt.study_uids)
-        sql = f"SELECT id, created_at, updated_at, item FROM worklist_items WHERE {' AND '.join(where)} ORDER BY start_date, start_time, id"
+        columns = "id, created_at, updated_at, item, start_date, start_time"
+        sql = f"SELECT {columns} FROM worklist_items WHERE {' AND '.join(where)}"
+        if multi_station is not None:
+            sql = (
+                f"SELECT {columns} FROM worklist_items WHERE station_ae = ? AND {' AND '.join(where)}"
+                f" UNION ALL SELECT {columns} FROM worklist_items INDEXED BY wl_multi_station WHERE {_MULTI_STATION} AND {' AND '.join(where)}"
+            )
+            args = [multi_station, *args, *args]
+        sql += " ORDER BY start_date, start_time, id"
         with self._read() as conn:
             for row in conn.execute(sql, args):
-                yield self._row(row)
+                yield self._row(row[:4])
 
     def count_worklist_by_status(self) -> dict[str, int]:
         rows = self._query("SELECT status, COUNT(*) FROM worklist_items GROUP BY status")

@@ -198,7 +198,7 @@ def test_sign_sends_oru_and_bundle_that_parse_back(daemon, emr, fhir, tmp_path):
     assert msg.msh.msh_9.to_er7() == "ORU^R01^ORU_R01"
     assert msg.obr.obr_25.to_er7() == "F"
     numeric = {obx.obx_3.obx_3_1.to_er7(): obx.obx_5.to_er7() for obx in msg.obx if obx.obx_2.to_er7() == "NM"}
-    assert numeric["L1,L2,L4.t_score"] == "-1.6"  # spine of the valid vertebrae: a local code (no LOINC for L1,L2,L4)
+    assert numeric["38267-1"] == "-1.6"  # lumbar spine T-score: the L1,L2,L4 total the diagnosis used (issue 14 defect 1)
     assert numeric["80954-1"] == "0.571"  # left femoral neck BMD (LOINC femur left), to the last digit
     assert wait_for(lambda: fhir.received, 15)
     bundle = Bundle.model_validate_json(fhir.received[-1])
