@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.audit_atna import AuditForwarder
 from gateway.config import Config, storage_path
+from gateway.data_folder import make_private
 from gateway.dicom.server import DicomServer
 from gateway.exams import ExamService
 from gateway.sr_reader import SrReader
@@ -31,6 +34,14 @@ from routes.rules import compile_routes
 log = logging.getLogger("gateway")
 
 SHUTDOWN_GRACE = 8.0  # seconds for in-flight work; the process exits within 10 s
+STOP_DEADLINE = 9.5  # past this the process exits anyway: what was acknowledged is on disk (DESIGN.md rule 1)
+
+
+def _force_exit() -> None:
+    log.warning("gateway.stop_forced", extra=fields(after_seconds=STOP_DEADLINE))
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(0)
 
 
 class Gateway:
@@ -38,7 +49,7 @@ class Gateway:
         self.config = config
         self.metrics = Metrics()
         data = storage_path(config)
-        data.mkdir(parents=True, exist_ok=True)
+        make_private(data)  # files 0600, folders 0700 (gateway/data_folder.py)
         self.store = open_store(str(data))
         self.metrics.watch_worklist(self.store.count_worklist_by_status)
         self.spool = Spool(data, config.storage.min_free_bytes)
@@ -177,4 +188,9 @@ class Gateway:
         await self.start()
         await stop.wait()
         log.info("gateway.stopping")
+        # A peer that holds a socket or a thread cannot keep the process up
+        # past the README's 10 s (issue 11: SIGTERM waited 41 s).
+        watchdog = threading.Timer(STOP_DEADLINE, _force_exit)
+        watchdog.daemon = True
+        watchdog.start()
         await self.stop()

@@ -66,6 +66,9 @@ class StorageScpSettings(_Model):
 
     extra_sop_classes: list[str] = []
     duplicate_policy: Literal["keep_first", "replace", "keep_both"] = "keep_first"
+    # A Deflated Explicit VR Little Endian dataset inflating past this is
+    # refused with 0xA700 (a deflate bomb: 200 kB can inflate to 200 MB).
+    max_inflated_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
 
 
 class DicomPeer(_Model):
@@ -110,6 +113,10 @@ class DicomSettings(_Model):
     network_timeout: float = Field(60, gt=0)
     acse_timeout: float = Field(30, gt=0)
     dimse_timeout: float = Field(60, gt=0)
+    # From TCP connect to a complete A-ASSOCIATE-RQ; a slower peer is dropped.
+    association_setup_timeout: float = Field(10, gt=0)
+    # Open connections one source address may hold; more are closed at accept.
+    max_connections_per_address: int = Field(16, ge=1)
     allowed_calling_aes: list[str] = []
     accept_any_called_ae: bool = False  # else an association to another called AE title is rejected
     tls: TlsSettings | None = None
