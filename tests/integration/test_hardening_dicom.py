@@ -180,7 +180,7 @@ def test_idle_sockets_from_one_address_do_not_lock_out_a_scanner(tmp_path):
         assert echo_from(d.dicom_port, "127.0.0.2") == 0x0000
         out = subprocess.run([dcmtk("echoscu"), "-aet", "DXA1", "-aec", "DXAGW", "127.0.0.1", str(d.dicom_port)], capture_output=True, text=True, env={"TCP_NODELAY": "1"})
         assert out.returncode != 0  # 127.0.0.1 is at its cap
-        metrics = subprocess.run(["curl", "-s", f"{d.http}/metrics"], capture_output=True, text=True).stdout
+        metrics = d.request("GET", "/metrics")[1]
         assert 'dxagw_dicom_connections_refused_total{reason="per_address_limit"}' in metrics
     finally:
         for s in socks:
@@ -219,7 +219,7 @@ def metric(d, name: str) -> float:
     """The value of one sample (name with labels) on /metrics, 0 if absent."""
     import urllib.request
 
-    body = urllib.request.urlopen(f"{d.http}/metrics", timeout=10).read().decode()
+    body = urllib.request.urlopen(urllib.request.Request(f"{d.http}/metrics", headers=d.headers), timeout=10).read().decode()
     for line in body.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
