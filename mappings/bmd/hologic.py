@@ -16,8 +16,22 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
-from mappings.bmd.collect import RegionCollector, UnparseableSr, exam_from_dataset, frax_result, is_yes, to_decimal
-from mappings.bmd.labels import BODY, DEFAULT_TABLES, SPINE, LabelTables, normalize
+from decimal import Decimal
+
+from mappings.bmd.collect import (
+    CANONICAL_UNITS,
+    NoResults,
+    RegionCollector,
+    UnparseableSr,
+    convert,
+    exam_from_dataset,
+    frax_result,
+    is_yes,
+    read_cell,
+    to_decimal,
+    unit_factor,
+)
+from mappings.bmd.labels import BODY, DEFAULT_TABLES, FOREARM, HIP, LATERALITY_WORDS, SPINE, LabelTables, column_unit, normalize
 from mappings.bmd.models import BmdExam
 
 LAYOUT = "hologic-apex"
@@ -75,37 +89,127 @@ def _unquote(value: str) -> str:
     return re.sub(r"\\(.)", r"\1", value)
 
 
-def _read_table(cells: dict[tuple[int, int], str], tables: LabelTables, collect: RegionCollector) -> tuple[str | None, bool]:
+_SCAN_MODE_PREFIX = re.compile(r"^[afx]\s+", re.IGNORECASE)  # array / fast / express (DOMAIN.md section 2)
+
+
+def scan_of_scalars(scalars: dict[str, str], tables: LabelTables, suffix: str = "") -> tuple[str | None, str | None, str]:
+    """(scan type, laterality, scan label) from ``AnalProtocol``/``ScanMode`` (+ ``suffix``: "2" for dual hip).
+
+    Report images name the scan here, not in BodyPartExamined (which was
+    ``LSPINE`` on hip series at one site, DOMAIN.md section 2).
+    """
+    for key in ("AnalProtocol", "ScanMode"):
+        raw = scalars.get(key + suffix, "").strip()
+        label = normalize(_SCAN_MODE_PREFIX.sub("", raw))
+        if label in tables.scans:
+            scan, side = tables.scans[label]
+            return scan, side, raw
+    return None, None, ""
+
+
+@dataclass
+class _TableContext:
+    scan: str | None  # from the scalars, when the rows do not say
+    laterality: str | None  # from the scalars or the series Laterality
+    scan_label: str
+    number: int
+
+
+def _columns(header: dict[int, str], tables: LabelTables, collect: RegionCollector, number: int) -> dict[int, tuple[str, Decimal]]:
+    """Column -> (measure, factor to the kept unit); unknown units refused by name."""
+    out: dict[int, tuple[str, Decimal]] = {}
+    for c, label in header.items():
+        measure = tables.measure(label)
+        if not measure:
+            continue
+        unit = column_unit(label)
+        factor = unit_factor(measure, unit)
+        if factor is None:
+            collect.flags.append(
+                f"ResultsTable{number}: column {label!r} is in {unit!r}, not a unit the gateway converts "
+                f"(expected {CANONICAL_UNITS[measure]}): not read."
+            )
+            continue
+        if factor != 1:
+            collect.flags.append(f"ResultsTable{number}: {measure.upper()} printed in {unit}, converted to {CANONICAL_UNITS[measure]}.")
+        out[c] = (measure, factor)
+    return out
+
+
+def _read_table(
+    cells: dict[tuple[int, int], str], tables: LabelTables, collect: RegionCollector, ctx: _TableContext
+) -> tuple[str | None, bool]:
     """Add one table's regions to ``collect``; returns (scan type, has body composition)."""
     header = {c: v for (r, c), v in cells.items() if r == 0}
     region_col = next((c for c, v in header.items() if normalize(v) == "region"), None)
     if region_col is None:
         return None, False
-    measures = {c: tables.measure(v) for c, v in header.items()}
+    columns = _columns(header, tables, collect, ctx.number)
     rows = sorted({r for (r, _c) in cells if r > 0})
     labels = [cells.get((r, region_col), "") for r in rows]
-    scan = tables.scan_of(labels)
+    scan = tables.scan_of(labels) or ctx.scan
     body_comp = scan == BODY and any(normalize(v) in tables.body_composition for v in header.values())
+    current_site: str | None = None  # dual hip: "Neck" then rows "Left", "Right", "Mean"
+    unsided = False
     for r, label in zip(rows, labels):
-        site, side, derived = tables.region(scan, label)
+        text = normalize(label)
+        if text in LATERALITY_WORDS and current_site:
+            site, side, derived = current_site, LATERALITY_WORDS[text], False
+        else:
+            site, side, derived = tables.region(scan, label)
+            if site is not None:
+                current_site = site
         if site is None or derived:
             continue
-        for c, measure in measures.items():
-            if measure:
-                collect.add(site, side, measure, to_decimal(cells.get((r, c))))
+        if side is None and scan in (HIP, FOREARM):
+            side = ctx.laterality
+            unsided = unsided or side is None
+        group = (ctx.number, r)
+        collect.touch(site, side, group)
+        collect.set_scan(site, side, ctx.scan_label, group)
+        for c, (measure, factor) in columns.items():
+            raw = cells.get((r, c))
+            cell = read_cell(raw)
+            if cell.unreadable:
+                collect.flag(site, side, f"{measure} cell {cell.unreadable!r} unreadable: not used", group)
+                collect.flags.append(f"ResultsTable{ctx.number}: {label.strip()} {measure} cell {cell.unreadable!r} could not be read.")
+                continue
+            if cell.value is None:
+                continue
+            if cell.marker:
+                collect.flag(site, side, f"{measure} marked {cell.marker!r} by the scanner", group)
+            collect.add(site, side, measure, convert(cell.value, factor), group)
+    if unsided:
+        collect.flags.append(f"ResultsTable{ctx.number}: {scan} results without a side (left or right not stated).")
     return scan, body_comp
 
 
 def parse_text(text: str, ds: Dataset, tables: LabelTables = DEFAULT_TABLES) -> BmdExam:
-    """A BmdExam from a results text plus the SR's header attributes."""
+    """A BmdExam from a results text plus the header attributes of its object.
+
+    :class:`NoResults` when the text holds no results table (a header-only
+    block); :class:`UnparseableSr` when it has tables but none could be read.
+    """
     parts = split_text(text)
+    if not parts.tables:
+        raise NoResults("Hologic results text has no results table")
     collect = RegionCollector()
     scans: set[str] = set()
     body_comp = False
-    for name in sorted(parts.tables, key=lambda n: int(n[len("ResultsTable"):])):
-        scan, bc = _read_table(parts.tables[name], tables, collect)
-        if scan:
-            scans.add(scan)
+    series_side = {"L": "L", "R": "R"}.get(str(ds.get("Laterality", "") or "").strip().upper())
+    main = [n for n in sorted(parts.tables, key=lambda n: int(n[len("ResultsTable"):]))]
+    region_tables = [n for n in main if any(r == 0 and normalize(v) == "region" for (r, _c), v in parts.tables[n].items())]
+    for i, name in enumerate(main):
+        number = int(name[len("ResultsTable"):])
+        # the n-th region table belongs to AnalProtocol, AnalProtocol2... (dual hip)
+        suffix = "" if name not in region_tables or region_tables.index(name) == 0 else str(region_tables.index(name) + 1)
+        scan, side, label = scan_of_scalars(parts.scalars, tables, suffix)
+        if scan is None and suffix:
+            scan, side, label = scan_of_scalars(parts.scalars, tables)
+        ctx = _TableContext(scan=scan, laterality=side or series_side, scan_label=label, number=number)
+        found, bc = _read_table(parts.tables[name], tables, collect, ctx)
+        if found:
+            scans.add(found)
         body_comp = body_comp or bc
     meta: dict[str, str] = {}
     frax = {}
@@ -121,7 +225,10 @@ def parse_text(text: str, ds: Dataset, tables: LabelTables = DEFAULT_TABLES) -> 
                 collect.exclude(site.upper())
     regions = collect.regions()
     if not regions:
-        raise UnparseableSr("Hologic results text has no region results")
+        if not region_tables:
+            raise NoResults("Hologic results text has no region table")
+        why = "; ".join(collect.flags[:3])
+        raise UnparseableSr("Hologic results text has no readable region results" + (f" ({why})" if why else ""))
     return exam_from_dataset(
         ds,
         layout=LAYOUT,
@@ -132,6 +239,7 @@ def parse_text(text: str, ds: Dataset, tables: LabelTables = DEFAULT_TABLES) -> 
         has_vfa=is_yes(meta.get("vfa", "")),
         has_body_composition=body_comp,
         stated_age=meta.get("age", ""),
+        flags=tuple(collect.flags),
     )
 
 
@@ -139,8 +247,8 @@ def parse_hologic(ds: Dataset, tables: LabelTables = DEFAULT_TABLES) -> BmdExam:
     """A BmdExam from a Hologic SR; :class:`UnparseableSr` when there is no results text."""
     text = results_text(ds)
     if text is None:
-        raise UnparseableSr("no Hologic results text in (0019,xx00)")
+        raise NoResults("no Hologic results text in (0019,xx00)")
     return parse_text(text, ds, tables)
 
 
-__all__ = ["LAYOUT", "parse_hologic", "parse_text", "results_text", "split_text"]
+__all__ = ["LAYOUT", "parse_hologic", "parse_text", "results_text", "scan_of_scalars", "split_text"]
