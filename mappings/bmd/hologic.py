@@ -98,13 +98,14 @@ def scan_of_scalars(scalars: dict[str, str], tables: LabelTables, suffix: str = 
     Report images name the scan here, not in BodyPartExamined (which was
     ``LSPINE`` on hip series at one site, DOMAIN.md section 2).
     """
+    found = []
     for key in ("AnalProtocol", "ScanMode"):
         raw = scalars.get(key + suffix, "").strip()
         label = normalize(_SCAN_MODE_PREFIX.sub("", raw))
         if label in tables.scans:
-            scan, side = tables.scans[label]
-            return scan, side, raw
-    return None, None, ""
+            found.append((*tables.scans[label], raw))
+    # the one that names the side, else the first ("Hip" and "f Left Hip")
+    return next((f for f in found if f[1]), found[0] if found else (None, None, ""))
 
 
 @dataclass
