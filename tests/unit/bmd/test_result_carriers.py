@@ -227,3 +227,36 @@ def test_exam_json_round_trip_keeps_flags_and_repeats():
     assert any(r["repeat"] == 2 for r in data["regions"]) and data["flags"]
     assert type(exam).from_dict(data) == exam
     assert D("0.540") in {r.bmd for r in exam.regions}
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_CELLS = st.sampled_from(["Region", "Neck", "Total", "L1", "L2-L4", "Left", "Mean", "BMD[mg/cm&sup2;]", "T-score", "BMD[x]", "-2.5*", " ", "abc", "0,5", "1e9999", "\\\"", "NaN"])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 3), _CELLS), max_size=30), st.dictionaries(st.sampled_from(["AnalProtocol", "ScanMode", "AnalProtocol2", "ExcludedVertebrae", "Age"]), _CELLS, max_size=4))
+def test_any_hologic_text_gives_an_exam_or_a_named_refusal(cells, scalars):
+    """Bad input gets a specific refusal (the project's standards), never another exception."""
+    lines = [f'{k} = "{v}";' for k, v in scalars.items()] + [f'ResultsTable1[ {r}][ {c}] = "{v}";' for r, c, v in cells]
+    try:
+        exam = extract_bmd_exam(_hologic_image("<HologicHeader1>\r\n" + "\r\n".join(lines)))
+    except UnparseableSr as exc:
+        assert exc.reason
+    else:
+        assert exam.regions
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("<>/= \"'&;!-?[]abDXA_RESULTSCANROIBMDtype region units0.5,")), max_size=200))
+def test_any_ge_xml_gives_an_exam_or_a_named_refusal(noise):
+    """Untrusted Image Comments: a named refusal or an exam, nothing else."""
+    ds = samples.ge_report_images(known_exam(samples.GE_LAYOUT, GE))[0]
+    ds.ImageComments = "<DXA_RESULTS>" + noise
+    try:
+        exam = extract_bmd_exam(ds)
+    except UnparseableSr as exc:
+        assert exc.reason
+    else:
+        assert exam.regions
