@@ -263,6 +263,8 @@ def exam_from_dataset(
     stated_age: str = "",
     dose: DoseRecord | None = None,
     flags: tuple[str, ...] = (),
+    height_cm: Decimal | None = None,
+    weight_kg: Decimal | None = None,
 ) -> BmdExam:
     """A BmdExam with the SR's patient, study and equipment attributes."""
     exam_date = _text(ds, "StudyDate") or _text(ds, "ContentDate")
@@ -292,5 +294,7 @@ def exam_from_dataset(
         dose=dose,
         layout=layout,
         flags=tuple(flags),
+        height_cm=height_cm,
+        weight_kg=weight_kg,
         sources=(_text(ds, "SOPInstanceUID"),) if _text(ds, "SOPInstanceUID") else (),
     )

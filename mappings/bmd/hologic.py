@@ -185,6 +185,54 @@ def _read_table(
     return scan, body_comp
 
 
+# "T-score vs. White Female. Source:2012 BMDCS/NHANES White Female" (DOMAIN.md section 2)
+_GRAPH_TITLE = re.compile(r"[TZ]-score vs\.?\s*(?P<population>[^.;]+?)\s*[.;]\s*Source\s*:\s*(?P<database>.+?)\s*$", re.IGNORECASE)
+
+
+def reference_of_title(title: str) -> tuple[str, str]:
+    """(reference database, population) of a GraphTitle scalar, or ("", "")."""
+    found = _GRAPH_TITLE.search(title.strip())
+    if not found:
+        return "", ""
+    return found.group("database").strip().rstrip("."), found.group("population").strip()
+
+
+def frax_table(cells: dict[tuple[int, int], str], tables: LabelTables) -> dict[str, Decimal]:
+    """FRAX rows of a table without a Region column ("10-year Fracture Risk",
+    rows "Major Osteoporotic Fracture", "Hip Fracture", values "12%")."""
+    out: dict[str, Decimal] = {}
+    rows = sorted({r for (r, _c) in cells if r > 0})
+    for r in rows:
+        label = normalize(cells.get((r, 0), ""))
+        field_name = tables.frax.get(label)
+        if not field_name:
+            continue
+        for c in sorted(c for (rr, c) in cells if rr == r and c > 0):
+            cell = read_cell(cells[(r, c)])
+            if cell.value is not None:
+                out.setdefault(field_name, cell.value)
+                break
+    return out
+
+
+# Height = "61.5 in", Weight = "221.0  lb" (units vary, DOMAIN.md section 2)
+_LENGTH_CM = {"cm": Decimal(1), "m": Decimal(100), "mm": Decimal("0.1"), "in": Decimal("2.54")}
+_MASS_KG = {"kg": Decimal(1), "g": Decimal("0.001"), "lb": Decimal("0.45359237"), "lbs": Decimal("0.45359237")}
+_QUANTITY = re.compile(r"^\s*(\d+(?:[.,]\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def _measure(text: str, units: dict[str, Decimal], flags: list[str], name: str) -> Decimal | None:
+    """A height in cm / weight in kg from a scalar with its unit (one decimal); None if blank."""
+    if not text.strip():
+        return None
+    found = _QUANTITY.match(text)
+    factor = units.get(found.group(2).lower()) if found else None
+    if found is None or factor is None:
+        flags.append(f"{name} {text.strip()!r}: not a value and unit the gateway converts; not read.")
+        return None
+    return (Decimal(found.group(1).replace(",", ".")) * factor).quantize(Decimal("0.1"))
+
+
 def parse_text(text: str, ds: Dataset, tables: LabelTables = DEFAULT_TABLES) -> BmdExam:
     """A BmdExam from a results text plus the header attributes of its object.
 
@@ -198,9 +246,13 @@ def parse_text(text: str, ds: Dataset, tables: LabelTables = DEFAULT_TABLES) -> 
     scans: set[str] = set()
     body_comp = False
     series_side = {"L": "L", "R": "R"}.get(str(ds.get("Laterality", "") or "").strip().upper())
-    main = [n for n in sorted(parts.tables, key=lambda n: int(n[len("ResultsTable"):]))]
+    main = sorted(parts.tables, key=lambda n: int(n[len("ResultsTable"):]))
     region_tables = [n for n in main if any(r == 0 and normalize(v) == "region" for (r, _c), v in parts.tables[n].items())]
-    for i, name in enumerate(main):
+    frax = {}
+    for name in main:
+        if name not in region_tables:
+            frax.update({k: v for k, v in frax_table(parts.tables[name], tables).items() if k not in frax})
+            continue
         number = int(name[len("ResultsTable"):])
         # the n-th region table belongs to AnalProtocol, AnalProtocol2... (dual hip)
         suffix = "" if name not in region_tables or region_tables.index(name) == 0 else str(region_tables.index(name) + 1)
@@ -213,7 +265,6 @@ def parse_text(text: str, ds: Dataset, tables: LabelTables = DEFAULT_TABLES) -> 
             scans.add(found)
         body_comp = body_comp or bc
     meta: dict[str, str] = {}
-    frax = {}
     for key, value in parts.scalars.items():
         k = normalize(key)
         if k in tables.meta:
@@ -224,6 +275,13 @@ def parse_text(text: str, ds: Dataset, tables: LabelTables = DEFAULT_TABLES) -> 
         for site in re.split(r"[,\s;]+", meta.get("excluded", "")):
             if site:
                 collect.exclude(site.upper())
+    for key in ("GraphTitle2", "GraphTitle1", "GraphTitle"):
+        database, population = reference_of_title(parts.scalars.get(key, ""))
+        if population:
+            meta.setdefault("reference_population", population)
+            meta.setdefault("reference_database", database)
+    height = _measure(parts.scalars.get("Height", ""), _LENGTH_CM, collect.flags, "Height")
+    weight = _measure(parts.scalars.get("Weight", ""), _MASS_KG, collect.flags, "Weight")
     regions = collect.regions()
     if not regions:
         if not region_tables:
@@ -240,6 +298,8 @@ def parse_text(text: str, ds: Dataset, tables: LabelTables = DEFAULT_TABLES) -> 
         has_vfa=is_yes(meta.get("vfa", "")),
         has_body_composition=body_comp,
         stated_age=meta.get("age", ""),
+        height_cm=height,
+        weight_kg=weight,
         flags=tuple(collect.flags),
     )
 

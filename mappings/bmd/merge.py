@@ -70,6 +70,8 @@ def merge_exams(parts: list[BmdExam] | tuple[BmdExam, ...]) -> BmdExam:
         has_vfa=any(p.has_vfa for p in parts),
         has_body_composition=any(p.has_body_composition for p in parts),
         dose=_first(p.dose for p in parts),
+        height_cm=_first(p.height_cm for p in parts),
+        weight_kg=_first(p.weight_kg for p in parts),
         layout="+".join(layouts),
         flags=(*flags, *repeat_flags),
         sources=tuple(sources),

@@ -174,6 +174,8 @@ class BmdExam:
     # total, a unit converted or refused, a site measured twice...).
     flags: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()  # SOP Instance UIDs the results were read from
+    height_cm: Decimal | None = None  # as measured at the scanner (Hologic Height scalar)
+    weight_kg: Decimal | None = None
 
     def region(self, site: str, laterality: str | None = None) -> RegionResult | None:
         """The region with this site and laterality, or None."""
@@ -197,6 +199,7 @@ class BmdExam:
             d["frax"] = FraxResult(**_decimals(d["frax"], [f.name for f in dataclasses.fields(FraxResult)]))
         if d.get("dose") is not None:
             d["dose"] = DoseRecord(**_decimals(d["dose"], ("dap", "entrance_dose", "dose_rp_total")))
+        d.update(_decimals({k: d.get(k) for k in ("height_cm", "weight_kg") if k in d}, ("height_cm", "weight_kg")))
         return cls(**d)
 
 

@@ -229,6 +229,25 @@ def test_exam_json_round_trip_keeps_flags_and_repeats():
     assert D("0.540") in {r.bmd for r in exam.regions}
 
 
+def test_hologic_frax_table_reference_title_height_and_weight_are_read():
+    """FRAX may come as a table ("10-year Fracture Risk", rows Major Osteoporotic
+    Fracture / Hip Fracture, values "12%"); the reference population is printed in
+    GraphTitle2; Height/Weight carry their units ("61.5 in", "221.0  lb")
+    (DOMAIN.md section 2).  NOGG uses FRAX with BMD; ISCD and NOGG need the
+    reference population to be checked (issue 14 item 6)."""
+    t1 = [HIP_HEADER, ["Neck", "4.90", "2.80", "0.571", "-2.5", "67", "-1.8", "75"]]
+    t2 = [["", "10-year Fracture Risk&sup1;"], ["Major Osteoporotic Fracture", "12%"], ["Hip Fracture", "3.1%"]]
+    scalars = {"AnalProtocol": "Hip", "ScanMode": "f Left Hip", "Height": "61.5 in", "Weight": "221.0  lb",
+               "GraphTitle2": "T-score vs. White Female. Source:2012 BMDCS/NHANES White Female"}  # fmt: skip
+    exam = extract_bmd_exam(_hologic_image(_text(scalars, t1, t2)))
+    assert (str(exam.frax.major_with_bmd), str(exam.frax.hip_with_bmd)) == ("12", "3.1")
+    assert exam.reference_population == "White Female" and exam.reference_database == "2012 BMDCS/NHANES White Female"
+    assert (str(exam.height_cm), str(exam.weight_kg)) == ("156.2", "100.2")
+    assert type(exam).from_dict(exam.to_dict()) == exam
+    odd = extract_bmd_exam(_hologic_image(_text({**scalars, "Height": "5 ft 1"}, t1)))
+    assert odd.height_cm is None and any("Height '5 ft 1'" in f for f in odd.flags)
+
+
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
