@@ -179,6 +179,8 @@ class ExamService:
             now = self._now()
             for row in self.store.settling_exams():
                 due = datetime.fromisoformat(row.settle_until) if row.settle_until else now
+                # a window shortened in the config since applies at once
+                due = min(due, datetime.fromisoformat(row.updated_at) + timedelta(seconds=self.settings.settle_seconds))
                 if due > now:
                     self._schedule(due)
                     break

@@ -174,3 +174,26 @@ def test_the_reader_process_dies_with_the_daemon(tmp_path):
     assert _alive(worker)
     d.stop(signal.SIGKILL)
     assert wait_for(lambda: not _alive(worker), 20), _cmdline(worker)
+
+
+def test_no_report_is_drafted_while_the_study_settles_and_the_window_survives_a_restart(tmp_path):
+    """Issue 12 item 3: the report waits for the rest of the study
+    (reports.settle_seconds); the exam shows its results meanwhile, has no report
+    and cannot be signed; a settling exam is taken up again after a restart."""
+    d = start_daemon(tmp_path / "gw", {**SETTLE, "reports": {"settle_seconds": 3600}})
+    known = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC, patient_id="PSETTLE", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+    try:
+        store_all(d, samples.hologic_report_images(known), tmp_path / "images")
+        row = wait_for(lambda: (lambda r: r if r and len(r["exam"]["sources"]) == 4 else None)(study_exam(d, known.study_instance_uid, "settling")), 20)
+        assert row and row["settle_until"] and row["report"]["status"] is None
+        assert api(d, f"/api/exams/{row['id']}/report")[0] == 404
+        status, body = api(d, f"/api/exams/{row['id']}/sign", {"reporter": "Dr A"})
+        assert status == 409 and "settle" in body["error"]
+    finally:
+        d.stop(signal.SIGKILL)
+    d2 = start_daemon(tmp_path / "gw", SETTLE)  # the window is now 0.5 s
+    try:
+        done = wait_for(lambda: study_exam(d2, known.study_instance_uid), 20)
+        assert done and done["id"] == row["id"] and done["report"]["status"] == "P"
+    finally:
+        d2.stop()
