@@ -95,18 +95,21 @@ def test_a_later_scan_of_the_study_updates_the_exam_and_a_rescan_is_shown(daemon
     assert "Measured more than once" in text and "(measurement 2)" in text and "0.540" in text and "0.571" in text
 
 
-def test_the_simulator_sends_report_images_only_and_they_make_one_exam(daemon):
-    """`dxa-sim scanner --vendor hologic --results images`: no SR, one image per scan;
-    the gateway makes one exam of them (issue 12 item 3)."""
+@pytest.mark.parametrize("vendor, layout", [("hologic", "hologic-apex"), ("ge", "ge-lunar-image-xml")])
+def test_the_simulator_sends_report_images_only_and_they_make_one_exam(daemon, vendor, layout):
+    """`dxa-sim scanner --vendor hologic --results images`: no SR, one image per scan
+    (Hologic text block; GE Image Comments XML); the gateway makes one exam of them
+    (issue 12 item 3)."""
+    before = {e["id"] for e in exams(daemon)}
     r = subprocess.run(
-        [sys.executable, "-m", "simulators", "scanner", "--vendor", "hologic", "--results", "images", "--unscheduled", "--patients", "1",
-         "--no-mpps", "--no-commit", "--seed", "7", "--gateway-port", str(daemon.dicom_port)],
+        [sys.executable, "-m", "simulators", "scanner", "--vendor", vendor, "--results", "images", "--unscheduled", "--patients", "1",
+         "--no-mpps", "--no-commit", "--seed", "7" if vendor == "hologic" else "8", "--gateway-port", str(daemon.dicom_port)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
 
     def made():
-        rows = [e for e in exams(daemon) if e["state"] == "parsed" and e["exam"] and "hologic-apex" in e["exam"]["layout"] and len(e["exam"]["sources"]) >= 2 and e["patient_id"] not in ("PRESCAN", "PIMG-OT", "PIMG-BD")]
+        rows = [e for e in exams(daemon) if e["id"] not in before and e["state"] == "parsed" and e["exam"]["layout"] == layout and len(e["exam"]["sources"]) >= 2]
         return rows[0] if rows else None
 
     row = wait_for(made, 30)
