@@ -200,3 +200,22 @@ def test_no_report_is_drafted_while_the_study_settles_and_the_window_survives_a_
         assert done and done["id"] == row["id"] and done["report"]["status"] == "P"
     finally:
         d2.stop()
+
+
+def test_an_sr_over_the_reader_memory_limit_is_kept_unparsed_and_the_daemon_serves_on(tmp_path):
+    """Issue 11 item 2: the result reader has a memory limit
+    (reports.reader_memory_limit_mb); an SR that needs more is kept as an unparsed
+    exam with the reason, the worker is replaced, and the next SR is read."""
+    d = start_daemon(tmp_path / "gw", {**SETTLE, "reports": {"settle_seconds": 0.5, "reader_memory_limit_mb": 384}})
+    try:
+        first = _reader_pid(d)
+        big = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC, patient_id="PBIG", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+        store_all(d, [samples.hologic_sr(big, text="<HologicHeader1>" + "x" * (200 * 1024 * 1024))], tmp_path / "big")
+        row = wait_for(lambda: study_exam(d, big.study_instance_uid, "unparsed"), 60)
+        assert row and "memory limit (384 MB)" in row["reason"], exams(d)
+        small = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC, patient_id="PSMALL", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+        store_all(d, [samples.hologic_sr(small)], tmp_path / "small")
+        assert wait_for(lambda: study_exam(d, small.study_instance_uid), 30)
+        assert _reader_pid(d) != first
+    finally:
+        d.stop()
