@@ -179,6 +179,7 @@ def _read_table(
                 continue
             if cell.marker:
                 collect.flag(site, side, f"{measure} marked {cell.marker!r} by the scanner", group)
+                collect.flags.append(f"ResultsTable{ctx.number}: {label.strip()} {measure} {raw.strip()!r}: read as {cell.value}, marker {cell.marker!r} kept.")
             collect.add(site, side, measure, convert(cell.value, factor), group)
     if unsided:
         collect.flags.append(f"ResultsTable{ctx.number}: {scan} results without a side (left or right not stated).")

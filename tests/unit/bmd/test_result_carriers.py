@@ -7,6 +7,8 @@ import dataclasses
 from decimal import Decimal as D
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
 from mappings.bmd import models as m
@@ -174,6 +176,7 @@ def test_a_marked_cell_is_read_and_flagged_on_its_region():
     exam = extract_bmd_exam(_hologic_image(_text({"AnalProtocol": "Hip", "ScanMode": "f Left Hip"}, t)))
     neck = exam.region("neck", "L")
     assert str(neck.t_score) == "-2.5" and any("marked '*'" in f for f in neck.flags)
+    assert any("'-2.5*'" in f and "marker '*' kept" in f for f in exam.flags)  # shown in the report's technical section
 
 
 def test_units_are_converted_or_refused_by_name():
@@ -218,6 +221,20 @@ def test_ge_sr_t_scores_sent_as_text_items_are_read():
     assert (str(r.t_score), str(r.z_score)) == ("-2.5", "-1.8")
 
 
+def test_merge_flags_what_the_objects_disagree_on():
+    """What the objects of one study disagree on (device, reference population) is
+    flagged for the reporter, not chosen silently (ISCD: T-scores from one White
+    female reference; compare only the same or cross-calibrated scanners)."""
+    known = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC)
+    other = dataclasses.replace(known, sop_instance_uid="1.2.3.997", device=GE, reference_population="White Male", regions=(region("radius_33", "R", "0.650", "-0.8", "0.0"),))
+    exam = merge_exams([known, other])
+    assert exam.reference_population == "White Female" and exam.device == HOLOGIC
+    assert any("reference population" in f and "White Male" in f for f in exam.flags)
+    assert any("different devices" in f for f in exam.flags)
+    assert exam.sources == (known.sop_instance_uid, "1.2.3.997")
+    assert {r.source for r in exam.regions} == {known.sop_instance_uid, "1.2.3.997"}
+
+
 def test_exam_json_round_trip_keeps_flags_and_repeats():
     """The exam JSON shows repeats and flags to the reporter; it reads back the same."""
     known = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC)
@@ -247,9 +264,6 @@ def test_hologic_frax_table_reference_title_height_and_weight_are_read():
     odd = extract_bmd_exam(_hologic_image(_text({**scalars, "Height": "5 ft 1"}, t1)))
     assert odd.height_cm is None and any("Height '5 ft 1'" in f for f in odd.flags)
 
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _CELLS = st.sampled_from(["Region", "Neck", "Total", "L1", "L2-L4", "Left", "Mean", "BMD[mg/cm&sup2;]", "T-score", "BMD[x]", "-2.5*", " ", "abc", "0,5", "1e9999", "\\\"", "NaN"])
 
