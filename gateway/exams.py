@@ -159,11 +159,13 @@ class ExamService:
     def resume(self) -> None:
         """At start (in the exam thread): read what was acknowledged but not read, and
         draft or re-schedule the exams whose settle window was running."""
-        pending = self.store.pending_results()
-        for instance_id, kind in pending:
-            self.on_stored(kind, instance_id)
-        if pending:
-            log.warning("exam.resumed", extra=fields(objects=len(pending)))
+        count, last = 0, 0
+        while batch := self.store.pending_results(after_id=last):
+            for instance_id, kind in batch:
+                self.on_stored(kind, instance_id)
+            count, last = count + len(batch), batch[-1][0]
+        if count:
+            log.warning("exam.resumed", extra=fields(objects=count))
         self.draft_due()
 
     def _now(self) -> datetime:

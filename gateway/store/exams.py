@@ -190,10 +190,10 @@ class ExamStore:
 
     # -- the result reader's hand-off (instances.results_state) and study exams ---------
 
-    def pending_results(self, limit: int = 1000) -> list[tuple[int, str]]:
-        """(instance id, kind) of objects not yet read, oldest first."""
+    def pending_results(self, after_id: int = 0, limit: int = 1000) -> list[tuple[int, str]]:
+        """(instance id, kind) of objects not yet read, oldest first, after ``after_id``."""
         return [(r[0], r[1]) for r in self._query(
-            "SELECT id, kind FROM instances WHERE results_state = 'pending' ORDER BY id LIMIT ?", (limit,)
+            "SELECT id, kind FROM instances WHERE results_state = 'pending' AND id > ? ORDER BY id LIMIT ?", (after_id, limit)
         )]  # fmt: skip
 
     def results_state(self, instance_id: int) -> str | None:
