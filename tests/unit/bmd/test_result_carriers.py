@@ -171,7 +171,9 @@ def test_cells_keep_their_marker_and_unreadable_cells_are_named(text, value, mar
 
 
 def test_a_marked_cell_is_read_and_flagged_on_its_region():
-    """Issue 14 item 4: "-2.5*" is read as -2.5 with the marker kept as a flag, not dropped."""
+    """Issue 14 item 4: "-2.5*" is read as -2.5 with the marker kept as a flag, not
+    dropped; seed 001 "Reporting": the report defines the technical validity of the
+    measurement, so what the scanner marked reaches the reporter."""
     t = [HIP_HEADER, ["Neck", "4.90", "2.80", "0.571", "-2.5*", "67", "-1.8", "75"]]
     exam = extract_bmd_exam(_hologic_image(_text({"AnalProtocol": "Hip", "ScanMode": "f Left Hip"}, t)))
     neck = exam.region("neck", "L")
@@ -181,7 +183,9 @@ def test_a_marked_cell_is_read_and_flagged_on_its_region():
 
 def test_units_are_converted_or_refused_by_name():
     """Issue 14 item 4: mg/cm2 is converted to g/cm2 (exact digits); an unknown unit
-    is refused by name and flagged; an unreadable cell is flagged, never guessed."""
+    is refused by name and flagged; an unreadable cell is flagged, never guessed.
+    WHO/ISCD categories are defined on g/cm2 T-scores: a value read at the wrong scale
+    is a wrong diagnosis; seed 001 "Reporting": technical validity in the report."""
     header = ["Region", "BMD[mg/cm&sup2;]", "BMC[(g)]", "Area[in&sup2;]", "T-score"]
     t = [header, ["Neck", "571", "2.80", "0.76", "abc"]]
     exam = extract_bmd_exam(_hologic_image(_text({"AnalProtocol": "Hip", "ScanMode": "f Left Hip"}, t)))
