@@ -130,7 +130,14 @@ REGION_LABELS = {
         "radius total": m.FOREARM_TOTAL,
         "forearm total": m.FOREARM_TOTAL,
     },
-    BODY: {"total": m.TOTAL_BODY, "total body": m.TOTAL_BODY},
+    BODY: {
+        "total": m.TOTAL_BODY,
+        "total body": m.TOTAL_BODY,
+        # only labels that say so: a Hologic "Subtotal" row is not taken as TBLH
+        "total body less head": m.TOTAL_BODY_LESS_HEAD,
+        "total less head": m.TOTAL_BODY_LESS_HEAD,
+        "tblh": m.TOTAL_BODY_LESS_HEAD,
+    },
 }
 
 # Labels that, present in a table, tell which scan it belongs to.
@@ -138,7 +145,7 @@ SCAN_MARKERS = {
     SPINE: frozenset(f"l{i}" for i in range(1, 6)),
     HIP: frozenset({"neck", "femoral neck", "troch", "trochanter", "inter", "ward's", "wards"}),
     FOREARM: frozenset({"1/3", "ud", "mid", "radius 33%", "radius ud", "radius 1/3"}),
-    BODY: frozenset({"head", "trunk", "arms", "legs", "l arm", "r arm", "l leg", "r leg", "subtotal"}),
+    BODY: frozenset({"head", "trunk", "arms", "legs", "l arm", "r arm", "l leg", "r leg", "subtotal", "tblh", "total body less head"}),
 }
 
 # Container / scan names (GE: "AP Spine", "Left Femur"...) -> (scan type, laterality).
