@@ -277,6 +277,12 @@ class ReportsSettings(_Model):
     management_file: Path | None = None  # YAML: diagnostic category -> management wording (NOGG-based defaults)
     recommended_interval: str = ""  # report text for the interval to the next scan (default: UK two-year guidance)
     table_limit_kg: float | None = Field(None, gt=0)  # the scanner table's weight limit: heavier patients get the forearm (ISCD)
+    # A study's results arrive as several objects (one report image per scan,
+    # SRs a day late): the report is drafted this long after the last one.
+    settle_seconds: float = Field(30.0, ge=0, le=86400)
+    # The result reader process: address-space limit (RLIMIT_AS) and time per object.
+    reader_memory_limit_mb: int = Field(1024, ge=0, le=65536)  # 0: no limit
+    reader_timeout_seconds: float = Field(60.0, gt=0, le=3600)
 
 
 class LoggingSettings(_Model):

@@ -37,6 +37,7 @@ def exam_json(row: ExamRow) -> dict:
         "context": (row.analysis or {}).get("context"),
         "radiographer_context": row.context,
         "created_at": row.created_at,
+        "settle_until": row.settle_until,  # state "settling": the report is drafted after this
     }
 
 

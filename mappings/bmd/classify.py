@@ -13,7 +13,14 @@
   hyperparathyroidism, when the forearm is requested, or over the table
   limit.  Never Ward's area or the trochanter alone.
 * Vertebrae: exclude those with artefact or more than 1.0 T-score from their
-  neighbours; at least two must be evaluable, never one.
+  neighbours; at least two must be evaluable, never one.  A spine the
+  scanner gave only as a total (L2-L4, L1-L3, a "Total" whose vertebrae it
+  did not state) is used as reported -- the exclusions could not be checked
+  -- named in the notes and flagged (ISCD: L1-L4, else three, else two
+  evaluable vertebrae).
+* A site measured more than once with different results (``repeat`` 1, 2...:
+  a re-scan, two hip tables without a side): every measurement is shown,
+  the lowest valid one decides, and a flag says which (the lowest-site rule).
 * WHO (T): >= -1.0 normal; between -1.0 and -2.5 osteopenia; <= -2.5
   osteoporosis; with a fragility fracture established osteoporosis.
   Z <= -2.0: "below the expected range for age".
@@ -193,30 +200,112 @@ def discordant_vertebrae(vertebrae: list[RegionResult]) -> list[str]:
     return sorted(out)
 
 
-def _spine(exam: BmdExam, notes: list[str], flags: list[str]) -> tuple[RegionResult | None, tuple[str, ...]]:
-    """The spine total to use, and the vertebrae left out."""
-    vertebrae = [r for r in exam.regions if r.site in m.VERTEBRAE and r.laterality is None]
-    vertebrae.sort(key=lambda r: r.site)
-    totals = {m.spine_vertebrae(r.site): r for r in exam.regions if len(m.spine_vertebrae(r.site)) > 1}
+def _is_spine_total(r: RegionResult) -> bool:
+    return r.laterality is None and (len(m.spine_vertebrae(r.site)) > 1 or r.site == m.SPINE_TOTAL)
+
+
+def _total_rank(r: RegionResult) -> tuple[int, int]:
+    """L1-L4 first, then more vertebrae before fewer, a total with its vertebrae
+    stated before one without (ISCD: L1-L4, else three, else two vertebrae)."""
+    vs = m.spine_vertebrae(r.site)
+    return (0 if vs == frozenset({1, 2, 3, 4}) else 1 if vs else 2, -len(vs))
+
+
+def _spine_measurements(exam: BmdExam) -> list[tuple[int, list[RegionResult]]]:
+    """The spine rows per measurement: a row measured once (``repeat`` 0)
+    belongs to every measurement, a repeated row (``repeat`` k) to the k-th."""
+    rows = [r for r in exam.regions if (r.site in m.VERTEBRAE and r.laterality is None) or _is_spine_total(r)]
+    repeats = sorted({r.repeat for r in rows if r.repeat})
+    if not repeats:
+        return [(0, rows)]
+    return [(k, [r for r in rows if r.repeat in (0, k)]) for k in repeats]
+
+
+def _spine_of(rows: list[RegionResult], kind: str, notes: list[str], flags: list[str]) -> tuple[RegionResult | None, tuple[str, ...]]:
+    """The spine total of one measurement to use, and the vertebrae left out."""
+    vertebrae = sorted((r for r in rows if r.site in m.VERTEBRAE), key=lambda r: r.site)
+    totals = [r for r in rows if _is_spine_total(r)]
     if not vertebrae:
-        total = totals.get(frozenset({1, 2, 3, 4}))
-        return (total, ()) if total else (None, ())
-    excluded = sorted({v.site for v in vertebrae if v.excluded} | set(discordant_vertebrae(vertebrae)))
-    for site in discordant_vertebrae(vertebrae):
+        # Only totals: used as reported (the vertebrae cannot be checked), never dropped.
+        usable = [t for t in totals if not t.excluded and _score(t, kind) is not None] or [t for t in totals if not t.excluded]
+        if not usable:
+            return None, ()
+        best = min(_total_rank(t) for t in usable)
+        total = _lowest([t for t in usable if _total_rank(t) == best], kind)
+        notes.append(f"Lumbar spine assessed on {total.name}, as reported by the scanner without per-vertebra results.")
+        flags.append(
+            f"Lumbar spine reported only as a total ({total.name}): the vertebrae and their exclusions could not be"
+            " checked (ISCD: L1-L4, else the evaluable vertebrae); confirm the analysis on the scanner."
+        )
+        return total, ()
+    discordant = discordant_vertebrae(vertebrae)
+    excluded = sorted({v.site for v in vertebrae if v.excluded} | set(discordant))
+    for site in discordant:
         flags.append(f"{site} differs by more than 1.0 T-score from its neighbours: excluded from diagnosis.")
     valid = frozenset(int(v.site[1]) for v in vertebrae if v.site not in excluded)
     if len(valid) < 2:
         flags.append("Fewer than two evaluable vertebrae: the lumbar spine cannot be used for diagnosis.")
         return None, tuple(excluded)
-    total = totals.get(valid)
-    if total is None:
+    matching = [t for t in totals if m.spine_vertebrae(t.site) == valid]
+    if not matching:
         flags.append(
             f"No spine result over the valid vertebrae {m.spine_site(sorted(valid))}: reanalyse on the scanner; spine not used."
         )
         return None, tuple(excluded)
+    total = _lowest(matching, kind)
     if excluded:
         notes.append(f"Lumbar spine assessed on {total.site} ({', '.join(excluded)} excluded).")
     return total, tuple(excluded)
+
+
+def _spine(exam: BmdExam, kind: str, notes: list[str], flags: list[str]) -> tuple[RegionResult | None, tuple[RegionResult, ...], tuple[str, ...]]:
+    """(the spine total that counts, every measurement's total, vertebrae left out of it).
+
+    Each measurement of a repeated spine is judged on its own; the lowest
+    valid total decides and all are shown (the lowest-site rule, ISCD)."""
+    measurements = _spine_measurements(exam)
+    chosen: list[tuple[RegionResult, tuple[str, ...]]] = []
+    for k, rows in measurements:
+        n, f = [], []
+        total, excluded = _spine_of(rows, kind, n, f)
+        prefix = f"Spine measurement {k}: " if len(measurements) > 1 else ""
+        notes.extend(x for x in (prefix + y for y in n) if x not in notes)
+        flags.extend(x for x in (prefix + y for y in f) if x not in flags)
+        if total is not None and all(total is not c for c, _ in chosen):
+            chosen.append((total, excluded))
+    if not chosen:
+        excluded = _spine_of(measurements[0][1], kind, [], [])[1]
+        return None, (), excluded
+    totals = tuple(t for t, _ in chosen)
+    lowest = _lowest(list(totals), kind)
+    if len(totals) > 1:
+        flags.append(
+            f"Lumbar spine measured {len(totals)} times with different results ({', '.join(t.name for t in totals)}):"
+            f" all are shown; the lowest, {lowest.name}, is used for diagnosis."
+        )
+    return lowest, totals, next(e for t, e in chosen if t is lowest)
+
+
+def _lowest(rows: list[RegionResult], kind: str) -> RegionResult:
+    """The row with the lowest score (rows without one last; the first of equals)."""
+    return min(rows, key=lambda r: (_score(r, kind) is None, _score(r, kind) or 0))
+
+
+def _repeat_flags(used: list[RegionResult], kind: str) -> list[str]:
+    """A site other than the spine measured more than once among the rows used: which one decided."""
+    groups: dict[tuple[str, str | None], list[RegionResult]] = {}
+    for r in used:
+        if not _is_spine_total(r):
+            groups.setdefault(r.key, []).append(r)
+    out = []
+    for key, rows in groups.items():
+        if len(rows) > 1:
+            low = _lowest(rows, kind)
+            out.append(
+                f"{m.site_name(*key)} measured {len(rows)} times with different results"
+                f" ({', '.join(f'{r.name} {kind} {_score(r, kind)}' for r in rows)}): all are shown; the lowest, {low.name}, is used for diagnosis."
+            )
+    return out
 
 
 def _score(r: RegionResult, kind: str) -> Decimal | None:
@@ -252,7 +341,7 @@ def classify(
     kind, reason = choose_score(age, sex, menopausal)
     notes.append(reason)
 
-    spine, excluded = _spine(exam, notes, flags)
+    spine, spine_totals, excluded = _spine(exam, kind or "T", notes, flags)
 
     def result(category: str, used: list[RegionResult], lowest: RegionResult | None, score: Decimal | None) -> Classification:
         return Classification(
@@ -275,7 +364,7 @@ def classify(
 
     paediatric = age is not None and age < PAEDIATRIC_AGE
     if paediatric:
-        central = ([spine] if spine else []) + [r for r in exam.regions if r.site == m.TOTAL_BODY_LESS_HEAD]
+        central = list(spine_totals) + [r for r in exam.regions if r.site == m.TOTAL_BODY_LESS_HEAD and not r.excluded]
         central = [r for r in central if _score(r, kind) is not None]
         used = list(central)
         if any(r.site in m.HIP_SITES for r in exam.regions):
@@ -283,14 +372,14 @@ def classify(
         if not any(r.site == m.TOTAL_BODY_LESS_HEAD for r in used):
             notes.append("Total body less head not available.")
     else:
-        hips = [r for r in exam.regions if r.site in (m.NECK, m.TOTAL_HIP)]
-        central = ([spine] if spine else []) + hips
+        hips = [r for r in exam.regions if r.site in (m.NECK, m.TOTAL_HIP) and not r.excluded]
+        central = list(spine_totals) + hips
         central = [r for r in central if _score(r, kind) is not None]
-        spine_ok = any(r is spine for r in central)
+        spine_ok = any(_is_spine_total(r) for r in central)
         hip_ok = any(r.site in (m.NECK, m.TOTAL_HIP) for r in central)
         used = list(central)
         if not (spine_ok and hip_ok) or forearm:
-            radius = [r for r in exam.regions if r.site == m.RADIUS_33 and _score(r, kind) is not None]
+            radius = [r for r in exam.regions if r.site == m.RADIUS_33 and not r.excluded and _score(r, kind) is not None]
             if radius:
                 used += radius
                 why = (
@@ -309,6 +398,7 @@ def classify(
 
     if kind == "T":
         flags.extend(reference_flags(exam))
+    flags.extend(_repeat_flags(used, kind))
 
     if not used:
         return result(INDETERMINATE, [], None, None)

@@ -130,7 +130,7 @@ def loinc_codes(site: str, laterality: str | None, diagnostic_spine: str | None)
     """LOINC codes of a region's measures.  The lumbar-spine codes go on the
     spine total the diagnosis used (``diagnostic_spine``, e.g. ``L1,L2,L4``),
     and on no other spine total: the coded result is what the diagnosis used."""
-    if len(m.spine_vertebrae(site)) > 1:
+    if len(m.spine_vertebrae(site)) > 1 or site == m.SPINE_TOTAL:
         return dict(_SPINE) if site == diagnostic_spine else {}
     return LOINC_BY_SITE.get((site, laterality), {})
 
@@ -167,7 +167,7 @@ BODY_SITES = {
 
 def scan_of_site(site: str) -> str:
     """Scan type (spine, hip, forearm, body) of a site name."""
-    if m.spine_vertebrae(site):
+    if m.spine_vertebrae(site) or site == m.SPINE_TOTAL:
         return SPINE
     if site in m.HIP_SITES:
         return HIP

@@ -169,7 +169,7 @@ def row_use(exam: BmdExam, c: Classification | None) -> list[str]:
             marks.append("used")
         elif r.excluded or r.site in c.excluded_vertebrae:
             marks.append("excluded")
-        elif r.site in m.VERTEBRAE and int(r.site[1]) in spine_vs:
+        elif r.site in m.VERTEBRAE and int(r.site[1]) in spine_vs and r.repeat in (0, c.spine.repeat):  # type: ignore[union-attr]
             marks.append(f"in {c.spine.site}")  # type: ignore[union-attr]
         else:
             marks.append("not used")

@@ -50,6 +50,10 @@ def _pair(patient_id: str, accession: str):
     return previous, current
 
 
+# The study's results are drafted this long after its last object (reports.settle_seconds).
+SETTLE = {"settle_seconds": 0.3}
+
+
 def _destinations(emr, fhir, retry_base: float):
     return {
         "emr": {"type": "hl7", "host": "127.0.0.1", "port": emr.port, "retry_base": retry_base, "retry_cap": retry_base},
@@ -67,7 +71,7 @@ def test_retry_after_restart_with_another_lsc_is_byte_identical(tmp_path):
     emr = MllpPeer(script=["AE"], default="AA")
     fhir = FhirPeer(status=503)
     routes = [{"match": {"kind": "report"}, "to": ["emr", "fhir"]}]
-    d = start_daemon(tmp_path, {"storage": {"min_free_bytes": 0}, "destinations": _destinations(emr, fhir, 3.0), "routes": routes})
+    d = start_daemon(tmp_path, {"storage": {"min_free_bytes": 0}, "reports": SETTLE, "destinations": _destinations(emr, fhir, 3.0), "routes": routes})
     try:
         previous, current = _pair("PRELEASE", "ACC-REL")
         store(d, hologic_sr(previous), tmp_path / "a.dcm")
@@ -88,7 +92,7 @@ def test_retry_after_restart_with_another_lsc_is_byte_identical(tmp_path):
         "destinations": _destinations(emr, fhir, 0.3),
         "routes": routes,
         "hl7": {"application": "OTHERAPP"},
-        "reports": {"lsc_absolute": {"spine": 0.5, "neck": 0.5, "total_hip": 0.5}},
+        "reports": {**SETTLE, "lsc_absolute": {"spine": 0.5, "neck": 0.5, "total_hip": 0.5}},
     }
     d = start_daemon(tmp_path, overrides)
     try:
@@ -139,7 +143,7 @@ def daemon(tmp_path_factory, peers):
     emr, fhir = peers
     d = start_daemon(
         tmp_path_factory.mktemp("context"),
-        {"storage": {"min_free_bytes": 0}, "destinations": _destinations(emr, fhir, 0.3), "routes": [{"match": {"kind": "report"}, "to": ["emr", "fhir"]}]},
+        {"storage": {"min_free_bytes": 0}, "reports": SETTLE, "destinations": _destinations(emr, fhir, 0.3), "routes": [{"match": {"kind": "report"}, "to": ["emr", "fhir"]}]},
     )
     yield d
     d.stop()
@@ -214,7 +218,7 @@ def test_auto_release_stores_the_payload_it_sends(tmp_path):
         tmp_path,
         {
             "storage": {"min_free_bytes": 0},
-            "reports": {"auto_release": True},
+            "reports": {**SETTLE, "auto_release": True},
             "destinations": _destinations(emr, fhir, 0.3),
             "routes": [{"match": {"kind": "report"}, "to": ["emr"]}],
         },
