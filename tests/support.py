@@ -125,6 +125,9 @@ def start_daemon(tmp: Path, overrides: dict | None = None, *, test_token: bool =
         "hl7": {"host": "127.0.0.1", "port": ports["hl7"]},
         "http": {"host": "127.0.0.1", "port": ports["http"]},
         "storage": {"path": str(tmp / "data")},
+        # A study's objects arrive at once in tests: draft its report soon
+        # (README "BMD results"; a test of the window sets its own).
+        "reports": {"settle_seconds": 0.3},
     }
     for section, values in (overrides or {}).items():
         if isinstance(values, dict):

@@ -88,7 +88,7 @@ def test_every_event_kind_over_tcp(tmp_path, peer):
             sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
             r = subprocess.run([dcmtk("storescu"), "-aet", "DXA1", "-aec", "DXAGW", "127.0.0.1", str(d.dicom_port), str(f), str(tmp_path / "sr.dcm")], capture_output=True, text=True, env=ENV)
             assert r.returncode == 0, r.stderr
-            exam = wait_for(lambda: (d.request("GET", "/api/exams?patient=PATNA-SR")[1] or [None])[0], 15)
+            exam = wait_for(lambda: next((r for r in d.request("GET", "/api/exams?patient=PATNA-SR")[1] or [] if r["state"] != "settling"), None), 15)
             assert d.request("POST", f"/api/exams/{exam['id']}/sign", {})[0] == 201
             assert wait_for(lambda: peer.received, 15)
 

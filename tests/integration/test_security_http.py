@@ -28,7 +28,7 @@ DR_B = {"name": "dr-b", "token": "token-dr-b-0123456789abcdef", "roles": ["repor
 def daemon(tmp_path_factory):
     d = start_daemon(
         tmp_path_factory.mktemp("sec"),
-        {"storage": {"min_free_bytes": 0}, "security": {"tokens": [*IDENTITIES, DR_A, DR_B]}, "reports": {"reporters": ["test", "dr-a", "only-reporter"]}},
+        {"storage": {"min_free_bytes": 0}, "security": {"tokens": [*IDENTITIES, DR_A, DR_B]}, "reports": {"reporters": ["test", "dr-a", "only-reporter"], "settle_seconds": 0.3}},
     )
     yield d
     d.stop()
@@ -153,7 +153,7 @@ def _stored_exam(daemon, tmp_path: Path, patient: str) -> dict:
 
     def find():
         rows = call(daemon, "GET", f"/api/exams?patient={patient}", token=ROLE_TOKENS["viewer"])[1]
-        return rows[0] if rows else None
+        return next((r for r in rows or [] if r["state"] != "settling"), None)  # drafted (reports.settle_seconds)
 
     return wait_for(find, 15)
 
@@ -218,7 +218,7 @@ def test_metrics_public_and_token_new(tmp_path):
 def test_auto_release_is_preliminary_and_says_so(tmp_path):
     """``reports.auto_release`` releases without a reporter: the report goes out
     preliminary, marked not clinically evaluated, never FINAL."""
-    d = start_daemon(tmp_path, {"storage": {"min_free_bytes": 0}, "reports": {"auto_release": True}})
+    d = start_daemon(tmp_path, {"storage": {"min_free_bytes": 0}, "reports": {"auto_release": True, "settle_seconds": 0.3}})
     try:
         row = _stored_exam_default(d, tmp_path)
         assert row["report"]["status"] == "P"
@@ -237,4 +237,4 @@ def _stored_exam_default(d, tmp_path):
     ds.save_as(path, enforce_file_format=True)
     r = subprocess.run([dcmtk("storescu"), "-aet", "DXA1", "-aec", "DXAGW", "127.0.0.1", str(d.dicom_port), str(path)], capture_output=True, text=True, env=ENV)
     assert r.returncode == 0, r.stderr
-    return wait_for(lambda: (d.request("GET", "/api/exams?patient=PAUTO")[1] or [None])[0], 15)
+    return wait_for(lambda: next((r for r in d.request("GET", "/api/exams?patient=PAUTO")[1] or [] if r["state"] != "settling"), None), 15)
