@@ -13,7 +13,8 @@ from gateway.exams import ExamService
 from gateway.sr_reader import SrReader
 from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
-from gateway.http import exams_api
+from gateway.entitlement import Entitlement
+from gateway.http import exams_api, service_api
 from gateway.http.server import HttpServer
 from gateway.logs import fields
 from gateway.metrics import Metrics
@@ -50,7 +51,8 @@ class Gateway:
             default_station_ae=c.worklist.default_station_ae,
             default_modality=c.worklist.default_modality,
         )
-        self.hl7_intake = Hl7Intake(self.store, options, self.executor, self.metrics)
+        self.entitlement = Entitlement(c.entitlement)
+        self.hl7_intake = Hl7Intake(self.store, options, self.executor, self.metrics, self.entitlement)
         self.mllp = MllpServer(
             c.hl7.host, c.hl7.port, self.hl7_intake.handle, self.metrics,
             max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
@@ -66,6 +68,8 @@ class Gateway:
         # One thread reads SRs in arrival order (an RDSR and its BMD SR meet here).
         self.exam_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dxagw-exams")
         exams_api.register(self.http.app, self.exams, self.executor)
+        self.http.entitlement = self.entitlement
+        service_api.register(self.http.app, self.store, self.entitlement, self.executor)
         self.dispatcher = Dispatcher(c, self.store, data, self.executor, self.metrics, report_payload=self.exams.payload)
         self.http.dispatcher = self.dispatcher
         self.http.destination_config = c.destinations

@@ -103,6 +103,16 @@ class Metrics:
         )
         self.exams = Counter("dxagw_exams", "BMD SRs read, by result (parsed, unparsed)", ["state"], registry=r)
         self.reports = Counter("dxagw_reports_released", "Reports released, by status (F final, C corrected)", ["status"], registry=r)
+        # Referrer entitlement (mappings.entitlement.REASONS, a closed set)
+        from mappings.entitlement import REASONS
+
+        self.orders_held = Counter("dxagw_orders_held", "Order steps held for an unentitled referrer, by reason", ["reason"], registry=r)
+        self.orders_refused = Counter(
+            "dxagw_orders_refused", "Orders refused (AR) for an unentitled referrer, by reason", ["reason"], registry=r
+        )
+        for reason in REASONS:
+            self.orders_held.labels(reason)
+            self.orders_refused.labels(reason)
         self.api_requests = Counter("dxagw_api_requests", "Admin API requests by route and status", ["route", "code"], registry=r)
 
     def watch_worklist(self, count: Callable[[], dict[str, int]]) -> None:

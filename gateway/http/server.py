@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from gateway.entitlement import NotEntitled, Screened
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.store import InboundMessage, Store, UnknownOrder
@@ -76,6 +77,7 @@ class HttpServer:
         self._runner: web.AppRunner | None = None
         self.dispatcher = None  # set by the Gateway: woken when dead letters are requeued
         self.destination_config: dict = {}
+        self.entitlement = None  # set by the Gateway: screens FHIR orders' referrers
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -121,6 +123,8 @@ class HttpServer:
             "created_at": row.created_at,
             "updated_at": row.updated_at,
             "dataset": item_to_dataset(row.item).to_json_dict(),
+            "referrer_id": row.item.referrer_id or None,
+            "hold_reason": row.item.hold_reason or None,  # why it is HELD (docs: README "Running a DXA service")
         }
 
     async def worklist_create(self, request: web.Request) -> web.Response:
@@ -261,6 +265,11 @@ class HttpServer:
 
     # -- FHIR intake ---------------------------------------------------------
 
+    def _commit_fhir(self, message: InboundMessage, actions: tuple) -> tuple:
+        """Screen the referrers, then apply in one commit (runs in the executor)."""
+        screened = self.entitlement.screen(actions) if self.entitlement else Screened(actions)
+        return self.store.apply_inbound(message, screened.actions), screened
+
     async def fhir_service_request(self, request: web.Request) -> web.Response:
         raw = await request.read()
         try:
@@ -273,9 +282,16 @@ class HttpServer:
             )
             message = InboundMessage(source="fhir", sender=request.remote or "?", message_id="", message_type=body.get("resourceType", "?"), raw=raw)
             try:
-                result = await self._db(self.store.apply_inbound, message, actions)
+                result, screened = await self._db(self._commit_fhir, message, actions)
             except UnknownOrder:
                 raise FhirOrderError([Issue("not-found", "no worklist item has this order's identifiers", "ServiceRequest.identifier")]) from None
+            except NotEntitled as exc:
+                self.metrics.orders_refused.labels(exc.decision.reason).inc()
+                raise FhirOrderError(
+                    [Issue("business-rule", f"referrer not entitled: {exc.decision.detail}", "ServiceRequest.requester")], status=422
+                ) from None
+            for reason in screened.held:
+                self.metrics.orders_held.labels(reason).inc()
         except FhirOrderError as exc:
             self.metrics.fhir_requests.labels(str(exc.status)).inc()
             log.warning("fhir.refused", extra=fields(status=exc.status, reason=str(exc)[:200]))

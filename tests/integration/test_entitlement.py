@@ -1,0 +1,137 @@
+"""Referrer entitlement against the real daemon: MLLP in, findscu out.
+
+Source: IR(ME)R 2017 reg. 6(5)(b), 10(1) and 11 (only entitled referrers may
+refer; a practitioner justifies); seed 003, principles 6 and 9 (removal of
+entitlement; automated, systems-based control).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import time
+import urllib.request
+
+import orjson
+import pytest
+
+from tests.hl7_messages import orm
+from tests.integration.test_orders_worklist import api, results, station_query
+from tests.support import MllpClient, ack_fields, start_daemon
+
+TODAY = dt.date.today().strftime("%Y%m%d")
+REGISTER = "id,name,role,scope,valid_until\nD456,Orderer^Olga,referrer,BMD,\nR5,Rad Rob,practitioner,BMD,\nX1,Old Referrer,referrer,BMD,2020-01-31\n"
+
+
+def order(control_id: str, accession: str, referrer: str) -> str:
+    msg = orm(control_id, placer=f"P{accession}", filler=f"F{accession}", accession=accession, start=TODAY + "100000")
+    return msg.replace("D456^Orderer^Olga", referrer)
+
+
+def metric(daemon, name: str, labels: str) -> float:
+    with urllib.request.urlopen(daemon.http + "/metrics", timeout=10) as rsp:
+        text = rsp.read().decode()
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name}{{{labels}}} not in /metrics")
+
+
+@pytest.fixture(scope="module")
+def held_daemon(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ent")
+    (tmp / "referrers.csv").write_text(REGISTER)
+    d = start_daemon(tmp, {"entitlement": {"referrers_file": str(tmp / "referrers.csv"), "on_unknown": "hold"}})
+    yield d
+    d.stop()
+
+
+def accessions(daemon, tmp_path) -> set[str]:
+    return {ds.AccessionNumber for ds in results(daemon, tmp_path, station_query())}
+
+
+def test_unknown_referrer_is_held_off_the_mwl_until_justified(held_daemon, tmp_path):
+    d = held_daemon
+    mllp = MllpClient(d.hl7_port)
+    assert ack_fields(mllp.send(order("EN-1", "ENT1", "Z999^Unknown^Ursula")))["MSA"][1] == "AA"
+    assert ack_fields(mllp.send(order("EN-2", "ENT2", "D456^Orderer^Olga")))["MSA"][1] == "AA"
+    assert ack_fields(mllp.send(order("EN-3", "ENT3", "X1^Referrer^Old")))["MSA"][1] == "AA"
+    mllp.close()
+
+    status, held, _ = api(d, "/api/worklist?status=HELD")
+    assert status == 200
+    by_acc = {r["dataset"]["00080050"]["Value"][0]: r for r in held}
+    assert set(by_acc) == {"ENT1", "ENT3"}
+    assert by_acc["ENT1"]["hold_reason"].startswith("unknown:")
+    assert by_acc["ENT1"]["referrer_id"] == "Z999"
+    assert by_acc["ENT3"]["hold_reason"].startswith("expired:")
+    assert metric(d, "dxagw_orders_held_total", 'reason="unknown"') == 1
+    assert metric(d, "dxagw_orders_held_total", 'reason="expired"') == 1
+    assert metric(d, "dxagw_worklist_items", 'status="HELD"') == 2
+
+    # findscu sees the entitled order only
+    assert accessions(d, tmp_path) == {"ENT2"}
+
+    item = by_acc["ENT1"]["id"]
+    # a referrer is not a practitioner; an unknown id is nobody
+    assert api(d, f"/api/worklist/{item}/justify", "POST", {"practitioner": "D456"})[0] == 403
+    assert api(d, f"/api/worklist/{item}/justify", "POST", {"practitioner": "nobody"})[0] == 403
+    assert api(d, f"/api/worklist/{item}/justify", "POST", {})[0] == 422
+    status, body, _ = api(d, f"/api/worklist/{item}/justify", "POST", {"practitioner": "R5", "note": "clinically justified"}, {"X-Actor": "rob"})
+    assert (status, body["status"]) == (200, "SCHEDULED")
+    assert api(d, f"/api/worklist/{item}/justify", "POST", {"practitioner": "R5"})[0] == 409
+    assert api(d, "/api/worklist/999999/justify", "POST", {"practitioner": "R5"})[0] == 404
+
+    assert accessions(d, tmp_path) == {"ENT1", "ENT2"}
+    db = sqlite3.connect(d.dir / "data" / "gateway.sqlite3")
+    (actor, detail), = db.execute("SELECT actor, detail FROM audit WHERE event = 'worklist.justify'").fetchall()
+    db.close()
+    assert actor == "rob"
+    assert orjson.loads(detail) == {"id": item, "practitioner": "R5", "held_for": "unknown", "note": "clinically justified"}
+
+    # A change to the justified order from the same referrer does not hold it again.
+    mllp = MllpClient(d.hl7_port)
+    change = order("EN-4", "ENT1", "Z999^Unknown^Ursula").replace("ORC|NW|", "ORC|XO|")
+    assert ack_fields(mllp.send(change))["MSA"][1] == "AA"
+    mllp.close()
+    assert api(d, f"/api/worklist/{item}")[1]["status"] == "SCHEDULED"
+
+
+def test_register_is_read_again_when_it_changes(held_daemon, tmp_path):
+    """Principle 6: the register changes; the gateway follows without a restart."""
+    d = held_daemon
+    path = d.dir / "referrers.csv"
+    path.write_text(REGISTER + "N1,New Nurse,referrer,BMD,\n")
+    later = time.time() + 5
+    os.utime(path, (later, later))
+    mllp = MllpClient(d.hl7_port)
+    assert ack_fields(mllp.send(order("EN-5", "ENT5", "N1^Nurse^New")))["MSA"][1] == "AA"
+    # an unreadable register holds every order, with its own reason
+    path.unlink()
+    assert ack_fields(mllp.send(order("EN-6", "ENT6", "N1^Nurse^New")))["MSA"][1] == "AA"
+    mllp.close()
+    path.write_text(REGISTER)
+    rows = {r["dataset"]["00080050"]["Value"][0]: r for r in api(d, "/api/worklist?limit=1000")[1]}
+    assert rows["ENT5"]["status"] == "SCHEDULED"
+    assert rows["ENT6"]["status"] == "HELD"
+    assert rows["ENT6"]["hold_reason"].startswith("register_unavailable:")
+
+
+def test_reject_mode_answers_ar_naming_the_field_and_stores_nothing(tmp_path):
+    (tmp_path / "referrers.csv").write_text(REGISTER)
+    d = start_daemon(tmp_path, {"entitlement": {"referrers_file": str(tmp_path / "referrers.csv"), "on_unknown": "reject"}})
+    try:
+        mllp = MllpClient(d.hl7_port)
+        ack = ack_fields(mllp.send(order("RJ-1", "REJ1", "Z999^Unknown^Ursula")))
+        assert ack["MSA"][1] == "AR"
+        assert ack["MSA"][2] == "RJ-1"
+        assert "not entitled" in "|".join(ack["ERR"]) and "ORC^1^12" in "|".join(ack["ERR"])
+        assert ack_fields(mllp.send(order("RJ-2", "REJ2", "D456^Orderer^Olga")))["MSA"][1] == "AA"
+        mllp.close()
+        rows = api(d, "/api/worklist?limit=1000")[1]
+        assert [r["dataset"]["00080050"]["Value"][0] for r in rows] == ["REJ2"]
+        assert metric(d, "dxagw_orders_refused_total", 'reason="unknown"') == 1
+        assert metric(d, "dxagw_orders_held_total", 'reason="unknown"') == 0
+    finally:
+        d.stop()
