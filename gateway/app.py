@@ -63,6 +63,7 @@ class Gateway:
             default_modality=c.worklist.default_modality, max_body_bytes=c.http.max_body_bytes,
         )
         self.metrics.watch_outbox(self.store.outbox_stats)
+        self.metrics.watch_service(self.store.service_episodes)
         self.sr_reader = SrReader()
         self.exams = ExamService(self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox, self.sr_reader)
         # One thread reads SRs in arrival order (an RDSR and its BMD SR meet here).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -56,6 +56,34 @@ class _OutboxCollector:
         for destination, created in stats["oldest_pending"].items():
             age.add_metric([destination], (now - datetime.fromisoformat(created)).total_seconds())
         yield age
+
+
+class _ServiceCollector:
+    """Service waits (seed 001 "Service data") as histograms over every
+    episode in the store, computed at scrape time and kept for a minute."""
+
+    HELP = {
+        "referral_to_scan": "Time from referral to scan (MPPS start)",
+        "scan_to_report": "Time from scan to the first released report",
+        "report_to_delivered": "Time from report release to its delivery to every destination",
+    }
+
+    def __init__(self, episodes: Callable[[], list], max_age: float = 60.0) -> None:
+        self._episodes = episodes
+        self._max_age = max_age
+        self._cached: tuple[float, dict] | None = None
+
+    def collect(self):
+        import time
+
+        from mappings import kpis
+
+        now = time.monotonic()
+        if self._cached is None or now - self._cached[0] > self._max_age:
+            self._cached = (now, kpis.intervals(self._episodes()))
+        for name, values in self._cached[1].items():
+            buckets, total = kpis.histogram(values)
+            yield HistogramMetricFamily(f"dxagw_{name}_seconds", self.HELP[name], buckets=buckets, sum_value=total)
 
 
 class Metrics:
@@ -120,6 +148,9 @@ class Metrics:
 
     def watch_outbox(self, stats: Callable[[], dict]) -> None:
         self.registry.register(_OutboxCollector(stats))
+
+    def watch_service(self, episodes: Callable[[], list]) -> None:
+        self.registry.register(_ServiceCollector(episodes))
 
     def watch_spool(self, totals: Callable[[], tuple[int, int]], free: Callable[[], int]) -> None:
         self.registry.register(_SpoolCollector(totals, free))

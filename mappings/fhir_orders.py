@@ -228,6 +228,7 @@ def service_request_actions(body: dict, *, default_station_ae: str = "", default
             study_instance_uid=study_uid or derived_uid("fhir", placer, filler, accession),
             requesting_physician=requester.replace(" ", "^", 1) if requester else "",
             referrer_id=requester_id,
+            referred_at=sr.authoredOn.isoformat() if getattr(sr, "authoredOn", None) else "",
             referrer_field="ServiceRequest.requester" if requester_id or requester else "",
             placer_order_number=placer[:64],
             filler_order_number=filler,

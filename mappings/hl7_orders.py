@@ -385,6 +385,19 @@ def _referrer_id(orc: _Segment, obr: _Segment, pv1: _Segment | None) -> tuple[st
     return "", ""
 
 
+def _referred_at(orc: _Segment, obr: _Segment) -> str:
+    """ORC-9 date/time of transaction, else OBR-6 requested date/time (for the
+    service KPIs); optional, so a bad value is dropped rather than refused."""
+    for seg, n in ((orc, 9), (obr, 6)):
+        try:
+            day, tm = _ts(seg, n)
+        except Hl7Error:
+            continue
+        if day:
+            return day + tm
+    return ""
+
+
 def _patient(msg: _Message) -> tuple[_Segment, dict]:
     pid = msg.first("PID")
     if pid is None:
@@ -491,6 +504,7 @@ def _order_actions(msg: _Message, header: Header, options: OrderOptions) -> list
             start = _ts(msg.segments[0], 7)
         requesting = _xcn(orc, 12) or _xcn(obr, 16)
         referrer_id, referrer_field = _referrer_id(orc, obr, pv1)
+        referred_at = _referred_at(orc, obr)
         priority = _priority(tq1, obr, orc)
         zds = next((s for s in group if s.id == "ZDS"), None)
         base = dict(
@@ -501,6 +515,7 @@ def _order_actions(msg: _Message, header: Header, options: OrderOptions) -> list
             requesting_physician=requesting,
             referrer_id=referrer_id,
             referrer_field=referrer_field,
+            referred_at=referred_at,
             admission_id=admission,
             placer_order_number=key.placer,
             filler_order_number=key.filler,

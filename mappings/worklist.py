@@ -170,6 +170,9 @@ class WorklistItem:
     referrer_id: str = ""
     referrer_field: str = ""
     hold_reason: str = ""  # why the step is HELD (mappings.entitlement reasons)
+    # When the referral was made: HL7 ORC-9 / OBR-6 (YYYYMMDD[HHMM[SS]], local
+    # time) or FHIR authoredOn (ISO 8601); empty when the order did not say.
+    referred_at: str = ""
     placer_order_number: str = ""
     filler_order_number: str = ""
     admission_id: str = ""

@@ -13,9 +13,13 @@ from concurrent.futures import Executor
 import orjson
 from aiohttp import web
 
+from datetime import date, timedelta
+
 from gateway.entitlement import Entitlement
 from gateway.logs import fields
 from gateway.store import Store
+from mappings import kpis as kpi
+from mappings.bmd.classify import CATEGORY_TEXT
 
 log = logging.getLogger("gateway.http")
 
@@ -35,7 +39,16 @@ def _problem(status: int, message: str) -> web.Response:
     return _json({"error": message}, status=status)
 
 
-def register(app: web.Application, store: Store, entitlement: Entitlement, executor: Executor, kpis=None) -> None:
+def _range(query) -> tuple[date, date]:
+    """?from=YYYY-MM-DD&to=YYYY-MM-DD, both days included; default the last year."""
+    to = date.fromisoformat(query["to"]) if query.get("to") else date.today()
+    start = date.fromisoformat(query["from"]) if query.get("from") else to - timedelta(days=364)
+    if start > to:
+        raise ValueError("from is after to")
+    return start, to
+
+
+def register(app: web.Application, store: Store, entitlement: Entitlement, executor: Executor) -> None:
     async def db(fn, *args, **kw):
         return await asyncio.get_running_loop().run_in_executor(executor, lambda: fn(*args, **kw))
 
@@ -68,7 +81,20 @@ def register(app: web.Application, store: Store, entitlement: Entitlement, execu
         log.info("api.worklist_justified", extra=fields(id=row_id))
         return _json({"id": row_id, "status": "SCHEDULED"})
 
-    routes = [web.post("/api/worklist/{id}/justify", justify)]
-    if kpis is not None:
-        routes.append(web.get("/api/kpis", kpis))
-    app.add_routes(routes)
+    async def kpis(request: web.Request) -> web.Response:
+        """The service KPIs (seed 001): JSON, or CSV with Accept: text/csv."""
+        try:
+            start, to = _range(request.query)
+        except ValueError as exc:
+            return _problem(400, f"from and to are dates (YYYY-MM-DD): {exc}")
+        episodes = await db(store.service_episodes)
+        figures = kpi.compute(episodes, start, to, date.today())
+        if "text/csv" in request.headers.get("Accept", ""):
+            text = kpi.to_csv(figures, tuple(CATEGORY_TEXT))
+            return web.Response(
+                text=text, content_type="text/csv", charset="utf-8",
+                headers={"Content-Disposition": f'attachment; filename="dxa-kpis-{start}-{to}.csv"'},
+            )
+        return _json(figures)
+
+    app.add_routes([web.post("/api/worklist/{id}/justify", justify), web.get("/api/kpis", kpis)])

@@ -32,6 +32,7 @@ from gateway.store import (
     WorklistRow,
 )
 from gateway.store.exams import ExamStore
+from gateway.store.service import ServiceStore
 from gateway.store.migrations import MIGRATIONS
 from mappings.mpps import StepKeys
 from mappings.hl7_orders import Action, MergePatient, OrderKey, SetOrderStatus, UpdatePatient, UpsertOrder
@@ -82,7 +83,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-class SqliteStore(ExamStore):
+class SqliteStore(ExamStore, ServiceStore):
     """The embedded default store (``storage.path``/gateway.sqlite3)."""
 
     def __init__(self, path: str | Path) -> None:
