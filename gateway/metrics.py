@@ -6,6 +6,7 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -83,7 +84,9 @@ class _ServiceCollector:
             self._cached = (now, kpis.intervals(self._episodes()))
         for name, values in self._cached[1].items():
             buckets, total = kpis.histogram(values)
-            yield HistogramMetricFamily(f"dxagw_{name}_seconds", self.HELP[name], buckets=buckets, sum_value=total)
+            yield HistogramMetricFamily(
+                f"dxagw_{name}_seconds", self.HELP[name], buckets=[(floatToGoString(le), n) for le, n in buckets], sum_value=total
+            )
 
 
 class Metrics:

@@ -65,9 +65,10 @@ class Episode:
 
 
 def _summary(values: list[float]) -> dict:
-    """Count, median, 90th percentile (nearest rank) and mean, in days."""
+    """Count, median, 90th percentile (nearest rank) and mean, in days (and the
+    median in seconds, for the short waits such as report to delivered)."""
     if not values:
-        return {"count": 0, "median_days": None, "p90_days": None, "mean_days": None}
+        return {"count": 0, "median_days": None, "p90_days": None, "mean_days": None, "median_seconds": None}
     v = sorted(values)
     n = len(v)
     median = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
@@ -77,6 +78,7 @@ def _summary(values: list[float]) -> dict:
         "median_days": round(median / DAY, 3),
         "p90_days": round(p90 / DAY, 3),
         "mean_days": round(sum(v) / n / DAY, 3),
+        "median_seconds": round(median, 1),
     }
 
 
@@ -150,7 +152,7 @@ def to_csv(kpis: dict, categories: tuple[str, ...]) -> str:
     """One row for the whole range, one per month, one per scanner."""
     header = ["month", "scanner", *_CSV_FIELDS]
     for name in INTERVALS:
-        header += [f"{name}_count", f"{name}_median_days", f"{name}_p90_days"]
+        header += [f"{name}_count", f"{name}_median_days", f"{name}_p90_days", f"{name}_median_seconds"]
     header += [f"who_{c}" for c in categories]
     rows = [(ALL, ALL, kpis["total"])]
     rows += [(m, ALL, g) for m, g in kpis["months"].items()]
@@ -162,18 +164,16 @@ def to_csv(kpis: dict, categories: tuple[str, ...]) -> str:
         line = [month, scanner, *("" if g[f] is None else g[f] for f in _CSV_FIELDS)]
         for name in INTERVALS:
             s = g[name]
-            line += [s["count"], "" if s["median_days"] is None else s["median_days"], "" if s["p90_days"] is None else s["p90_days"]]
+            line += [s["count"], *("" if s[f] is None else s[f] for f in ("median_days", "p90_days", "median_seconds"))]
         line += [g["who_categories"].get(c, 0) for c in categories]
         writer.writerow(line)
     return buf.getvalue()
 
 
-def histogram(values: list[float], buckets: tuple[float, ...] = WAIT_BUCKETS) -> tuple[list[tuple[str, int]], float]:
-    """Cumulative Prometheus buckets (le, count) ending with +Inf, and the sum."""
-    out = []
-    for le in buckets:
-        out.append((repr(float(le)), sum(1 for v in values if v <= le)))
-    out.append(("+Inf", len(values)))
+def histogram(values: list[float], buckets: tuple[float, ...] = WAIT_BUCKETS) -> tuple[list[tuple[float, int]], float]:
+    """Cumulative Prometheus buckets (upper bound, count) ending with +inf, and the sum."""
+    out = [(float(le), sum(1 for v in values if v <= le)) for le in buckets]
+    out.append((math.inf, len(values)))
     return out, float(sum(values))
 
 

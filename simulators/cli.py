@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", type=int, default=2, help="report images per exam (default 2)")
     s.add_argument("--date", help="scheduled date to query, YYYYMMDD (default today)")
     s.add_argument("--timeout", type=float, default=30.0, help="network/DIMSE timeout in seconds")
+    s.add_argument("--at", help="scan at this local time, YYYYMMDDHHMMSS (MPPS and study dates; default now): back-dates a simulated day")
     s.add_argument("--ihe-keys", action="store_true", help="ask the worklist for the full IHE Scheduled Workflow return-key set (RAD-5), nested code sequences included")
     _common(s)
 
@@ -182,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             date=args.date or "",
             timeout=args.timeout,
             ihe_keys=args.ihe_keys,
+            scan_at=args.at or "",
         )
         sim = ScannerSimulator(opts)
         signal.signal(signal.SIGTERM, lambda *_: sim.stop())
