@@ -135,3 +135,24 @@ def test_reject_mode_answers_ar_naming_the_field_and_stores_nothing(tmp_path):
         assert metric(d, "dxagw_orders_held_total", 'reason="unknown"') == 0
     finally:
         d.stop()
+
+
+def test_fhir_order_from_unknown_requester_is_held(held_daemon, tmp_path):
+    d = held_daemon
+    sr = {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "contained": [{"resourceType": "Patient", "id": "p1", "identifier": [{"system": "urn:hosp", "value": "PFE1"}], "gender": "female", "birthDate": "1950-05-06"}],
+        "identifier": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}, "value": "FENT1"}],
+        "subject": {"reference": "#p1"},
+        "requester": {"reference": "Practitioner/Z42", "display": "Zed Unknown"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "38269-7", "display": "DXA Bone density"}]},
+        "occurrenceDateTime": f"{TODAY[:4]}-{TODAY[4:6]}-{TODAY[6:]}T11:30:00+00:00",
+        "extension": [{"url": "http://dxa-gateway.org/fhir/StructureDefinition/scheduled-station-ae", "valueString": "DXA1"}],
+    }
+    status, body, _ = api(d, "/fhir/ServiceRequest", "POST", sr, {"Content-Type": "application/fhir+json"})
+    assert status == 201, body
+    (row,) = api(d, "/api/worklist?patient=PFE1")[1]
+    assert (row["status"], row["referrer_id"]) == ("HELD", "Z42")
+    assert "FENT1" not in accessions(d, tmp_path)

@@ -105,3 +105,21 @@ def test_hl7_referrer_id_from_orc12_else_obr16_else_pv1_8():
     segs[4] = "|".join(obr)
     first = parse_message("\r".join(segs).encode(), OrderOptions()).actions[0].items[0]
     assert (first.referrer_id, first.referrer_field) == ("D789", "OBR-16")
+
+
+def test_fhir_requester_identifier_else_reference_id():
+    """FHIR R4 ServiceRequest.requester (Reference): identifier.value, else the referenced id."""
+    from tests.unit.test_fhir_orders import sr
+    from mappings.fhir_orders import service_request_actions
+
+    def first(**over):
+        return service_request_actions(sr(**over), default_station_ae="DXA1")[0].items[0]
+
+    got = first(requester={"identifier": {"value": "D456"}, "display": "Olga Orderer"}, authoredOn="2026-11-01T09:00:00+00:00")
+    assert (got.referrer_id, got.referrer_field, got.requesting_physician) == ("D456", "ServiceRequest.requester", "Olga^Orderer")
+    assert got.referred_at.startswith("2026-11-01T09:00:00")
+    assert first(requester={"reference": "Practitioner/N77"}).referrer_id == "N77"
+    assert (first().referrer_id, first().referrer_field) == ("", "")
+    reg = ent.parse_register(REGISTER)
+    assert ent.check(first(requester={"reference": "Practitioner/N77"}), reg, TODAY).reason == ent.OUT_OF_SCOPE  # LOINC code, not DXAHS
+    assert ent.check(first(requester={"identifier": {"value": "D456"}}), reg, TODAY).entitled
