@@ -1,7 +1,8 @@
 """Service KPIs for a simulated month, against the real daemon.
 
-Orders arrive over MLLP with chosen referral times (ORC-9); the scanner
-simulator, its clock set back (``scan_at``), takes each day's worklist, sends
+The RIS simulator books each day's orders over MLLP, the referral back-dated
+(``referred_days``: ORC-9); the scanner simulator, its clock set back
+(``scan_at``), takes each day's worklist, sends
 MPPS, images, the BMD SR and the dose SR; reports are released at once and
 delivered to an HL7 peer.  Source: seed 001 "Monitoring and reporting service
 data" (referrals, DNA and cancellations, wait to scan, time to report, WHO
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import statistics
 import urllib.request
 from calendar import monthrange
 from datetime import date, datetime, timedelta
@@ -19,11 +22,11 @@ from datetime import date, datetime, timedelta
 import orjson
 import pytest
 
+from simulators.ris import RisOptions, RisSimulator
 from simulators.scanner import ScannerOptions, ScannerSimulator
-from tests.hl7_messages import orm
 from tests.mllp_peer import MllpPeer
 from tests.orthanc import wait_for
-from tests.support import MllpClient, ack_fields, start_daemon
+from tests.support import start_daemon
 
 # A month that has ended: the one before last.
 _last_month = date.today().replace(day=1) - timedelta(days=1)
@@ -36,37 +39,24 @@ def day(n: int) -> date:
     return MONTH_START.replace(day=n)
 
 
-# (accession, day of the month, station, days from referral to the appointment)
-SCANNED = [("KA1", 3, "DXA1", 10), ("KA2", 4, "DXA1", 20), ("KA3", 5, "DXA1", 30), ("KA4", 6, "DXA2", 12), ("KA5", 7, "DXA2", 14)]
-DNA = ("KA6", 8, "DXA1", 9)
-CANCELLED = ("KA7", 8, "DXA2", 9)
-
-
-def set_field(message: str, seg_id: str, n: int, value: str) -> str:
-    segs = message.split("\r")
-    for i, seg in enumerate(segs):
-        if seg.startswith(seg_id + "|"):
-            fields = seg.split("|")
-            fields += [""] * (n + 1 - len(fields))
-            fields[n] = value
-            segs[i] = "|".join(fields)
-    return "\r".join(segs)
-
-
-def order(accession: str, n: int, station: str, waited: int, control: str = "NW") -> str:
-    when = day(n)
-    referred = datetime(when.year, when.month, when.day, 9) - timedelta(days=waited)
-    msg = orm(f"K-{accession}-{control}", control=control, placer=f"P{accession}", filler=f"F{accession}", accession=accession,
-              station=station, start=when.strftime("%Y%m%d") + "100000", patient_id=f"PK{accession}")  # fmt: skip
-    return set_field(msg, "ORC", 9, referred.strftime("%Y%m%d%H%M%S"))
+# (day of the month, station, days from referral to the appointment, fate)
+PLAN = [
+    (3, "DXA1", 10, "scanned"), (4, "DXA1", 20, "scanned"), (5, "DXA1", 30, "scanned"),
+    (6, "DXA2", 12, "scanned"), (7, "DXA2", 14, "scanned"), (8, "DXA1", 9, "dna"), (8, "DXA2", 9, "cancelled"),
+]  # fmt: skip
 
 
 def expected_wait_days(n: int, waited: int) -> float:
-    """Scan at 10:00 local on the day, referral at 09:00 ``waited`` days before."""
+    """Scan at 10:00 local on the day, referral at 09:00 ``waited`` days before (dxa-sim ris --referred)."""
     when = day(n)
     scan = datetime(when.year, when.month, when.day, 10).astimezone()
     referred = (datetime(when.year, when.month, when.day, 9) - timedelta(days=waited)).astimezone()
     return (scan - referred).total_seconds() / 86400
+
+
+def median_p90(values: list[float]) -> tuple[float, float]:
+    v = sorted(values)
+    return round(statistics.median(v), 3), round(v[math.ceil(0.9 * len(v)) - 1], 3)
 
 
 def get(daemon, path: str, accept: str = "application/json"):
@@ -95,18 +85,20 @@ def month(tmp_path_factory, ris_peer):
             "routes": [{"match": {"kind": "report"}, "to": ["ris"]}],
         },
     )
+    steps: dict[str, list[tuple[int, str, int]]] = {"scanned": [], "dna": [], "cancelled": []}
     try:
-        mllp = MllpClient(d.hl7_port)
-        for o in (*SCANNED, DNA, CANCELLED):
-            assert ack_fields(mllp.send(order(*o)))["MSA"][1] == "AA"
-        assert ack_fields(mllp.send(order(*CANCELLED, control="CA")))["MSA"][1] == "AA"
-        mllp.close()
-        for i, (accession, n, station, _) in enumerate(SCANNED):
+        for i, (n, station, waited, fate) in enumerate(PLAN):
             stamp = day(n).strftime("%Y%m%d")
-            sim = ScannerSimulator(ScannerOptions(gateway_port=d.dicom_port, ae_title=station, date=stamp, scan_at=stamp + "100000", images=1, seed=100 + i))
-            report = sim.run()
-            assert [e.header.AccessionNumber for e in sim.exams] == [accession], report
-            assert all(e.ok for e in sim.exams), report
+            ris = RisSimulator(RisOptions(port=d.hl7_port, day=stamp, station_ae=station, referred_days=waited, seed=10 + i, prefix=f"KP{i}", cancel=fate == "cancelled"))
+            assert ris.run().ok, ris.report()
+            accessions = sorted(s.accession for s in ris.orders[0].steps)
+            steps[fate] += [(n, station, waited)] * len(accessions)
+            if fate == "scanned":
+                sim = ScannerSimulator(ScannerOptions(gateway_port=d.dicom_port, ae_title=station, date=stamp, scan_at=stamp + "100000", images=1, seed=100 + i))
+                report = sim.run()
+                assert sorted(e.header.AccessionNumber for e in sim.exams) == accessions, report
+                assert all(e.ok for e in sim.exams), report
+        d.steps = steps
         yield d
     finally:
         d.stop()
@@ -118,40 +110,46 @@ def kpis(daemon) -> dict:
 
 def delivered_all(daemon):
     k = kpis(daemon)
-    return k if k["total"]["delivered"] == len(SCANNED) else None
+    return k if k["total"]["delivered"] == len(daemon.steps["scanned"]) else None
 
 
 def test_a_simulated_month(month):
-    k = wait_for(lambda: delivered_all(month), 60)
+    """The RIS simulator books a month (referrals back-dated with --referred),
+    the scanner simulator scans each day (clock set back with --at)."""
+    k = wait_for(lambda: delivered_all(month), 90)
     assert k is not None, kpis(month)
     t = k["total"]
+    scanned, dna, cancelled = (month.steps[f] for f in ("scanned", "dna", "cancelled"))
     assert list(k["months"]) == [MONTH]
-    assert (t["referrals"], t["scanned"], t["unscheduled_scans"]) == (7, 5, 0)
-    assert (t["did_not_attend"], t["cancelled"], t["held"]) == (1, 1, 0)
-    assert t["did_not_attend_percent"] == round(100 / 6, 1)
-    waits = sorted(expected_wait_days(n, w) for _, n, _, w in SCANNED)
-    assert t["referral_to_scan"]["count"] == 5
-    assert t["referral_to_scan"]["median_days"] == round(waits[2], 3)
-    assert t["referral_to_scan"]["p90_days"] == round(waits[4], 3)
+    assert (t["referrals"], t["scanned"], t["unscheduled_scans"]) == (len(scanned) + len(dna) + len(cancelled), len(scanned), 0)
+    assert (t["did_not_attend"], t["cancelled"], t["held"]) == (len(dna), len(cancelled), 0)
+    assert t["did_not_attend_percent"] == round(100 * len(dna) / (len(scanned) + len(dna)), 1)
+    median, p90 = median_p90([expected_wait_days(n, w) for n, _, w in scanned])
+    assert t["referral_to_scan"]["count"] == len(scanned)
+    assert (t["referral_to_scan"]["median_days"], t["referral_to_scan"]["p90_days"]) == (median, p90)
     # the reports were released today, a month or more after the scans
-    assert t["scan_to_report"]["count"] == 5 and t["scan_to_report"]["median_days"] > 20
-    assert t["report_to_delivered"]["count"] == 5 and t["reported"] == 5
+    assert t["scan_to_report"]["count"] == len(scanned) and t["scan_to_report"]["median_days"] > 20
+    assert t["report_to_delivered"]["count"] == len(scanned) == t["reported"]
     # every exam has a diagnostic category, and the mix adds up
-    assert sum(t["who_categories"].values()) == 5
-    assert t["further_investigation_prompted"] <= 5
-    s = k["scanners"]
-    assert (s["DXA1"]["scanned"], s["DXA1"]["did_not_attend"]) == (3, 1)
-    assert (s["DXA2"]["scanned"], s["DXA2"]["cancelled"]) == (2, 1)
-    assert s["DXA2"]["referral_to_scan"]["median_days"] == round(sum(expected_wait_days(n, w) for _, n, st, w in SCANNED if st == "DXA2") / 2, 3)
+    assert sum(t["who_categories"].values()) == len(scanned)
+    assert 0 <= t["further_investigation_prompted"] <= len(scanned)
+    for station in ("DXA1", "DXA2"):
+        g = k["scanners"][station]
+        mine = [(n, w) for n, st, w in scanned if st == station]
+        assert (g["scanned"], g["did_not_attend"], g["cancelled"]) == (
+            len(mine), sum(1 for _, st, _ in dna if st == station), sum(1 for _, st, _ in cancelled if st == station))
+        assert g["referral_to_scan"]["median_days"] == median_p90([expected_wait_days(n, w) for n, w in mine])[0]
 
 
 def test_the_month_as_csv_and_outside_it_nothing(month):
-    assert wait_for(lambda: delivered_all(month), 60)
+    assert wait_for(lambda: delivered_all(month), 90)
     kind, body = get(month, f"/api/kpis?from={MONTH_START}&to={MONTH_END}", accept="text/csv")
     assert kind == "text/csv"
     rows = list(csv.DictReader(io.StringIO(body.decode())))
     assert [(r["month"], r["scanner"]) for r in rows] == [("all", "all"), (MONTH, "all"), ("all", "DXA1"), ("all", "DXA2")]
-    assert rows[0]["referrals"] == "7" and rows[0]["did_not_attend"] == "1" and rows[2]["scanned"] == "3"
+    total = kpis(month)["total"]
+    assert rows[0]["referrals"] == str(total["referrals"]) and rows[0]["did_not_attend"] == str(len(month.steps["dna"]))
+    assert rows[2]["scanned"] == str(sum(1 for _, st, _ in month.steps["scanned"] if st == "DXA1"))
     after = orjson.loads(get(month, f"/api/kpis?from={MONTH_END + timedelta(days=1)}&to={MONTH_END + timedelta(days=20)}")[1])
     assert after["total"]["referrals"] == 0 and after["months"] == {}
     with pytest.raises(urllib.error.HTTPError) as bad:
@@ -160,10 +158,11 @@ def test_the_month_as_csv_and_outside_it_nothing(month):
 
 
 def test_wait_histograms_in_metrics(month):
-    assert wait_for(lambda: delivered_all(month), 60)
+    assert wait_for(lambda: delivered_all(month), 90)
     text = get(month, "/metrics", accept="text/plain")[1].decode()
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("dxagw_referral_to_scan_seconds"))
-    assert float(lines["dxagw_referral_to_scan_seconds_count"]) == 5
-    two_weeks = [w for w in (expected_wait_days(n, w) for _, n, _, w in SCANNED) if w <= 14]
+    scanned = month.steps["scanned"]
+    assert float(lines["dxagw_referral_to_scan_seconds_count"]) == len(scanned)
+    two_weeks = [w for w in (expected_wait_days(n, w) for n, _, w in scanned) if w <= 14]
     assert float(lines['dxagw_referral_to_scan_seconds_bucket{le="1.2096e+06"}']) == len(two_weeks)
-    assert "dxagw_scan_to_report_seconds_count 5.0" in text
+    assert f"dxagw_scan_to_report_seconds_count {float(len(scanned))}" in text
