@@ -10,6 +10,7 @@ datetimes in local time) and passes "today".
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import math
@@ -51,17 +52,16 @@ class Episode:
     def where(self) -> str:
         return self.scanner or self.station or "unknown"
 
-    def interval(self, name: str) -> float | None:
-        """Seconds between two steps, None when either is missing or out of order."""
-        a, b = {
-            "referral_to_scan": (self.referred_at, self.scanned_at),
-            "scan_to_report": (self.scanned_at, self.reported_at),
-            "report_to_delivered": (self.reported_at, self.delivered_at),
-        }[name]
-        if a is None or b is None:
-            return None
-        seconds = (b - a).total_seconds()
-        return seconds if seconds >= 0 else None
+    def waits(self) -> tuple[float | None, float | None, float | None]:
+        """Seconds for each of INTERVALS; None when a step is missing or out of order."""
+        return (_seconds(self.referred_at, self.scanned_at), _seconds(self.scanned_at, self.reported_at), _seconds(self.reported_at, self.delivered_at))
+
+
+def _seconds(a: datetime | None, b: datetime | None) -> float | None:
+    if a is None or b is None:
+        return None
+    seconds = (b - a).total_seconds()
+    return seconds if seconds >= 0 else None
 
 
 def _summary(values: list[float]) -> dict:
@@ -86,7 +86,7 @@ def _percent(part: int, whole: int) -> float | None:
     return round(100.0 * part / whole, 1) if whole else None
 
 
-def _group(episodes: list[Episode], today: date) -> dict:
+def _group(episodes: list[Episode], waits: list[tuple], today: date) -> dict:
     ordered = [e for e in episodes if e.status]
     scanned = [e for e in episodes if e.scanned_at is not None]
     # Did not attend: scheduled for a day that has ended, and no scan.
@@ -115,8 +115,8 @@ def _group(episodes: list[Episode], today: date) -> dict:
         "further_investigation_prompted": len(prompted),
         "further_investigation_percent": _percent(len(prompted), len(categorised)),
     }
-    for name in INTERVALS:
-        out[name] = _summary([s for s in (e.interval(name) for e in episodes) if s is not None])
+    for i, name in enumerate(INTERVALS):
+        out[name] = _summary([w[i] for w in waits if w[i] is not None])
     return out
 
 
@@ -127,18 +127,22 @@ def _month(d: date) -> str:
 def compute(episodes: list[Episode], date_from: date, date_to: date, today: date) -> dict:
     """The KPIs of the episodes whose day falls in [date_from, date_to]:
     the whole range, each month and each scanner."""
-    chosen = [e for e in episodes if e.day is not None and date_from <= e.day <= date_to]
-    months: dict[str, list[Episode]] = {}
-    scanners: dict[str, list[Episode]] = {}
-    for e in chosen:
-        months.setdefault(_month(e.day), []).append(e)
-        scanners.setdefault(e.where, []).append(e)
+    chosen = [(e, e.waits()) for e in episodes if e.day is not None and date_from <= e.day <= date_to]
+    months: dict[str, list] = {}
+    scanners: dict[str, list] = {}
+    for pair in chosen:
+        months.setdefault(_month(pair[0].day), []).append(pair)
+        scanners.setdefault(pair[0].where, []).append(pair)
+
+    def group(pairs: list) -> dict:
+        return _group([e for e, _ in pairs], [w for _, w in pairs], today)
+
     return {
         "from": date_from.isoformat(),
         "to": date_to.isoformat(),
-        "total": _group(chosen, today),
-        "months": {m: _group(es, today) for m, es in sorted(months.items())},
-        "scanners": {s: _group(es, today) for s, es in sorted(scanners.items())},
+        "total": group(chosen),
+        "months": {m: group(ps) for m, ps in sorted(months.items())},
+        "scanners": {s: group(ps) for s, ps in sorted(scanners.items())},
     }
 
 
@@ -172,11 +176,13 @@ def to_csv(kpis: dict, categories: tuple[str, ...]) -> str:
 
 def histogram(values: list[float], buckets: tuple[float, ...] = WAIT_BUCKETS) -> tuple[list[tuple[float, int]], float]:
     """Cumulative Prometheus buckets (upper bound, count) ending with +inf, and the sum."""
-    out = [(float(le), sum(1 for v in values if v <= le)) for le in buckets]
+    ordered = sorted(values)
+    out = [(float(le), bisect.bisect_right(ordered, le)) for le in buckets]
     out.append((math.inf, len(values)))
     return out, float(sum(values))
 
 
 def intervals(episodes: list[Episode]) -> dict[str, list[float]]:
     """Every episode's waits, by interval name (for the /metrics histograms)."""
-    return {name: [s for s in (e.interval(name) for e in episodes) if s is not None] for name in INTERVALS}
+    waits = [e.waits() for e in episodes]
+    return {name: [w[i] for w in waits if w[i] is not None] for i, name in enumerate(INTERVALS)}

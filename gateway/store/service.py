@@ -15,15 +15,19 @@ from mappings.kpis import Episode
 
 
 def _local(value: str | None) -> datetime | None:
-    """ISO 8601 (with or without zone) or HL7/DICOM digits, as an aware local datetime."""
+    """ISO 8601 or HL7/DICOM digits (YYYYMMDD[HH[MM[SS]]]) as an aware datetime;
+    one without a zone is taken as local time."""
     if not value:
         return None
     try:
         if "-" in value[:8] or "T" in value:
-            return datetime.fromisoformat(value).astimezone()
-        digits = value.split(".", 1)[0].split("+", 1)[0]
-        digits = (digits + "000000")[:14] if len(digits) >= 8 else ""
-        return datetime.strptime(digits, "%Y%m%d%H%M%S").astimezone() if digits else None
+            when = datetime.fromisoformat(value)
+            return when if when.tzinfo is not None else when.astimezone()
+        d = value.split(".", 1)[0].split("+", 1)[0].split("-", 1)[0]
+        if len(d) < 8 or not d.isdigit():
+            return None
+        d = (d + "000000")[:14]
+        return datetime(int(d[:4]), int(d[4:6]), int(d[6:8]), int(d[8:10]), int(d[10:12]), int(d[12:14])).astimezone()
     except ValueError:
         return None
 
@@ -84,12 +88,13 @@ class ServiceStore:
 
         episodes: list[Episode] = []
         seen_studies: set[str] = set()
-        for item_id, status, start_date, station, study, created, blob in self._query(
-            "SELECT id, status, start_date, station_ae, study_uid, created_at, item FROM worklist_items"
+        # The item is JSON text stored as a BLOB: SQLite reads the one key.
+        for item_id, status, start_date, station, study, created, referred in self._query(
+            "SELECT id, status, start_date, station_ae, study_uid, created_at,"
+            " json_extract(CAST(item AS TEXT), '$.referred_at') FROM worklist_items"
         ):
-            item = orjson.loads(blob)
             seen_studies.add(study)
-            episodes.append(self._episode(status, _day(start_date), station, _local(item.get("referred_at")) or _local(created),
+            episodes.append(self._episode(status, _day(start_date), station, _local(referred) or _local(created),
                                           first_mpps.get(f"#{item_id}") or first_mpps.get(study) or first_object.get(study),
                                           findings.get(study), reports.get(study)))  # fmt: skip
         for study, scan in first_object.items():
