@@ -17,6 +17,7 @@ from gateway.entitlement import NotEntitled, Screened
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.store import InboundMessage, Store, UnknownOrder
+from mappings.hl7_orders import OrderKey, UpsertOrder
 from mappings.fhir_orders import FhirOrderError, Issue, operation_outcome, service_request_actions
 from mappings.worklist import CANCELLED, STATUSES, ItemError, item_from_dataset, item_to_dataset
 
@@ -147,6 +148,17 @@ class HttpServer:
             return _problem(400, f"not a valid DICOM JSON dataset: {type(exc).__name__}")
         if not item.study_instance_uid:
             item = item.replace(study_instance_uid=generate_uid())
+        if self.entitlement is not None and self.entitlement.enabled:
+            # The referrer is checked as for HL7 and FHIR orders (by name: DICOM JSON carries no XCN id here).
+            try:
+                screened = await self._db(self.entitlement.screen, (UpsertOrder(items=(item,), key=OrderKey()),))
+            except NotEntitled as exc:
+                self.metrics.orders_refused.labels(exc.decision.reason).inc()
+                self.metrics.api_requests.labels("worklist.create", "422").inc()
+                return _problem(422, f"referrer not entitled: {exc.decision.detail}", attribute="RequestingPhysician")
+            item = screened.actions[0].items[0]
+            for reason in screened.held:
+                self.metrics.orders_held.labels(reason).inc()
         actor = request.headers.get("X-Actor", request.remote or "api")
         ids = await self._db(self.store.add_worklist_items, [item], sender="api", actor=actor)
         self.metrics.api_requests.labels("worklist.create", "201").inc()

@@ -156,3 +156,28 @@ def test_fhir_order_from_unknown_requester_is_held(held_daemon, tmp_path):
     (row,) = api(d, "/api/worklist?patient=PFE1")[1]
     assert (row["status"], row["referrer_id"]) == ("HELD", "Z42")
     assert "FENT1" not in accessions(d, tmp_path)
+
+
+def test_dicom_json_item_is_screened_by_name(held_daemon, tmp_path):
+    """POST /api/worklist (DICOM JSON) names the requesting physician: checked like an order."""
+    d = held_daemon
+
+    def item(accession: str, requester: str) -> dict:
+        return {
+            "00100020": {"vr": "LO", "Value": [f"PJ{accession}"]},
+            "00080050": {"vr": "SH", "Value": [accession]},
+            "00321032": {"vr": "PN", "Value": [{"Alphabetic": requester}]},
+            "00400100": {"vr": "SQ", "Value": [{
+                "00400001": {"vr": "AE", "Value": ["DXA1"]}, "00080060": {"vr": "CS", "Value": ["BMD"]},
+                "00400002": {"vr": "DA", "Value": [TODAY]}, "00400003": {"vr": "TM", "Value": ["120000"]},
+            }]},
+        }  # fmt: skip
+
+    status, body, _ = api(d, "/api/worklist", "POST", item("JS1", "Orderer^Olga"))
+    assert status == 201, body
+    assert api(d, f"/api/worklist/{body['id']}")[1]["status"] == "SCHEDULED"
+    status, body, _ = api(d, "/api/worklist", "POST", item("JS2", "Nobody^Known"))
+    assert status == 201, body
+    held = api(d, f"/api/worklist/{body['id']}")[1]
+    assert (held["status"], held["hold_reason"].split(":")[0]) == ("HELD", "unknown")
+    assert accessions(d, tmp_path) >= {"JS1"} and "JS2" not in accessions(d, tmp_path)

@@ -123,3 +123,33 @@ def test_fhir_requester_identifier_else_reference_id():
     reg = ent.parse_register(REGISTER)
     assert ent.check(first(requester={"reference": "Practitioner/N77"}), reg, TODAY).reason == ent.OUT_OF_SCOPE  # LOINC code, not DXAHS
     assert ent.check(first(requester={"identifier": {"value": "D456"}}), reg, TODAY).entitled
+
+
+def test_a_changed_order_keeps_or_takes_its_hold():
+    """A justified step is not held again by a change from the same referrer;
+    a change to another, unentitled referrer holds it again; a HELD step
+    takes the change's status (released once the referrer is entitled)."""
+    from gateway.store.sqlite import _kept_status
+
+    justified = item("Z9", "Who^Ever").replace(status="SCHEDULED")
+    again = item("Z9", "Who^Ever").replace(status="HELD")
+    assert _kept_status(justified, again) == "SCHEDULED"
+    assert _kept_status(justified, item("Y8", "Other^One").replace(status="HELD")) == "HELD"
+    assert _kept_status(again, item().replace(status="SCHEDULED")) == "SCHEDULED"
+    assert _kept_status(again, again) == "HELD"
+    assert _kept_status(justified.replace(status="IN PROGRESS"), item("Y8", "Other^One").replace(status="HELD")) == "IN PROGRESS"
+
+
+def test_config_keys(tmp_path):
+    import pytest
+
+    from gateway.config import ConfigError, load_config
+
+    p = tmp_path / "g.yaml"
+    p.write_text("entitlement:\n  referrers_file: referrers.csv\n  on_unknown: reject\n")
+    c = load_config(p).entitlement
+    assert (str(c.referrers_file), c.on_unknown) == ("referrers.csv", "reject")
+    assert load_config().entitlement.referrers_file is None  # off by default
+    p.write_text("entitlement:\n  on_unknown: ignore\n")
+    with pytest.raises(ConfigError, match=r"g.yaml:2: entitlement.on_unknown"):
+        load_config(p)
