@@ -70,8 +70,10 @@ def test_unknown_referrer_is_held_off_the_mwl_until_justified(held_daemon, tmp_p
     assert metric(d, "dxagw_orders_held_total", 'reason="expired"') == 1
     assert metric(d, "dxagw_worklist_items", 'status="HELD"') == 2
 
-    # findscu sees the entitled order only
+    # findscu sees the entitled order only, even when it asks for HELD steps
     assert accessions(d, tmp_path) == {"ENT2"}
+    held_query = station_query() + ["ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus=HELD"]
+    assert results(d, tmp_path, held_query) == []
 
     item = by_acc["ENT1"]["id"]
     # a referrer is not a practitioner; an unknown id is nobody
