@@ -64,6 +64,20 @@ def _seconds(a: datetime | None, b: datetime | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
+def findings(analysis: dict | None) -> tuple[str, int]:
+    """(diagnostic category, prompts for further investigation) of a stored
+    exam analysis: the classification's prompts (low Z-score, fragility
+    fracture) and, as in the report (mappings.bmd.report), one for a
+    significant BMD loss since the previous exam."""
+    analysis = analysis or {}
+    classification = analysis.get("classification") or {}
+    prompts = len(classification.get("prompts") or ())
+    changes = (analysis.get("comparison") or {}).get("changes") or ()
+    if any(c.get("significant") and str(c.get("change_g_cm2", "")).startswith("-") for c in changes):
+        prompts += 1
+    return classification.get("category") or "", prompts
+
+
 def _summary(values: list[float]) -> dict:
     """Count, median, 90th percentile (nearest rank) and mean, in days (and the
     median in seconds, for the short waits such as report to delivered)."""

@@ -12,6 +12,7 @@ from datetime import date, datetime
 import orjson
 
 from mappings.kpis import Episode
+from mappings.kpis import findings as exam_findings
 
 
 def _local(value: str | None) -> datetime | None:
@@ -70,8 +71,7 @@ class ServiceStore:
         for study, analysis in self._query("SELECT study_uid, analysis FROM exams WHERE state = 'parsed' ORDER BY id"):
             if study in findings or not analysis:
                 continue
-            classification = (orjson.loads(analysis) or {}).get("classification") or {}
-            findings[study] = (classification.get("category") or "", len(classification.get("prompts") or ()))
+            findings[study] = exam_findings(orjson.loads(analysis))
         delivery: dict[int, list[tuple[str, str | None]]] = {}
         for ref_id, state, delivered in self._query("SELECT ref_id, state, delivered_at FROM outbox WHERE ref_table = 'reports'"):
             delivery.setdefault(ref_id, []).append((state, delivered))

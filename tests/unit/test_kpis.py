@@ -96,3 +96,16 @@ def test_histogram_buckets_are_cumulative():
     assert counts == sorted(counts)
     assert dict(buckets)[7 * 86400.0] == 1  # only the 5-day wait is within a week
     assert total == sum(values)
+
+
+def test_findings_count_the_reports_prompts():
+    """The report prompts further investigation for a low Z-score or a fragility
+    fracture (classification) and for a significant loss since the previous exam
+    (ISCD: change beyond the least significant change)."""
+    assert kpis.findings(None) == ("", 0)
+    analysis = {"classification": {"category": "osteopenia", "prompts": ["Z-score -2.0 or below: ..."]}}
+    assert kpis.findings(analysis) == ("osteopenia", 1)
+    loss = {"changes": [{"significant": True, "change_g_cm2": "-0.050"}, {"significant": False, "change_g_cm2": "-0.011"}]}
+    assert kpis.findings({**analysis, "comparison": loss}) == ("osteopenia", 2)
+    gain = {"changes": [{"significant": True, "change_g_cm2": "0.050"}]}
+    assert kpis.findings({**analysis, "comparison": gain}) == ("osteopenia", 1)
