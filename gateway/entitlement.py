@@ -51,6 +51,7 @@ class Entitlement:
         self._lock = threading.Lock()
         self._key: tuple[int, int] | None = None
         self._register = ent.UNAVAILABLE
+        self._unreadable = False
 
     def register(self) -> ent.Register:
         """The register, read again if the file changed (blocking)."""
@@ -67,9 +68,12 @@ class Entitlement:
                         extra=fields(referrers=len(register.referrers), problems=list(register.problems)[:20], usable=register.available),
                     )
             except (OSError, UnicodeDecodeError) as exc:
-                if self._register.available or self._key is None:
+                if not self._unreadable:  # logged once until the file can be read again
                     log.error("entitlement.register_unreadable", extra=fields(path=str(self.path), error=type(exc).__name__))
+                self._unreadable = True
                 self._key, self._register = None, ent.Register(available=False, problems=(type(exc).__name__,))
+            else:
+                self._unreadable = False
             return self._register
 
     def screen(self, actions: tuple[Action, ...]) -> Screened:

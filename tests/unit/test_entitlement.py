@@ -153,3 +153,27 @@ def test_config_keys(tmp_path):
     p.write_text("entitlement:\n  on_unknown: ignore\n")
     with pytest.raises(ConfigError, match=r"g.yaml:2: entitlement.on_unknown"):
         load_config(p)
+
+
+def test_register_file_read_again_on_change_and_unreadable_logged_once(tmp_path, caplog):
+    import logging
+    import os
+
+    from gateway.config import EntitlementSettings
+    from gateway.entitlement import Entitlement
+
+    path = tmp_path / "referrers.csv"
+    path.write_text(REGISTER)
+    guard = Entitlement(EntitlementSettings(referrers_file=path), today=lambda: TODAY)
+    assert guard.register().find("D456", "") is not None
+    path.write_text(REGISTER + "N1,New Nurse,referrer,BMD,\n")
+    os.utime(path, ns=(1, 10**18))
+    assert guard.register().find("N1", "") is not None
+    path.unlink()
+    with caplog.at_level(logging.ERROR, logger="gateway.entitlement"):
+        for _ in range(3):
+            assert not guard.register().available
+    assert [r.message for r in caplog.records].count("entitlement.register_unreadable") == 1
+    path.write_text(REGISTER)
+    assert guard.register().available
+    assert guard.practitioner_problem("R5") == "" and guard.practitioner_problem("D456") == "role is not practitioner"
