@@ -105,11 +105,18 @@ class Entitlement:
             out.append(UpsertOrder(items=tuple(items), key=action.key, is_change=action.is_change))
         return Screened(tuple(out), tuple(held), tuple(let_through))
 
-    def practitioner_problem(self, practitioner_id: str) -> str:
-        """'' when this practitioner may justify a held order today (blocking)."""
+    def practitioner(self, candidates: list[str]) -> tuple[str, str]:
+        """(register id, '') for the first of ``candidates`` (the caller's
+        registration, then name) that may justify a held order today, else
+        ('', why not).  Blocking."""
         if not self.enabled:
-            return "entitlement is not configured"
-        return ent.check_practitioner(self.register(), practitioner_id, self._today())
+            return "", "entitlement is not configured"
+        register = self.register()
+        for candidate in (c for c in candidates if c):
+            if register.find(candidate, "") is not None:
+                problem = ent.check_practitioner(register, candidate, self._today())
+                return (candidate, "") if not problem else ("", problem)
+        return "", "not in the register"
 
 
 def reason_of(hold_reason: str) -> str:

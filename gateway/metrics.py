@@ -109,6 +109,14 @@ class Metrics:
         self.associations = Counter(
             "dxagw_associations", "DICOM associations by calling AE and result", ["calling_ae", "result"], registry=r
         )
+        # reason from a closed set: per_address_limit
+        self.dicom_connections_refused = Counter(
+            "dxagw_dicom_connections_refused", "DICOM connections closed at accept, by reason", ["reason"], registry=r
+        )
+        # defect from a closed set (docs/tolerated-defects.md)
+        self.tolerated_defects = Counter(
+            "dxagw_tolerated_defects", "Received values accepted despite a known device defect, by defect", ["defect"], registry=r
+        )
         self.fhir_requests = Counter("dxagw_fhir_requests", "FHIR intake requests by status code", ["code"], registry=r)
         self.instances = Counter(
             "dxagw_instances_received", "Instances stored, by SOP class and calling AE", ["sop_class", "calling_ae"], registry=r

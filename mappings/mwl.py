@@ -18,6 +18,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
+from mappings.uids import uid_problem
 from mappings.worklist import ACTIVE_STATUSES, MWL_ATTRIBUTES, SPS_ATTRIBUTES
 
 # PS3.4 Table K.6-1 return keys (the worklist IOD's attributes, kept from
@@ -107,6 +108,13 @@ def _check_value(elem: DataElement) -> None:
     if elem.VR == "SQ":
         return
     value = _query_value(elem)
+    if elem.VR == "UI" and value:
+        # PS3.4 C.2.2.2.2: a list of UIDs; each must be a safe UID (mappings/uids.py)
+        for uid in value.split("\\"):
+            problem = uid_problem(uid.strip())
+            if problem:
+                raise QueryError(elem.tag, f"{elem.keyword}: not a valid UID ({problem})")
+        return
     if not value or elem.VR not in RANGE_VRS:
         return
     pattern = {"DA": _DA, "TM": _TM, "DT": _DT}[elem.VR]

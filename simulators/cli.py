@@ -13,6 +13,7 @@ SIGINT/SIGTERM and then report.
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import signal
 import sys
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vendor", choices=["hologic", "ge"], default="hologic")
     s.add_argument("--gateway-host", default="127.0.0.1")
     s.add_argument("--gateway-port", type=int, default=11112)
+    s.add_argument("--tls-ca", default="", help="DICOM TLS: the gateway's CA certificate (PEM)")
+    s.add_argument("--tls-cert", default="", help="DICOM TLS: our client certificate (PEM)")
+    s.add_argument("--tls-key", default="", help="DICOM TLS: our client key (PEM)")
     s.add_argument("--called-ae", default="DXAGW", help="the gateway's AE title")
     s.add_argument("--ae-title", default="DXA1", help="this scanner's AE title (the Scheduled Station AE Title queried)")
     s.add_argument("--mwl", type=_endpoint, metavar="AE@HOST:PORT", help="worklist SCP (default: the gateway)")
@@ -88,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", type=int, default=2575)
     r.add_argument("--format", choices=["orm", "omi", "fhir"], default="orm")
     r.add_argument("--fhir-url", default="", help="FHIR base URL (POST {url}/ServiceRequest)")
+    r.add_argument("--token", default=os.environ.get("DXA_TOKEN", ""), help="bearer token for --format fhir (default: $DXA_TOKEN)")
+    r.add_argument("--tls-ca", default="", help="MLLP over TLS: the gateway's CA certificate (PEM)")
+    r.add_argument("--tls-cert", default="", help="MLLP over TLS: our client certificate (PEM)")
+    r.add_argument("--tls-key", default="", help="MLLP over TLS: our client key (PEM)")
     r.add_argument("--count", type=int, default=1, help="orders to send")
     r.add_argument("--station-ae", default="DXA1")
     r.add_argument("--seed", type=int, default=1)
@@ -186,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.timeout,
             ihe_keys=args.ihe_keys,
             scan_at=args.at or "",
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
         sim = ScannerSimulator(opts)
         signal.signal(signal.SIGTERM, lambda *_: sim.stop())
@@ -204,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             format=args.format,
             fhir_url=args.fhir_url,
+            token=args.token,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
             count=args.count,
             station_ae=args.station_ae,
             seed=args.seed,

@@ -77,6 +77,9 @@ class ScannerOptions:
     max_pdu: int = 1048576
     ihe_keys: bool = False  # ask for the full IHE Scheduled Workflow return-key set (RAD-5)
     scan_at: str = ""  # YYYYMMDDHHMMSS local: the scanner's clock for MPPS and study dates (back-dated runs)
+    tls_ca: str = ""  # DICOM TLS toward every endpoint: the gateway's CA (PEM); with tls_cert/tls_key our certificate
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def endpoint(self, which: str) -> Endpoint:
         ep = getattr(self, which)
@@ -209,7 +212,12 @@ class ScannerSimulator:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.options.timeout
         for abstract, ts in contexts:
             ae.add_requested_context(abstract, ts)
-        return ae.associate(ep.host, ep.port, ae_title=ep.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)] + (handlers or []))
+        tls_args = None
+        if self.options.tls_ca:
+            from simulators.mllp import client_tls
+
+            tls_args = (client_tls(self.options.tls_ca, self.options.tls_cert, self.options.tls_key), ep.host)
+        return ae.associate(ep.host, ep.port, ae_title=ep.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)] + (handlers or []), tls_args=tls_args)
 
     # -- 1. worklist ----------------------------------------------------------
 

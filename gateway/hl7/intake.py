@@ -15,21 +15,26 @@ from concurrent.futures import Executor
 from datetime import datetime
 
 from gateway.entitlement import Entitlement, NotEntitled, Screened
+from gateway.clinical import keep_order_context
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.store import InboundMessage, Store, UnknownOrder
+from mappings.clinical_context import context_from_hl7
 from mappings.hl7_ack import build_ack
 from mappings.hl7_orders import Header, OrderOptions, parse_message
 from mappings.hl7_text import CHARSETS, Hl7Error
+from gateway.security.peers import PeerCertificate, hl7_sender_refusal
 
 log = logging.getLogger("gateway.hl7")
 
 
 class Hl7Intake:
     def __init__(
-        self, store: Store, options: OrderOptions, executor: Executor, metrics: Metrics, entitlement: Entitlement | None = None
+        self, store: Store, options: OrderOptions, executor: Executor, metrics: Metrics,
+        allowed_senders: list | None = None, entitlement: Entitlement | None = None,
     ) -> None:
         self.store = store
+        self.allowed_senders = list(allowed_senders or [])  # hl7.allowed_senders (gateway/security/peers.py)
         self.entitlement = entitlement
         self.options = options
         self.executor = executor
@@ -54,7 +59,7 @@ class Hl7Intake:
         screened = self.entitlement.screen(actions) if self.entitlement else Screened(actions)
         return self.store.apply_inbound(message, screened.actions), screened
 
-    async def handle(self, raw: bytes, peer: str) -> bytes:
+    async def handle(self, raw: bytes, peer: str, cert: PeerCertificate | None = None) -> bytes:
         """One framed message in, its ACK out."""
         started = time.perf_counter()
         header: Header | None = None
@@ -63,6 +68,15 @@ class Hl7Intake:
             parsed = parse_message(raw, self.options)
             header = parsed.header
             msg_type = f"{header.message_type}^{header.trigger}"
+            refusal = hl7_sender_refusal(self.allowed_senders, header.sending_application, header.sending_facility, peer.rsplit(":", 1)[0], cert or PeerCertificate())
+            if refusal is not None:
+                # HL7 v2.5.1 Table 0357 has no "not authorized": 103, MSH-3 not in the table of allowed senders.
+                await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self.store.audit, "hl7.sender_refused", f"{header.sending_application}^{header.sending_facility}@{peer}", {"reason": refusal, "type": msg_type}
+                )
+                error = Hl7Error(refusal, code=103, segment="MSH", field=3, ack_code="AR")
+                error.header = header
+                raise error
             message = InboundMessage(
                 source="hl7",
                 sender=header.sender,
@@ -80,6 +94,9 @@ class Hl7Intake:
                         "hl7.referrer_not_entitled",
                         extra=fields(control_id=header.control_id, held=list(screened.held), accepted=list(screened.accepted_unentitled)),
                     )
+            if result.item_ids and not result.duplicate and header.message_type in ("ORM", "OMI"):  # an order's own context
+                read = lambda: context_from_hl7(raw, self.options.default_charset)  # noqa: E731
+                await loop.run_in_executor(self.executor, keep_order_context, self.store, result.item_ids, read)
             code = result.ack_code
             ack = self._ack(header, code, text="duplicate message, already processed" if result.duplicate else "")
             log.info(

@@ -13,6 +13,7 @@ from typing import Awaitable, Callable
 
 from gateway.logs import fields
 from gateway.metrics import Metrics
+from gateway.security.peers import PeerCertificate
 from mappings.hl7_text import END_BLOCK, START_BLOCK, frame
 
 log = logging.getLogger("gateway.mllp")
@@ -29,11 +30,13 @@ class MllpServer:
         self.max_bytes = max_bytes
         self.idle_timeout = idle_timeout
         self._server: asyncio.base_events.Server | None = None
+        self.ssl_context = None  # set for the MLLP/TLS listener (gateway/security/tls.py)
         self._connections: set[asyncio.Task] = set()
         self._busy: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=self.max_bytes + 2)
+        tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": 30.0} if self.ssl_context is not None else {}
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=self.max_bytes + 2, **tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self, grace: float = 8.0) -> None:
@@ -54,6 +57,8 @@ class MllpServer:
         self._connections.add(task)
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        # Under TLS, what the peer's certificate proved (gateway/security/peers.py).
+        cert = {"cert": PeerCertificate.of(writer.get_extra_info("ssl_object"))} if self.ssl_context is not None else {}
         try:
             while True:
                 try:
@@ -87,7 +92,7 @@ class MllpServer:
                     # A new frame started before this one ended: keep the last.
                     message = message.rsplit(START_BLOCK, 1)[1]
                     self.metrics.mllp_errors.labels("nested_start").inc()
-                work = asyncio.ensure_future(self.handler(message, peer))
+                work = asyncio.ensure_future(self.handler(message, peer, **cert))
                 self._busy.add(work)
                 try:
                     ack = await asyncio.shield(work)

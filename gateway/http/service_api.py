@@ -1,7 +1,7 @@
 """HTTP: running a DXA service -- justify a held order, the service KPIs.
 
-``ROLES`` names the role each route needs (the token roles of the HTTP
-auth: orders, radiographer, reporter, admin, viewer, metrics).
+The roles these routes need are lines of the role table
+(gateway/security/roles.py): justify ``reporter``, KPIs ``viewer``.
 """
 
 from __future__ import annotations
@@ -9,26 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Executor
+from datetime import date, timedelta
 
 import orjson
 from aiohttp import web
 
-from datetime import date, timedelta
-
 from gateway.entitlement import Entitlement
+from gateway.http import auth
 from gateway.logs import fields
 from gateway.store import Store
 from mappings import kpis as kpi
 from mappings.bmd.classify import CATEGORY_TEXT
 
 log = logging.getLogger("gateway.http")
-
-# Which role each route needs.  Justifying an exposure is the IR(ME)R
-# practitioner's act (a reporting radiologist or radiographer): "reporter".
-ROLES: dict[tuple[str, str], str] = {
-    ("POST", "/api/worklist/{id}/justify"): "reporter",
-    ("GET", "/api/kpis"): "viewer",
-}
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -53,7 +46,11 @@ def register(app: web.Application, store: Store, entitlement: Entitlement, execu
         return await asyncio.get_running_loop().run_in_executor(executor, lambda: fn(*args, **kw))
 
     async def justify(request: web.Request) -> web.Response:
-        """Release a HELD order: body {"practitioner": id, "note": text}."""
+        """Release a HELD order (IR(ME)R reg. 11): body {"note": text}.
+
+        The practitioner is the caller: its registration (else its name) must
+        be in the register with role ``practitioner``, not expired.
+        """
         try:
             row_id = int(request.match_info["id"])
         except ValueError:
@@ -62,24 +59,21 @@ def register(app: web.Application, store: Store, entitlement: Entitlement, execu
             body = orjson.loads(await request.read() or b"{}")
         except orjson.JSONDecodeError:
             return _problem(400, "the body is not JSON")
-        if not isinstance(body, dict) or not isinstance(body.get("practitioner"), str) or not body["practitioner"].strip():
-            return _problem(422, "practitioner (the justifying practitioner's register id) is required")
-        note = body.get("note", "")
-        if not isinstance(note, str):
-            return _problem(422, "note must be text")
-        practitioner = body["practitioner"].strip()
-        problem = await db(entitlement.practitioner_problem, practitioner)
+        if not isinstance(body, dict) or not isinstance(body.get("note", ""), str):
+            return _problem(422, "the body is {\"note\": text}")
+        ident = request.get("identity")
+        candidates = [ident.registration, ident.name] if ident is not None else []
+        practitioner, problem = await db(entitlement.practitioner, candidates)
         if problem:
             log.warning("api.justify_refused", extra=fields(id=row_id, reason=problem))
-            return _problem(403, f"practitioner cannot justify: {problem}")
-        actor = request.headers.get("X-Actor", request.remote or "api")
-        outcome = await db(store.justify_worklist_item, row_id, actor=actor, practitioner=practitioner, note=note)
+            return _problem(403, f"the caller cannot justify an exposure: {problem}")
+        outcome = await db(store.justify_worklist_item, row_id, actor=auth.actor(request), practitioner=practitioner, note=body.get("note", ""))
         if outcome == "not found":
             return _problem(404, "no such worklist item")
         if outcome:
             return _problem(409, f"the item is {outcome}; only HELD items are justified")
         log.info("api.worklist_justified", extra=fields(id=row_id))
-        return _json({"id": row_id, "status": "SCHEDULED"})
+        return _json({"id": row_id, "status": "SCHEDULED", "practitioner": practitioner})
 
     async def kpis(request: web.Request) -> web.Response:
         """The service KPIs (seed 001): JSON, or CSV with Accept: text/csv."""

@@ -6,8 +6,10 @@ A mixin of :class:`~gateway.store.sqlite.SqliteStore`; it uses that class's
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Callable, Iterable
 
 import orjson
 
@@ -35,6 +37,22 @@ class ExamRow:
     signed_at: str | None
     created_at: str
     updated_at: str
+    context: dict | None = None  # the radiographer's ClinicalContext (JSON)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPayload:
+    """One outbound payload of a released report version, as rendered at release."""
+
+    destination: str
+    format: str  # hl7-oru, fhir-bundle
+    control_id: str
+    body: bytes
+    sha256: str = ""
+
+
+#: Called inside the release transaction: (report id, released at) -> payloads.
+Renderer = Callable[[int, str], Iterable[RenderedPayload]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +75,14 @@ _COLUMNS = (
 )
 
 
+_SELECT = _COLUMNS + ", context"
+
+
 def _exam_row(row: tuple) -> ExamRow:
     values = list(row)
     values[9] = orjson.loads(values[9]) if values[9] else None
     values[10] = orjson.loads(values[10]) if values[10] else None
+    values[17] = orjson.loads(values[17]) if values[17] else None
     return ExamRow(*values)
 
 
@@ -81,8 +103,9 @@ class ExamStore:
         report_status: str = "",
         report_text: str = "",
         release: tuple[str, tuple[str, ...]] | None = None,
+        render: Renderer | None = None,
     ) -> int:
-        """Keep an exam (parsed or not); ``release`` = (reporter, destinations) makes it final now."""
+        """Keep an exam (parsed or not); ``release`` = (reporter, destinations) releases it now, as ``report_status``."""
         now = _now()
         with self._transaction() as conn:
             exam_id = conn.execute(
@@ -96,11 +119,15 @@ class ExamStore:
             ).lastrowid
             if release is not None:
                 reporter, destinations = release
-                self._release(conn, exam_id, "F", report_text, reporter, destinations, study_uid, now)
+                self._release(conn, exam_id, report_status or "P", report_text, reporter, destinations, study_uid, now, render)
             self._audit(conn, now, "exam.create", "gateway", {"exam": exam_id, "state": state})
         return exam_id
 
-    def _release(self, conn, exam_id: int, status: str, text: str, reporter: str, destinations, study_uid: str, now: str) -> int:
+    def _release(
+        self, conn, exam_id: int, status: str, text: str, reporter: str, destinations, study_uid: str, now: str, render: Renderer | None = None
+    ) -> int:
+        """The report version, its outbound payloads (rendered now, with their
+        sha256: DESIGN.md rule 9) and its outbox rows, in one transaction."""
         conn.execute(
             "UPDATE exams SET report_status = ?, report_text = ?, reporter = ?, signed_at = ?, updated_at = ? WHERE id = ?",
             (status, text, reporter, now, now, exam_id),
@@ -109,22 +136,31 @@ class ExamStore:
             "INSERT INTO reports (exam_id, status, text, reporter, released_at) VALUES (?, ?, ?, ?, ?)",
             (exam_id, status, text, reporter, now),
         ).lastrowid
+        if render is not None:
+            for p in render(report_id, now):
+                conn.execute(
+                    "INSERT INTO report_payloads (report_id, destination, format, control_id, body, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (report_id, p.destination, p.format, p.control_id, p.body, hashlib.sha256(p.body).hexdigest(), now),
+                )
         self._enqueue(conn, tuple(destinations), "report", "reports", report_id, study_uid or f"exam-{exam_id}", now)
         return report_id
 
-    def release_report(self, exam_id: int, *, status: str, text: str, reporter: str, destinations: tuple[str, ...]) -> int:
-        """A final (F) or corrected (C) report version, queued for the routes."""
+    def release_report(
+        self, exam_id: int, *, status: str, text: str, reporter: str, destinations: tuple[str, ...], render: Renderer | None = None
+    ) -> int:
+        """A final (F) or corrected (C) report version, its payloads rendered by
+        ``render`` and stored, queued for the routes."""
         now = _now()
         with self._transaction() as conn:
             row = conn.execute("SELECT study_uid FROM exams WHERE id = ?", (exam_id,)).fetchone()
             if row is None:
                 raise NoSuchExam(exam_id)
-            report_id = self._release(conn, exam_id, status, text, reporter, destinations, row[0], now)
+            report_id = self._release(conn, exam_id, status, text, reporter, destinations, row[0], now, render)
             self._audit(conn, now, f"report.{'final' if status == 'F' else 'corrected'}", reporter, {"exam": exam_id, "report": report_id})
         return report_id
 
     def get_exam(self, exam_id: int) -> ExamRow | None:
-        row = self._query_one(f"SELECT {_COLUMNS} FROM exams WHERE id = ?", (exam_id,))
+        row = self._query_one(f"SELECT {_SELECT} FROM exams WHERE id = ?", (exam_id,))
         return _exam_row(row) if row else None
 
     def list_exams(self, *, patient_id: str | None = None, state: str | None = None, date: str | None = None, limit: int = 100) -> list[ExamRow]:
@@ -133,20 +169,20 @@ class ExamStore:
             if value:
                 where.append(f"{column} = ?")
                 args.append(value)
-        sql = f"SELECT {_COLUMNS} FROM exams" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+        sql = f"SELECT {_SELECT} FROM exams" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
         return [_exam_row(r) for r in self._query(sql, (*args, limit))]
 
     def previous_exam(self, patient_id: str, before: str, exclude_id: int | None = None) -> ExamRow | None:
         """The patient's latest parsed exam dated before ``before`` (DA)."""
         row = self._query_one(
-            f"SELECT {_COLUMNS} FROM exams WHERE patient_id = ? AND state = 'parsed' AND exam_date < ? AND id != ?"
+            f"SELECT {_SELECT} FROM exams WHERE patient_id = ? AND state = 'parsed' AND exam_date < ? AND id != ?"
             " ORDER BY exam_date DESC, id DESC LIMIT 1",
             (patient_id, before, exclude_id or -1),
         )
         return _exam_row(row) if row else None
 
     def exam_for_study(self, study_uid: str) -> ExamRow | None:
-        row = self._query_one(f"SELECT {_COLUMNS} FROM exams WHERE study_uid = ? AND state = 'parsed' ORDER BY id DESC LIMIT 1", (study_uid,))
+        row = self._query_one(f"SELECT {_SELECT} FROM exams WHERE study_uid = ? AND state = 'parsed' ORDER BY id DESC LIMIT 1", (study_uid,))
         return _exam_row(row) if row else None
 
     def get_report(self, report_id: int) -> ReportRow | None:
@@ -171,3 +207,55 @@ class ExamStore:
                 "UPDATE exams SET exam = ?, analysis = ?, report_text = ?, updated_at = ? WHERE id = ?",
                 (orjson.dumps(exam), orjson.dumps(analysis), report_text, now, exam_id),
             )
+
+    # -- what was released, and the clinical context ---------------------------------
+
+    def report_payload(self, report_id: int, destination: str) -> RenderedPayload | None:
+        """The payload rendered for ``destination`` when the version was released."""
+        row = self._query_one(
+            "SELECT destination, format, control_id, body, sha256 FROM report_payloads WHERE report_id = ? AND destination = ?",
+            (report_id, destination),
+        )
+        return RenderedPayload(row[0], row[1], row[2], bytes(row[3]), row[4]) if row else None
+
+    def report_payloads(self, report_id: int) -> list[RenderedPayload]:
+        rows = self._query("SELECT destination, format, control_id, body, sha256 FROM report_payloads WHERE report_id = ? ORDER BY id", (report_id,))
+        return [RenderedPayload(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+
+    def list_reports(self, exam_id: int) -> list[ReportRow]:
+        rows = self._query("SELECT id, exam_id, status, text, reporter, released_at FROM reports WHERE exam_id = ? ORDER BY id", (exam_id,))
+        return [ReportRow(*r) for r in rows]
+
+    def set_order_context(self, worklist_item_ids: Iterable[int], context: dict) -> None:
+        """The clinical context an order carried, kept with its worklist items."""
+        now = _now()
+        with self._transaction() as conn:
+            for item_id in worklist_item_ids:
+                conn.execute(
+                    "INSERT INTO order_contexts (worklist_item_id, context, updated_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (worklist_item_id) DO UPDATE SET context = excluded.context, updated_at = excluded.updated_at",
+                    (item_id, orjson.dumps(context), now),
+                )
+
+    def order_for_exam(self, study_uid: str, accession: str) -> tuple[dict | None, dict | None]:
+        """(worklist item JSON, order context JSON) of the order an exam answers:
+        matched by Study Instance UID, else by accession number."""
+        for column, value in (("study_uid", study_uid), ("accession", accession)):
+            if not value:
+                continue
+            row = self._query_one(
+                f"SELECT w.item, c.context FROM worklist_items w LEFT JOIN order_contexts c ON c.worklist_item_id = w.id"
+                f" WHERE w.{column} = ? ORDER BY w.id DESC LIMIT 1",
+                (value,),
+            )
+            if row:
+                return orjson.loads(row[0]), (orjson.loads(row[1]) if row[1] else None)
+        return None, None
+
+    def set_exam_context(self, exam_id: int, context: dict, *, actor: str) -> None:
+        """The radiographer's clinical context for an exam (audited)."""
+        now = _now()
+        with self._transaction() as conn:
+            if conn.execute("UPDATE exams SET context = ?, updated_at = ? WHERE id = ?", (orjson.dumps(context), now, exam_id)).rowcount == 0:
+                raise NoSuchExam(exam_id)
+            self._audit(conn, now, "exam.context", actor, {"exam": exam_id, "keys": sorted(k for k, v in context.items() if v not in (None, "", []))})

@@ -168,4 +168,26 @@ MIGRATIONS: list[str] = [
     CREATE INDEX wl_multi_station ON worklist_items (start_date)
         WHERE status IN ('SCHEDULED', 'IN PROGRESS') AND instr(station_ae, '\\') > 0;
     """,
+    # 5: what was signed is what is sent (DESIGN.md rule 9): every outbound
+    # payload of a released report version, rendered once with its hash; and
+    # the clinical context of orders and exams (README: "The clinical context")
+    """
+    CREATE TABLE report_payloads (
+        id INTEGER PRIMARY KEY,
+        report_id INTEGER NOT NULL REFERENCES reports (id),
+        destination TEXT NOT NULL,
+        format TEXT NOT NULL,             -- hl7-oru, fhir-bundle
+        control_id TEXT NOT NULL,         -- MSH-10 of the ORU (or the Bundle's version key)
+        body BLOB NOT NULL,               -- the exact bytes every attempt sends
+        sha256 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (report_id, destination)
+    );
+    CREATE TABLE order_contexts (
+        worklist_item_id INTEGER PRIMARY KEY REFERENCES worklist_items (id),
+        context BLOB NOT NULL,            -- ClinicalContext as JSON, from the order (HL7 OBX/NTE/DG1, FHIR)
+        updated_at TEXT NOT NULL
+    );
+    ALTER TABLE exams ADD COLUMN context BLOB;  -- ClinicalContext from the radiographer (PUT /api/exams/{id}/context)
+    """,
 ]

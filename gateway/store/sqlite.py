@@ -555,6 +555,8 @@ class SqliteStore(ExamStore, ServiceStore):
                 (now, *values),
             ).lastrowid
             self._enqueue(conn, destinations, record.kind, "instances", row_id, record.study_uid, now)
+            # PS3.15 A.5.3.7 DICOM Instances Transferred, forwarded by gateway/audit_atna.py
+            self._audit(conn, now, "instance.received", record.calling_ae, {"instance": row_id, "study_uid": record.study_uid, "patient_id": record.patient_id, "sop_class": record.sop_class_uid})
             return row_id
 
         # Many associations store at once: one commit (one fsync) for all.
@@ -736,6 +738,21 @@ class SqliteStore(ExamStore, ServiceStore):
                 " WHERE id = ?",
                 (state, error[:500], now, next_attempt_at, state, now, row_id),
             )
+            if state == "done":  # PS3.15 A.5.3.7 / A.5.3.4: instances transferred out, export
+                self._audit_delivery(conn, row_id, now)
+
+    def _audit_delivery(self, conn: sqlite3.Connection, row_id: int, now: str) -> None:
+        row = conn.execute("SELECT destination, kind, ref_table, ref_id, order_key FROM outbox WHERE id = ?", (row_id,)).fetchone()
+        if row is None:
+            return
+        destination, kind, ref_table, ref_id, order_key = row
+        patient = None
+        if ref_table == "instances":
+            patient = conn.execute("SELECT patient_id FROM instances WHERE id = ?", (ref_id,)).fetchone()
+        elif ref_table == "reports":
+            patient = conn.execute("SELECT e.patient_id FROM reports r JOIN exams e ON e.id = r.exam_id WHERE r.id = ?", (ref_id,)).fetchone()
+        detail = {"outbox": row_id, "destination": destination, "kind": kind, "ref_table": ref_table, "ref_id": ref_id, "study_uid": order_key, "patient_id": patient[0] if patient else ""}
+        self._audit(conn, now, "outbox.delivered", destination, detail)
 
     def resume_in_flight(self) -> int:
         """After a crash or restart, rows that were being sent go again."""
@@ -821,6 +838,33 @@ class SqliteStore(ExamStore, ServiceStore):
         now = _now()
         with self._transaction() as conn:
             self._audit(conn, now, event, actor, detail)
+
+    def audit_many(self, rows: list[tuple[str, str, dict]]) -> None:
+        """Several (event, actor, detail) rows in one commit."""
+        now = _now()
+        with self._transaction() as conn:
+            for event, actor, detail in rows:
+                self._audit(conn, now, event, actor, detail)
+
+    def max_audit_id(self) -> int:
+        return self._query_one("SELECT COALESCE(MAX(id), 0) FROM audit")[0]
+
+    def audit_since(self, after_id: int, limit: int = 200) -> list[dict]:
+        """Audit rows after ``after_id``, oldest first (the ATNA forwarder's tail)."""
+        rows = self._query("SELECT id, at, event, actor, detail FROM audit WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+        return [{"id": r[0], "at": r[1], "event": r[2], "actor": r[3], "detail": orjson.loads(r[4])} for r in rows]
+
+    def list_audit(self, *, event: str | None = None, actor: str | None = None, limit: int = 100) -> list[dict]:
+        """The newest audit rows first, optionally of one event (prefix) or actor."""
+        where, args = [], []
+        if event:
+            where.append("event LIKE ?")
+            args.append(event.replace("%", "") + "%")
+        if actor:
+            where.append("actor = ?")
+            args.append(actor)
+        sql = "SELECT id, at, event, actor, detail FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+        return [{"id": r[0], "at": r[1], "event": r[2], "actor": r[3], "detail": orjson.loads(r[4])} for r in self._query(sql, (*args, limit))]
 
     def raw_message(self, source: str, sender: str, message_id: str) -> bytes | None:
         row = self._query_one(

@@ -25,6 +25,7 @@ RADIUS_MID = "radius_mid"
 RADIUS_UD = "radius_ud"
 FOREARM_TOTAL = "forearm_total"
 TOTAL_BODY = "total_body"
+TOTAL_BODY_LESS_HEAD = "total_body_less_head"  # ISCD paediatric: TBLH
 HIP_SITES = (NECK, TOTAL_HIP, TROCH, INTER, WARDS)
 FOREARM_SITES = (RADIUS_33, RADIUS_MID, RADIUS_UD, FOREARM_TOTAL)
 
@@ -40,6 +41,7 @@ SITE_NAMES = {
     RADIUS_UD: "Radius UD",
     FOREARM_TOTAL: "Forearm total",
     TOTAL_BODY: "Total body",
+    TOTAL_BODY_LESS_HEAD: "Total body less head",
 }
 
 MEASURES = ("bmd", "bmc", "area", "t_score", "z_score", "pct_young_adult", "pct_age_matched")

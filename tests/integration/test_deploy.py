@@ -39,7 +39,7 @@ def test_promtool_unit_tests_pass():
 
 def exported_names(daemon) -> set[str]:
     """Every sample name /metrics can carry, from its # TYPE lines."""
-    with urllib.request.urlopen(daemon.http + "/metrics", timeout=10) as rsp:
+    with urllib.request.urlopen(urllib.request.Request(daemon.http + "/metrics", headers=daemon.headers), timeout=10) as rsp:
         text = rsp.read().decode()
     names = set()
     # text format 0.0.4: a counter's TYPE line already ends in _total

@@ -24,13 +24,27 @@ TODAY = dt.date.today().strftime("%Y%m%d")
 REGISTER = "id,name,role,scope,valid_until\nD456,Orderer^Olga,referrer,BMD,\nR5,Rad Rob,practitioner,BMD,\nX1,Old Referrer,referrer,BMD,2020-01-31\n"
 
 
+# Callers of the justify endpoint: a practitioner, a referrer (not a
+# practitioner), both with the reporter role; and a viewer.
+IDENTITIES = [
+    {"name": "rob", "token": "rob-token-0000000000000001", "roles": ["reporter"], "registration": "R5"},
+    {"name": "olga", "token": "olga-token-000000000000001", "roles": ["reporter"], "registration": "D456"},
+    {"name": "vic", "token": "vic-token-0000000000000001", "roles": ["viewer"]},
+]
+
+
+def as_(name: str) -> dict:
+    token = next(i["token"] for i in IDENTITIES if i["name"] == name)
+    return {"Authorization": f"Bearer {token}"}
+
+
 def order(control_id: str, accession: str, referrer: str) -> str:
     msg = orm(control_id, placer=f"P{accession}", filler=f"F{accession}", accession=accession, start=TODAY + "100000")
     return msg.replace("D456^Orderer^Olga", referrer)
 
 
 def metric(daemon, name: str, labels: str) -> float:
-    with urllib.request.urlopen(daemon.http + "/metrics", timeout=10) as rsp:
+    with urllib.request.urlopen(urllib.request.Request(daemon.http + "/metrics", headers=daemon.headers), timeout=10) as rsp:
         text = rsp.read().decode()
     for line in text.splitlines():
         if line.startswith(f"{name}{{{labels}}} "):
@@ -42,7 +56,7 @@ def metric(daemon, name: str, labels: str) -> float:
 def held_daemon(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ent")
     (tmp / "referrers.csv").write_text(REGISTER)
-    d = start_daemon(tmp, {"entitlement": {"referrers_file": str(tmp / "referrers.csv"), "on_unknown": "hold"}})
+    d = start_daemon(tmp, {"entitlement": {"referrers_file": str(tmp / "referrers.csv"), "on_unknown": "hold"}, "security": {"tokens": IDENTITIES}})
     yield d
     d.stop()
 
@@ -76,20 +90,22 @@ def test_unknown_referrer_is_held_off_the_mwl_until_justified(held_daemon, tmp_p
     assert results(d, tmp_path, held_query) == []
 
     item = by_acc["ENT1"]["id"]
-    # a referrer is not a practitioner; an unknown id is nobody
-    assert api(d, f"/api/worklist/{item}/justify", "POST", {"practitioner": "D456"})[0] == 403
-    assert api(d, f"/api/worklist/{item}/justify", "POST", {"practitioner": "nobody"})[0] == 403
-    assert api(d, f"/api/worklist/{item}/justify", "POST", {})[0] == 422
-    status, body, _ = api(d, f"/api/worklist/{item}/justify", "POST", {"practitioner": "R5", "note": "clinically justified"}, {"X-Actor": "rob"})
-    assert (status, body["status"]) == (200, "SCHEDULED")
-    assert api(d, f"/api/worklist/{item}/justify", "POST", {"practitioner": "R5"})[0] == 409
-    assert api(d, "/api/worklist/999999/justify", "POST", {"practitioner": "R5"})[0] == 404
+    justify = f"/api/worklist/{item}/justify"
+    # a referrer is not a practitioner; the test identity is not in the register; a viewer has not the role
+    assert api(d, justify, "POST", {}, as_("olga"))[0] == 403
+    assert api(d, justify, "POST", {})[0] == 403
+    assert api(d, justify, "POST", {}, as_("vic"))[0] == 403
+    assert api(d, justify, "POST", [1], as_("rob"))[0] == 422
+    status, body, _ = api(d, justify, "POST", {"note": "clinically justified"}, as_("rob"))
+    assert (status, body["status"], body["practitioner"]) == (200, "SCHEDULED", "R5")
+    assert api(d, justify, "POST", {}, as_("rob"))[0] == 409
+    assert api(d, "/api/worklist/999999/justify", "POST", {}, as_("rob"))[0] == 404
 
     assert accessions(d, tmp_path) == {"ENT1", "ENT2"}
     db = sqlite3.connect(d.dir / "data" / "gateway.sqlite3")
     (actor, detail), = db.execute("SELECT actor, detail FROM audit WHERE event = 'worklist.justify'").fetchall()
     db.close()
-    assert actor == "rob"
+    assert actor == "rob"  # the caller's identity, never a name it typed
     assert orjson.loads(detail) == {"id": item, "practitioner": "R5", "held_for": "unknown", "note": "clinically justified"}
 
     # A change to the justified order from the same referrer does not hold it again.

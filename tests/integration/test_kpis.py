@@ -60,7 +60,7 @@ def median_p90(values: list[float]) -> tuple[float, float]:
 
 
 def get(daemon, path: str, accept: str = "application/json"):
-    req = urllib.request.Request(daemon.http + path, headers={"Accept": accept})
+    req = urllib.request.Request(daemon.http + path, headers={"Accept": accept, **daemon.headers})
     with urllib.request.urlopen(req, timeout=20) as rsp:
         return rsp.headers.get_content_type(), rsp.read()
 

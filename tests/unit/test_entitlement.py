@@ -176,4 +176,6 @@ def test_register_file_read_again_on_change_and_unreadable_logged_once(tmp_path,
     assert [r.message for r in caplog.records].count("entitlement.register_unreadable") == 1
     path.write_text(REGISTER)
     assert guard.register().available
-    assert guard.practitioner_problem("R5") == "" and guard.practitioner_problem("D456") == "role is not practitioner"
+    assert guard.practitioner(["GMC 1", "R5"]) == ("R5", "")  # registration first, then the name
+    assert guard.practitioner(["D456"]) == ("", "role is not practitioner")
+    assert guard.practitioner(["", "nobody"]) == ("", "not in the register")
