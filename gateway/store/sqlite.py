@@ -321,7 +321,8 @@ class SqliteStore(ExamStore, ServiceStore):
             self._update(conn, row_id, current.item.replace(status=SCHEDULED, hold_reason=""), now)
             self._audit(
                 conn, now, "worklist.justify", actor,
-                {"id": row_id, "practitioner": practitioner, "held_for": current.item.hold_reason.split(":", 1)[0], "note": note[:500]},
+                {"id": row_id, "patient_id": current.item.patient_id, "practitioner": practitioner,
+                 "held_for": current.item.hold_reason.split(":", 1)[0], "note": note[:500]},
             )
         return ""
 

@@ -106,7 +106,7 @@ def test_unknown_referrer_is_held_off_the_mwl_until_justified(held_daemon, tmp_p
     (actor, detail), = db.execute("SELECT actor, detail FROM audit WHERE event = 'worklist.justify'").fetchall()
     db.close()
     assert actor == "rob"  # the caller's identity, never a name it typed
-    assert orjson.loads(detail) == {"id": item, "practitioner": "R5", "held_for": "unknown", "note": "clinically justified"}
+    assert orjson.loads(detail) == {"id": item, "patient_id": "P001", "practitioner": "R5", "held_for": "unknown", "note": "clinically justified"}
 
     # A change to the justified order from the same referrer does not hold it again.
     mllp = MllpClient(d.hl7_port)
