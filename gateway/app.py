@@ -102,6 +102,12 @@ class Gateway:
         )
         self.metrics.watch_outbox(self.store.outbox_stats)
         self.metrics.watch_service(self.store.service_episodes)
+        self.metrics.watch_certificates(
+            {
+                **{name: t.cert for name, t in (("dicom", c.dicom.tls), ("hl7", c.hl7.tls), ("http", c.http.tls)) if t is not None},
+                **{f"destination:{n}": d.tls.cert for n, d in c.destinations.items() if d.tls is not None and d.tls.cert},
+            }
+        )
         self.sr_reader = SrReader()
         self.exams = ExamService(
             self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox, self.sr_reader,

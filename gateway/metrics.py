@@ -90,6 +90,45 @@ class _ServiceCollector:
             )
 
 
+class _CertificateCollector:
+    """When each configured TLS certificate expires (its notAfter), read from
+    the PEM files at scrape time and kept while a file is unchanged."""
+
+    def __init__(self, files: dict[str, object]) -> None:
+        self._files = files  # label -> Path of a PEM certificate
+        self._seen: dict[str, tuple[tuple[int, int], float]] = {}
+
+    def _not_after(self, path) -> float | None:
+        import os
+
+        from cryptography import x509
+
+        try:
+            st = os.stat(path)
+            key = (st.st_mtime_ns, st.st_size)
+            cached = self._seen.get(str(path))
+            if cached and cached[0] == key:
+                return cached[1]
+            cert = x509.load_pem_x509_certificate(open(path, "rb").read())
+            value = cert.not_valid_after_utc.timestamp()
+        except (OSError, ValueError):
+            return None
+        self._seen[str(path)] = (key, value)
+        return value
+
+    def collect(self):
+        family = GaugeMetricFamily(
+            "dxagw_tls_certificate_not_after_timestamp_seconds",
+            "Expiry (notAfter, Unix time) of each configured TLS certificate",
+            labels=["certificate"],
+        )
+        for label, path in sorted(self._files.items()):
+            value = self._not_after(path)
+            if value is not None:
+                family.add_metric([label], value)
+        yield family
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -160,6 +199,10 @@ class Metrics:
 
     def watch_outbox(self, stats: Callable[[], dict]) -> None:
         self.registry.register(_OutboxCollector(stats))
+
+    def watch_certificates(self, files: dict) -> None:
+        """``files``: label (dicom, hl7, http, destination:NAME) -> PEM path."""
+        self.registry.register(_CertificateCollector(files))
 
     def watch_service(self, episodes: Callable[[], list]) -> None:
         self.registry.register(_ServiceCollector(episodes))

@@ -82,3 +82,29 @@ def test_dashboard_is_importable_grafana_json():
     for p in dash["panels"]:
         if p["type"] != "row":
             assert p["datasource"]["uid"] == "${DS_PROMETHEUS}" and p["targets"], p["title"]
+
+
+def test_certificate_expiry_gauge(tmp_path):
+    """The DxaCertificateExpiring alerts read this gauge: one sample per configured certificate."""
+    import trustme
+    from cryptography import x509
+
+    from tests.support import free_port, start_daemon
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(str(tmp_path / "gw.key"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "gw.pem"))
+    tls = {"cert": str(tmp_path / "gw.pem"), "key": str(tmp_path / "gw.key"), "require_client_cert": False}
+    d = start_daemon(tmp_path / "gw", {"dicom": {"tls": {**tls, "port": free_port()}}, "hl7": {"tls": {**tls, "port": free_port()}}})
+    try:
+        with urllib.request.urlopen(urllib.request.Request(d.http + "/metrics", headers=d.headers), timeout=10) as rsp:
+            text = rsp.read().decode()
+    finally:
+        d.stop()
+    want = x509.load_pem_x509_certificate((tmp_path / "gw.pem").read_bytes()).not_valid_after_utc.timestamp()
+    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line.startswith("dxagw_tls_certificate_not_after")}
+    assert samples == {
+        'dxagw_tls_certificate_not_after_timestamp_seconds{certificate="dicom"}': want,
+        'dxagw_tls_certificate_not_after_timestamp_seconds{certificate="hl7"}': want,
+    }
