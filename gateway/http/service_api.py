@@ -81,8 +81,9 @@ def register(app: web.Application, store: Store, entitlement: Entitlement, execu
             start, to = _range(request.query)
         except ValueError as exc:
             return _problem(400, f"from and to are dates (YYYY-MM-DD): {exc}")
-        episodes = await db(store.service_episodes)
-        figures = kpi.compute(episodes, start, to, date.today())
+        # the read and the computation both run in the executor (about 1.7 s CPU
+        # for 20,000 orders, bench/kpis.py): never on the event loop
+        figures = await db(lambda: kpi.compute(store.service_episodes(), start, to, date.today()))
         if "text/csv" in request.headers.get("Accept", ""):
             text = kpi.to_csv(figures, tuple(CATEGORY_TEXT))
             return web.Response(
