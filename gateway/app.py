@@ -17,7 +17,8 @@ from gateway.exams import ExamService
 from gateway.sr_reader import SrReader
 from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
-from gateway.http import exams_api
+from gateway.entitlement import Entitlement
+from gateway.http import exams_api, service_api
 from gateway.http.auth import HOW_TO_ADD, HttpAuth, default_allowed_hosts
 from gateway.security import tls
 from gateway.security.oidc import OidcVerifier
@@ -67,7 +68,10 @@ class Gateway:
             default_station_ae=c.worklist.default_station_ae,
             default_modality=c.worklist.default_modality,
         )
-        self.hl7_intake = Hl7Intake(self.store, options, self.executor, self.metrics, allowed_senders=c.hl7.allowed_senders)
+        self.entitlement = Entitlement(c.entitlement)
+        self.hl7_intake = Hl7Intake(
+            self.store, options, self.executor, self.metrics, allowed_senders=c.hl7.allowed_senders, entitlement=self.entitlement
+        )
         self.mllp = MllpServer(
             c.hl7.host, c.hl7.port, self.hl7_intake.handle, self.metrics,
             max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
@@ -98,6 +102,13 @@ class Gateway:
             access=self.http_auth, ssl_context=tls.for_listener(c.http.tls),
         )
         self.metrics.watch_outbox(self.store.outbox_stats)
+        self.metrics.watch_service(self.store.service_episodes)
+        self.metrics.watch_certificates(
+            {
+                **{name: t.cert for name, t in (("dicom", c.dicom.tls), ("hl7", c.hl7.tls), ("http", c.http.tls)) if t is not None},
+                **{f"destination:{n}": d.tls.cert for n, d in c.destinations.items() if d.tls is not None and d.tls.cert},
+            }
+        )
         self.sr_reader = SrReader(timeout=c.reports.reader_timeout_seconds, memory_limit_mb=c.reports.reader_memory_limit_mb)
         # One thread reads result objects in arrival order (an RDSR, the SRs and
         # the report images of a study meet here).
@@ -108,6 +119,8 @@ class Gateway:
             hl7_application=c.hl7.application, hl7_facility=c.hl7.facility, defer=self._defer,
         )
         exams_api.register(self.http.app, self.exams, self.executor)
+        self.http.entitlement = self.entitlement
+        service_api.register(self.http.app, self.store, self.entitlement, self.executor)
         self.dispatcher = Dispatcher(c, self.store, data, self.executor, self.metrics, report_payload=self.exams.payload)
         self.http.dispatcher = self.dispatcher
         self.http.destination_config = c.destinations

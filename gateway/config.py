@@ -285,6 +285,18 @@ class ReportsSettings(_Model):
     reader_timeout_seconds: float = Field(60.0, gt=0, le=3600)
 
 
+class EntitlementSettings(_Model):
+    """Referrer entitlement (IR(ME)R): the employer's register of referrers.
+
+    Without ``referrers_file`` orders are not checked.  A relative path is
+    taken from the working directory.  The file is read again when its
+    modification time or size changes.
+    """
+
+    referrers_file: Path | None = None  # CSV: id,name,role,scope,valid_until
+    on_unknown: Literal["hold", "accept", "reject"] = "hold"
+
+
 class LoggingSettings(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -352,6 +364,7 @@ class Config(_Model):
     worklist: WorklistDefaults = WorklistDefaults()
     logging: LoggingSettings = LoggingSettings()
     reports: ReportsSettings = ReportsSettings()
+    entitlement: EntitlementSettings = EntitlementSettings()
     security: SecuritySettings = SecuritySettings()
     audit: AuditSettings = AuditSettings()
     destinations: dict[str, Destination] = {}

@@ -166,10 +166,12 @@ def event_for(row: dict, us: str, our_address: str = "") -> AuditEvent | None:
         what = ParticipantObject(str(d.get("path") or d.get("called_ae") or d.get("type") or event), "2", "13", NODE_ID, descriptions=(str(d.get("reason", "")) or event,))
         return AuditEvent(SECURITY_ALERT, "E", at, MINOR_FAILURE, (who, gateway), (what,), type_code=kind, outcome_description=str(d.get("reason", event))[:200])
     patient = d.get("patient_id", "")
-    if event.startswith(("hl7.", "fhir.")) or event in ("worklist.create", "worklist.bulk_create", "worklist.status"):
+    if event.startswith(("hl7.", "fhir.")) or event in ("worklist.create", "worklist.bulk_create", "worklist.status", "worklist.justify"):
         msg_type = event.split(".", 1)[1]
         if event == "worklist.status":
             action, what = "U", f"status {d.get('status', '')}"
+        elif event == "worklist.justify":  # a HELD order released by a practitioner (IR(ME)R)
+            action, what = "U", f"exposure justified by {d.get('practitioner', '')}"
         elif "A40" in msg_type or "A34" in msg_type or "A39" in msg_type:
             action, what = "U", "patients merged"
         elif msg_type.startswith("ADT"):

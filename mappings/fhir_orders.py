@@ -77,6 +77,18 @@ def _validate(model, data: dict, root: str):
         raise FhirOrderError(_validation_issues(exc, root)) from None
 
 
+def _requester_id(sr: ServiceRequest) -> str:
+    """ServiceRequest.requester's identifier value, else the id of its reference."""
+    ref = sr.requester
+    if ref is None:
+        return ""
+    if ref.identifier is not None and ref.identifier.value:
+        return ref.identifier.value
+    if ref.reference and "/" in ref.reference:
+        return ref.reference.rsplit("/", 1)[-1]
+    return ""
+
+
 def _identifier(sr: ServiceRequest, type_code: str) -> str:
     for ident in sr.identifier or []:
         codings = (ident.type.coding if ident.type and ident.type.coding else []) or []
@@ -204,6 +216,7 @@ def service_request_actions(body: dict, *, default_station_ae: str = "", default
             if ident.system == "urn:dicom:uid" and ident.value:
                 study_uid = ident.value.removeprefix("urn:oid:")
         requester = sr.requester.display if sr.requester and sr.requester.display else ""
+        requester_id = _requester_id(sr)
         item = WorklistItem(
             **patient,
             **_supporting_info(sr, others),
@@ -214,6 +227,9 @@ def service_request_actions(body: dict, *, default_station_ae: str = "", default
             requested_procedure_code=code,
             study_instance_uid=study_uid or derived_uid("fhir", placer, filler, accession),
             requesting_physician=requester.replace(" ", "^", 1) if requester else "",
+            referrer_id=requester_id,
+            referred_at=sr.authoredOn.isoformat() if getattr(sr, "authoredOn", None) else "",
+            referrer_field="ServiceRequest.requester" if requester_id or requester else "",
             placer_order_number=placer[:64],
             filler_order_number=filler,
             sps_id=accession,

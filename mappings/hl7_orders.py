@@ -377,6 +377,27 @@ def _xcn(seg: _Segment, n: int) -> str:
     return "^".join([c[1], c[2], c[3], c[5], c[4]]).rstrip("^")
 
 
+def _referrer_id(orc: _Segment, obr: _Segment, pv1: _Segment | None) -> tuple[str, str]:
+    """The referrer's XCN-1 identifier and its field: ORC-12, else OBR-16, else PV1-8."""
+    for seg, n in ((orc, 12), (obr, 16), (pv1, 8)):
+        if seg is not None and (seg.get(n, 1) or _xcn(seg, n)):
+            return seg.get(n, 1), f"{seg.id}-{n}"
+    return "", ""
+
+
+def _referred_at(orc: _Segment, obr: _Segment) -> str:
+    """ORC-9 date/time of transaction, else OBR-6 requested date/time (for the
+    service KPIs); optional, so a bad value is dropped rather than refused."""
+    for seg, n in ((orc, 9), (obr, 6)):
+        try:
+            day, tm = _ts(seg, n)
+        except Hl7Error:
+            continue
+        if day:
+            return day + tm
+    return ""
+
+
 def _patient(msg: _Message) -> tuple[_Segment, dict]:
     pid = msg.first("PID")
     if pid is None:
@@ -482,6 +503,8 @@ def _order_actions(msg: _Message, header: Header, options: OrderOptions) -> list
         if not start[0]:
             start = _ts(msg.segments[0], 7)
         requesting = _xcn(orc, 12) or _xcn(obr, 16)
+        referrer_id, referrer_field = _referrer_id(orc, obr, pv1)
+        referred_at = _referred_at(orc, obr)
         priority = _priority(tq1, obr, orc)
         zds = next((s for s in group if s.id == "ZDS"), None)
         base = dict(
@@ -490,6 +513,9 @@ def _order_actions(msg: _Message, header: Header, options: OrderOptions) -> list
             requested_procedure_priority=priority,
             referring_physician=referring,
             requesting_physician=requesting,
+            referrer_id=referrer_id,
+            referrer_field=referrer_field,
+            referred_at=referred_at,
             admission_id=admission,
             placer_order_number=key.placer,
             filler_order_number=key.filler,

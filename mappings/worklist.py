@@ -24,7 +24,11 @@ IN_PROGRESS = "IN PROGRESS"
 COMPLETED = "COMPLETED"
 DISCONTINUED = "DISCONTINUED"
 CANCELLED = "CANCELLED"
-STATUSES = (SCHEDULED, IN_PROGRESS, COMPLETED, DISCONTINUED, CANCELLED)
+# An order whose referrer is not entitled (IR(ME)R; docs/service.md): kept,
+# shown in the REST API with its reason, never served by the MWL until a
+# practitioner justifies it.
+HELD = "HELD"
+STATUSES = (SCHEDULED, IN_PROGRESS, COMPLETED, DISCONTINUED, CANCELLED, HELD)
 #: States the MWL serves; the others have left the worklist.
 ACTIVE_STATUSES = (SCHEDULED, IN_PROGRESS)
 
@@ -161,6 +165,14 @@ class WorklistItem:
     study_instance_uid: str = ""
     referring_physician: str = ""
     requesting_physician: str = ""
+    # The referrer's identifier (XCN-1 of ORC-12, else OBR-16, else PV1-8;
+    # FHIR requester) and the field it came from, for the entitlement check.
+    referrer_id: str = ""
+    referrer_field: str = ""
+    hold_reason: str = ""  # why the step is HELD (mappings.entitlement reasons)
+    # When the referral was made: HL7 ORC-9 / OBR-6 (YYYYMMDD[HHMM[SS]], local
+    # time) or FHIR authoredOn (ISO 8601); empty when the order did not say.
+    referred_at: str = ""
     placer_order_number: str = ""
     filler_order_number: str = ""
     admission_id: str = ""

@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--modality", default="OT", help="Modality of the result images with --results images/both (Hologic: OT, or BD)")
     s.add_argument("--date", help="scheduled date to query, YYYYMMDD (default today)")
     s.add_argument("--timeout", type=float, default=30.0, help="network/DIMSE timeout in seconds")
+    s.add_argument("--at", help="scan at this local time, YYYYMMDDHHMMSS (MPPS and study dates; default now): back-dates a simulated day")
     s.add_argument("--ihe-keys", action="store_true", help="ask the worklist for the full IHE Scheduled Workflow return-key set (RAD-5), nested code sequences included")
     _common(s)
 
@@ -109,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--hl7-version", dest="version", default="", help="MSH-12 (default 2.3.1 for ORM, 2.5.1 for OMI)")
     r.add_argument("--charset", default="UNICODE UTF-8", choices=["UNICODE UTF-8", "8859/1", "8859/15", "ASCII"], help="MSH-18")
     r.add_argument("--day", default="", help="day the orders are scheduled for, YYYYMMDD (default today)")
+    r.add_argument("--referred", type=int, dest="referred_days", help="the referral was made this many days before --day (ORC-9, FHIR authoredOn): back-dates a simulated month")
+    r.add_argument("--referrer", default="", help="XCN id^family^given of the referrer (ORC-12, OBR-16, PV1-8; FHIR requester)")
     r.add_argument("--prefix", default="SIM", help="prefix of generated patient IDs and accession numbers")
     r.add_argument("--timeout", type=float, default=30.0)
     _common(r)
@@ -197,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             date=args.date or "",
             timeout=args.timeout,
             ihe_keys=args.ihe_keys,
+            scan_at=args.at or "",
             tls_ca=args.tls_ca,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
@@ -233,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             day=args.day,
             timeout=args.timeout,
             prefix=args.prefix,
+            referred_days=args.referred_days,
+            referrer=args.referrer,
         )
         try:
             report = RisSimulator(opts).run()

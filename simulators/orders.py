@@ -71,6 +71,7 @@ class Order:
     coding_system: str = "L"
     referrer: str = "D123^Referrer^Rita"  # XCN id^family^given
     status: str = "active"  # FHIR request-status
+    referred_at: str = ""  # YYYYMMDDHHMMSS: ORC-9 / FHIR authoredOn, when the referral was made
 
     @property
     def accession(self) -> str:
@@ -175,6 +176,8 @@ def build_orm(
         placer = order.placer if len(order.steps) == 1 else f"{order.placer}-{i}"
         filler = order.filler if len(order.steps) == 1 else f"{order.filler}-{i}"
         orc = {1: control, 2: escape(placer), 3: escape(filler), 7: f"^^^{order.start}", 12: order.referrer}
+        if order.referred_at:
+            orc[9] = order.referred_at
         if control == "CA":
             orc[5] = "CA"
         segs.append(_segment("ORC", orc))
@@ -213,6 +216,8 @@ def build_omi(
     """OMI^O23: one ORC/TQ1/OBR with one IPC per scheduled step."""
     code = f"{escape(order.code)}^{escape(order.text)}^{escape(order.coding_system)}"
     orc = {1: control, 2: escape(order.placer), 3: escape(order.filler), 12: order.referrer}
+    if order.referred_at:
+        orc[9] = order.referred_at
     if control == "CA":
         orc[5] = "CA"
     segs = [
@@ -318,7 +323,8 @@ def build_service_request(order: Order, *, status: str | None = None, step: int 
         },
         "subject": {"reference": "#pat"},
         "occurrenceDateTime": _fhir_datetime(order.start, tz),
-        "requester": {"display": _display_name(order.referrer)},
+        "requester": {"display": _display_name(order.referrer), **({"identifier": {"value": order.referrer.split("^")[0]}} if order.referrer.split("^")[0] else {})},
+        **({"authoredOn": _fhir_datetime(order.referred_at, tz)} if order.referred_at else {}),
     }
 
 

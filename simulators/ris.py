@@ -7,6 +7,8 @@ and checks every ACK: MSA-1 AA/CA and MSA-2 == the MSH-10 sent.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import glob
 import json
 import time
@@ -27,6 +29,12 @@ def _now_ts() -> str:
 def _local_tz() -> str:
     z = time.strftime("%z")  # +0100
     return f"{z[:3]}:{z[3:]}" if z else "Z"
+
+
+def _referred(day: str, days_before: int) -> str:
+    """09:00 on the day ``days_before`` before ``day`` (YYYYMMDD), as HL7 TS."""
+    when = datetime.datetime.strptime(day, "%Y%m%d") - datetime.timedelta(days=days_before)
+    return when.strftime("%Y%m%d") + "090000"
 
 
 @dataclass
@@ -50,6 +58,8 @@ class RisOptions:
     day: str = ""  # YYYYMMDD the orders are for (default today)
     timeout: float = 30.0
     prefix: str = "SIM"
+    referred_days: int | None = None  # referral made this many days before the day (ORC-9, authoredOn)
+    referrer: str = ""  # XCN id^family^given for ORC-12/OBR-16/PV1-8 (default the generated one)
 
 
 class RisSimulator:
@@ -65,6 +75,17 @@ class RisSimulator:
 
     def report(self) -> ConformanceReport:
         return self._report
+
+    def _generated(self, day: str) -> list[om.Order]:
+        """The orders for ``day``, with --referrer and --referred applied."""
+        o = self.options
+        orders = om.random_orders(o.seed, o.count, day=day, station_ae=o.station_ae, prefix=o.prefix)
+        change: dict = {}
+        if o.referrer:
+            change["referrer"] = o.referrer
+        if o.referred_days is not None:
+            change["referred_at"] = _referred(day, o.referred_days)
+        return [dataclasses.replace(order, **change) for order in orders] if change else orders
 
     # the one-shot simulators have start/stop for a uniform API
     def start(self) -> None:
@@ -87,7 +108,7 @@ class RisSimulator:
                 out.append((f"file:{Path(path).name}", om.control_id_of(raw), raw))
             return out
         day = o.day or time.strftime("%Y%m%d")
-        self.orders = om.random_orders(o.seed, o.count, day=day, station_ae=o.station_ae, prefix=o.prefix)
+        self.orders = self._generated(day)
         out = []
         fmt = o.format
         version = o.version or ("2.5.1" if fmt == "omi" else "2.3.1")
@@ -161,7 +182,7 @@ class RisSimulator:
             r.add("fhir url", False, "--fhir-url is required with --format fhir")
             return
         day = o.day or time.strftime("%Y%m%d")
-        self.orders = om.random_orders(o.seed, o.count, day=day, station_ae=o.station_ae, prefix=o.prefix)
+        self.orders = self._generated(day)
         url = o.fhir_url.rstrip("/") + "/ServiceRequest"
         tz = _local_tz()
         bodies = []

@@ -78,6 +78,7 @@ class ScannerOptions:
     timeout: float = 30.0
     max_pdu: int = 1048576
     ihe_keys: bool = False  # ask for the full IHE Scheduled Workflow return-key set (RAD-5)
+    scan_at: str = ""  # YYYYMMDDHHMMSS local: the scanner's clock for MPPS and study dates (back-dated runs)
     tls_ca: str = ""  # DICOM TLS toward every endpoint: the gateway's CA (PEM); with tls_cert/tls_key our certificate
     tls_cert: str = ""
     tls_key: str = ""
@@ -118,6 +119,13 @@ class ScannerSimulator:
 
     def report(self) -> ConformanceReport:
         return self._report
+
+    def clock(self) -> tuple[str, str]:
+        """(DA, TM) now, or the ``scan_at`` time when one is given."""
+        at = self.options.scan_at
+        if at:
+            return at[:8], (at[8:] + "000000")[:6]
+        return time.strftime("%Y%m%d"), time.strftime("%H%M%S")
 
     def stop(self) -> None:
         """Ask a running load to stop starting new exams."""
@@ -308,7 +316,7 @@ class ScannerSimulator:
         o = self.options
         want = o.patients if o.patients is not None else (len(items) if items else (1 if o.unscheduled else 0))
         exams: list[Exam] = []
-        now_date, now_time = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
+        now_date, now_time = self.clock()
         for i, item in enumerate(items[:want]):
             h = Dataset()
             for kw in ("SpecificCharacterSet", "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "IssuerOfPatientID", "StudyInstanceUID", "AccessionNumber", "ReferringPhysicianName", "EthnicGroup"):
@@ -365,7 +373,7 @@ class ScannerSimulator:
         o = self.options
         rng = random.Random(f"{self.seed}-mpps-{exam.index}")
         exam.mpps_uid = "" if o.no_mpps else datasets.seeded_uid(rng)
-        start_date, start_time = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
+        start_date, start_time = self.clock()
         if not o.no_mpps:
             exam.ok &= self._mpps_create(exam, start_date, start_time)
         exam.objects = self.build_objects(exam)
@@ -421,8 +429,7 @@ class ScannerSimulator:
         o = self.options
         ds = Dataset()
         ds.PerformedProcedureStepStatus = "COMPLETED"
-        ds.PerformedProcedureStepEndDate = time.strftime("%Y%m%d")
-        ds.PerformedProcedureStepEndTime = time.strftime("%H%M%S")
+        ds.PerformedProcedureStepEndDate, ds.PerformedProcedureStepEndTime = self.clock()
         store = o.endpoint("store")
         series: dict[str, list[Dataset]] = {}
         for obj in exam.objects:

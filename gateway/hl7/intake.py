@@ -14,6 +14,7 @@ import time
 from concurrent.futures import Executor
 from datetime import datetime
 
+from gateway.entitlement import Entitlement, NotEntitled, Screened
 from gateway.clinical import keep_order_context
 from gateway.logs import fields
 from gateway.metrics import Metrics
@@ -28,9 +29,13 @@ log = logging.getLogger("gateway.hl7")
 
 
 class Hl7Intake:
-    def __init__(self, store: Store, options: OrderOptions, executor: Executor, metrics: Metrics, allowed_senders: list | None = None) -> None:
+    def __init__(
+        self, store: Store, options: OrderOptions, executor: Executor, metrics: Metrics,
+        allowed_senders: list | None = None, entitlement: Entitlement | None = None,
+    ) -> None:
         self.store = store
         self.allowed_senders = list(allowed_senders or [])  # hl7.allowed_senders (gateway/security/peers.py)
+        self.entitlement = entitlement
         self.options = options
         self.executor = executor
         self.metrics = metrics
@@ -48,6 +53,11 @@ class Hl7Intake:
         )
         codec = CHARSETS.get(header.charset, ("utf-8", ""))[0] if header else "utf-8"
         return ack.encode(codec, errors="replace")
+
+    def _commit(self, message: InboundMessage, actions: tuple) -> tuple:
+        """Screen the referrers, then apply in one commit (runs in the executor)."""
+        screened = self.entitlement.screen(actions) if self.entitlement else Screened(actions)
+        return self.store.apply_inbound(message, screened.actions), screened
 
     async def handle(self, raw: bytes, peer: str, cert: PeerCertificate | None = None) -> bytes:
         """One framed message in, its ACK out."""
@@ -75,7 +85,15 @@ class Hl7Intake:
                 raw=raw,
             )
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self.executor, self.store.apply_inbound, message, parsed.actions)
+            result, screened = await loop.run_in_executor(self.executor, self._commit, message, parsed.actions)
+            if not result.duplicate:
+                for reason in screened.held:
+                    self.metrics.orders_held.labels(reason).inc()
+                if screened.held or screened.accepted_unentitled:
+                    log.warning(
+                        "hl7.referrer_not_entitled",
+                        extra=fields(control_id=header.control_id, held=list(screened.held), accepted=list(screened.accepted_unentitled)),
+                    )
             if result.item_ids and not result.duplicate and header.message_type in ("ORM", "OMI"):  # an order's own context
                 read = lambda: context_from_hl7(raw, self.options.default_charset)  # noqa: E731
                 await loop.run_in_executor(self.executor, keep_order_context, self.store, result.item_ids, read)
@@ -95,6 +113,14 @@ class Hl7Intake:
                 "hl7.refused",
                 extra=fields(type=msg_type, ack=code, hl7_error=exc.code, location=exc.location, reason=exc.text, peer=peer),
             )
+        except NotEntitled as exc:
+            # entitlement.on_unknown: reject (IR(ME)R): AR, nothing stored.
+            code = "AR"
+            seg, _, num = (exc.field or "ORC-12").partition("-")
+            error = Hl7Error(f"referrer not entitled: {exc.decision.detail}", code=204, segment=seg, field=int(num or 0), ack_code="AR")
+            ack = self._ack(header, code, error)
+            self.metrics.orders_refused.labels(exc.decision.reason).inc()
+            log.warning("hl7.refused", extra=fields(type=msg_type, ack=code, hl7_error=204, location=exc.field, reason=exc.decision.reason, peer=peer))
         except UnknownOrder as exc:
             code = "AE"
             error = Hl7Error("unknown order: no step has this placer, filler or accession number", code=204, segment="ORC", field=2)

@@ -14,11 +14,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from gateway.clinical import keep_order_context
+from gateway.entitlement import NotEntitled, Screened
 from gateway.http import auth
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.store import InboundMessage, Store, UnknownOrder
 from mappings.clinical_context import context_from_fhir_body
+from mappings.hl7_orders import OrderKey, UpsertOrder
 from mappings.fhir_orders import FhirOrderError, Issue, operation_outcome, service_request_actions
 from mappings.worklist import CANCELLED, STATUSES, ItemError, item_from_dataset, item_to_dataset
 
@@ -85,6 +87,7 @@ class HttpServer:
         self._runner: web.AppRunner | None = None
         self.dispatcher = None  # set by the Gateway: woken when dead letters are requeued
         self.destination_config: dict = {}
+        self.entitlement = None  # set by the Gateway: screens FHIR orders' referrers
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -130,6 +133,8 @@ class HttpServer:
             "created_at": row.created_at,
             "updated_at": row.updated_at,
             "dataset": item_to_dataset(row.item).to_json_dict(),
+            "referrer_id": row.item.referrer_id or None,
+            "hold_reason": row.item.hold_reason or None,  # why it is HELD (docs: README "Running a DXA service")
         }
 
     async def worklist_create(self, request: web.Request) -> web.Response:
@@ -152,6 +157,17 @@ class HttpServer:
             return _problem(400, f"not a valid DICOM JSON dataset: {type(exc).__name__}")
         if not item.study_instance_uid:
             item = item.replace(study_instance_uid=generate_uid())
+        if self.entitlement is not None and self.entitlement.enabled:
+            # The referrer is checked as for HL7 and FHIR orders (by name: DICOM JSON carries no XCN id here).
+            try:
+                screened = await self._db(self.entitlement.screen, (UpsertOrder(items=(item,), key=OrderKey()),))
+            except NotEntitled as exc:
+                self.metrics.orders_refused.labels(exc.decision.reason).inc()
+                self.metrics.api_requests.labels("worklist.create", "422").inc()
+                return _problem(422, f"referrer not entitled: {exc.decision.detail}", attribute="RequestingPhysician")
+            item = screened.actions[0].items[0]
+            for reason in screened.held:
+                self.metrics.orders_held.labels(reason).inc()
         actor = auth.actor(request)
         ids = await self._db(self.store.add_worklist_items, [item], sender="api", actor=actor)
         self.metrics.api_requests.labels("worklist.create", "201").inc()
@@ -279,6 +295,11 @@ class HttpServer:
 
     # -- FHIR intake ---------------------------------------------------------
 
+    def _commit_fhir(self, message: InboundMessage, actions: tuple) -> tuple:
+        """Screen the referrers, then apply in one commit (runs in the executor)."""
+        screened = self.entitlement.screen(actions) if self.entitlement else Screened(actions)
+        return self.store.apply_inbound(message, screened.actions), screened
+
     async def fhir_service_request(self, request: web.Request) -> web.Response:
         raw = await request.read()
         try:
@@ -291,9 +312,16 @@ class HttpServer:
             )
             message = InboundMessage(source="fhir", sender=auth.actor(request), message_id="", message_type=body.get("resourceType", "?"), raw=raw)
             try:
-                result = await self._db(self.store.apply_inbound, message, actions)
+                result, screened = await self._db(self._commit_fhir, message, actions)
             except UnknownOrder:
                 raise FhirOrderError([Issue("not-found", "no worklist item has this order's identifiers", "ServiceRequest.identifier")]) from None
+            except NotEntitled as exc:
+                self.metrics.orders_refused.labels(exc.decision.reason).inc()
+                raise FhirOrderError(
+                    [Issue("business-rule", f"referrer not entitled: {exc.decision.detail}", "ServiceRequest.requester")], status=422
+                ) from None
+            for reason in screened.held:
+                self.metrics.orders_held.labels(reason).inc()
         except FhirOrderError as exc:
             self.metrics.fhir_requests.labels(str(exc.status)).inc()
             log.warning("fhir.refused", extra=fields(status=exc.status, reason=str(exc)[:200]))

@@ -23,6 +23,8 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/worklist"): _READ_WORKLIST,
     ("GET", "/api/worklist/{id}"): _READ_WORKLIST,
     ("DELETE", "/api/worklist/{id}"): frozenset({"orders"}),
+    # justifying a held order is the IR(ME)R practitioner's act (README "Running a DXA service")
+    ("POST", "/api/worklist/{id}/justify"): frozenset({"reporter"}),
     ("POST", "/fhir/ServiceRequest"): frozenset({"orders"}),
     ("POST", "/fhir"): frozenset({"orders"}),
     # exams and reports
@@ -38,6 +40,8 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/outbox/{id}/retry"): frozenset({"admin"}),
     ("GET", "/api/destinations"): frozenset({"admin"}),
     ("GET", "/api/audit"): frozenset({"admin"}),
+    # service KPIs (seed 001 "Service data")
+    ("GET", "/api/kpis"): frozenset({"viewer"}),
 }
 
 

@@ -32,11 +32,12 @@ from gateway.store import (
     WorklistRow,
 )
 from gateway.store.exams import RESULT_KINDS, ExamStore
+from gateway.store.service import ServiceStore
 from gateway.store.migrations import MIGRATIONS
 from mappings.mpps import StepKeys
 from mappings.hl7_orders import Action, MergePatient, OrderKey, SetOrderStatus, UpdatePatient, UpsertOrder
 from mappings.mwl import IndexFilter
-from mappings.worklist import ACTIVE_STATUSES, SCHEDULED, STATUSES, WorklistItem
+from mappings.worklist import ACTIVE_STATUSES, HELD, SCHEDULED, STATUSES, WorklistItem
 
 _OPEN = ("SCHEDULED", "IN PROGRESS")
 MAX_IDLE_READERS = 8
@@ -62,11 +63,27 @@ class _Pending:
         self.done = False
 
 
+def _kept_status(current: WorklistItem, change: WorklistItem) -> str:
+    """A changed order's step status (ORC-1 XO, a FHIR update).
+
+    A HELD step takes the change's status (SCHEDULED once the referrer is
+    entitled); a step already released (justified) stays released unless
+    the change names another referrer who is not entitled; otherwise the
+    step keeps its progress.
+    """
+    if current.status == HELD:
+        return change.status
+    if change.status == HELD:
+        same = (current.referrer_id, current.requesting_physician) == (change.referrer_id, change.requesting_physician)
+        return current.status if same or current.status != SCHEDULED else HELD
+    return current.status if current.status != SCHEDULED else change.status
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-class SqliteStore(ExamStore):
+class SqliteStore(ExamStore, ServiceStore):
     """The embedded default store (``storage.path``/gateway.sqlite3)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -288,6 +305,27 @@ class SqliteStore(ExamStore):
             self._audit(conn, now, "worklist.status", actor, {"id": row_id, "status": status})
         return True
 
+    def justify_worklist_item(self, row_id: int, *, actor: str, practitioner: str, note: str) -> str:
+        """Release a HELD step to SCHEDULED, audited (IR(ME)R justification).
+
+        Returns '' when done, else why not ("not found", or the status).
+        """
+        now = _now()
+        with self._transaction() as conn:
+            row = conn.execute("SELECT id, created_at, updated_at, item FROM worklist_items WHERE id = ?", (row_id,)).fetchone()
+            if row is None:
+                return "not found"
+            current = self._row(row)
+            if current.item.status != HELD:
+                return current.item.status
+            self._update(conn, row_id, current.item.replace(status=SCHEDULED, hold_reason=""), now)
+            self._audit(
+                conn, now, "worklist.justify", actor,
+                {"id": row_id, "patient_id": current.item.patient_id, "practitioner": practitioner,
+                 "held_for": current.item.hold_reason.split(":", 1)[0], "note": note[:500]},
+            )
+        return ""
+
     def list_worklist(
         self,
         *,
@@ -439,8 +477,10 @@ class SqliteStore(ExamStore):
                     # Keep what the step already had: its Study UID and status.
                     kept = item.replace(
                         study_instance_uid=match.item.study_instance_uid or item.study_instance_uid,
-                        status=match.item.status if match.item.status != SCHEDULED else item.status,
+                        status=_kept_status(match.item, item),
                     )
+                    if kept.status != HELD:
+                        kept = kept.replace(hold_reason="")
                     self._update(conn, match.id, kept, now)
                     ids.append(match.id)
             return ids

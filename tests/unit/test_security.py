@@ -120,6 +120,7 @@ ROWS = [
     ({"event": "auth.failure", "actor": "anonymous@10.0.0.9", "detail": {"reason": "unknown token", "remote": "10.0.0.9"}}, {("110114", "4"), ("110113", "4")}),
     ({"event": "hl7.ADT^A40", "actor": "RIS|HOSP", "detail": {"message_id": "M1", "items": [3], "patient_id": "P1"}}, {("110110", "0")}),
     ({"event": "worklist.status", "actor": "ris", "detail": {"id": 4, "status": "CANCELLED"}}, {("110110", "0")}),
+    ({"event": "worklist.justify", "actor": "rob", "detail": {"id": 4, "patient_id": "P1", "practitioner": "R5", "held_for": "unknown", "note": ""}}, {("110110", "0")}),
     ({"event": "instance.received", "actor": "DXA1", "detail": {"study_uid": "1.2.3", "patient_id": "P1", "sop_class": "1.2.840.10008.5.1.4.1.1.7"}}, {("110104", "0")}),
     ({"event": "outbox.delivered", "actor": "emr", "detail": {"destination": "emr", "kind": "report", "ref_table": "reports", "ref_id": 9, "patient_id": "P1"}}, {("110106", "0")}),
     ({"event": "outbox.delivered", "actor": "pacs", "detail": {"destination": "pacs", "kind": "image", "ref_table": "instances", "ref_id": 1, "study_uid": "1.2.3"}}, {("110104", "0")}),
