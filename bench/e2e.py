@@ -102,7 +102,7 @@ def main() -> None:
         "hl7": {"host": "127.0.0.1", "port": ports["hl7"]},
         "http": {"host": "127.0.0.1", "port": ports["http"]},
         "storage": {"path": str(work / "data"), "min_free_bytes": 0},
-        "reports": {"auto_release": True},
+        "reports": {"auto_release": True, "settle_seconds": 1},  # the simulator sends a study at once
         "destinations": {
             "pacs": {"type": "dicom", "host": "127.0.0.1", "port": orthanc_port, "ae_title": "ORTHANC", "concurrency": 2},
             "emr": {"type": "hl7", "host": "127.0.0.1", "port": emr.port},

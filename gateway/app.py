@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.config import Config, storage_path
@@ -20,6 +21,7 @@ from gateway.metrics import Metrics
 from gateway.outbox import Dispatcher
 from gateway.spool import Spool
 from gateway.store import open_store
+from gateway.store.exams import RESULT_KINDS
 from mappings.hl7_orders import OrderOptions
 from routes.rules import compile_routes
 
@@ -61,10 +63,11 @@ class Gateway:
             default_modality=c.worklist.default_modality, max_body_bytes=c.http.max_body_bytes,
         )
         self.metrics.watch_outbox(self.store.outbox_stats)
-        self.sr_reader = SrReader()
-        self.exams = ExamService(self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox, self.sr_reader)
-        # One thread reads SRs in arrival order (an RDSR and its BMD SR meet here).
+        self.sr_reader = SrReader(timeout=c.reports.reader_timeout_seconds, memory_limit_mb=c.reports.reader_memory_limit_mb)
+        # One thread reads result objects in arrival order (an RDSR, the SRs and
+        # the report images of a study meet here).
         self.exam_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dxagw-exams")
+        self.exams = ExamService(self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox, self.sr_reader, defer=self._defer)
         exams_api.register(self.http.app, self.exams, self.executor)
         self.dispatcher = Dispatcher(c, self.store, data, self.executor, self.metrics, report_payload=self.exams.payload)
         self.http.dispatcher = self.dispatcher
@@ -84,8 +87,21 @@ class Gateway:
         """Called from a pynetdicom thread after an instance is committed
         (its C-STORE success is answered without waiting for what follows)."""
         self.wake_outbox()
-        if kind in ("sr", "dose"):
+        if kind in RESULT_KINDS:
             self.exam_executor.submit(self.exams.on_stored, kind, row_id)
+
+    def _defer(self, seconds: float, fn) -> None:
+        """Run ``fn`` in the exam thread after ``seconds`` (the settle window)."""
+
+        def submit() -> None:
+            try:
+                self.exam_executor.submit(fn)
+            except RuntimeError:  # shutting down: the next start drafts it
+                pass
+
+        timer = threading.Timer(seconds, submit)
+        timer.daemon = True
+        timer.start()
 
     def _on_mpps_dose(self, study_uid: str, dose: dict) -> None:
         """An MPPS carried dose attributes (called from a pynetdicom thread)."""
@@ -98,6 +114,9 @@ class Gateway:
         removed = self.spool.clean_incoming()
         if removed:
             log.warning("spool.partial_files_removed", extra=fields(count=removed))
+        # Objects acknowledged before a crash but not read yet, and exams whose
+        # settle window was running: taken up before new objects arrive.
+        self.exam_executor.submit(self.exams.resume)
         await loop.run_in_executor(self.executor, self.dicom.start)
         await self.mllp.start()
         await self.http.start()

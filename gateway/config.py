@@ -129,6 +129,12 @@ class ReportsSettings(_Model):
     lsc_absolute: dict[str, float] = {}  # per site, g/cm2, for all scanners
     lsc_per_scanner: dict[str, dict[str, float]] = {}  # serial or model -> site -> g/cm2
     cross_calibrated: list[list[str]] = []  # groups of models/serials whose BMD compare
+    # A study's results arrive as several objects (one report image per scan,
+    # SRs a day late): the report is drafted this long after the last one.
+    settle_seconds: float = Field(30.0, ge=0, le=86400)
+    # The result reader process: address-space limit (RLIMIT_AS) and time per object.
+    reader_memory_limit_mb: int = Field(1024, ge=0, le=65536)  # 0: no limit
+    reader_timeout_seconds: float = Field(60.0, gt=0, le=3600)
 
 
 class LoggingSettings(_Model):

@@ -52,7 +52,7 @@ def run_demo(patients: int = 5, vendor: str = "hologic", data: str | None = None
         "hl7": {"host": "127.0.0.1", "port": ports["hl7"]},
         "http": {"host": "127.0.0.1", "port": ports["http"]},
         "storage": {"path": str(work / "data"), "min_free_bytes": 0},
-        "reports": {"auto_release": True},
+        "reports": {"auto_release": True, "settle_seconds": 1},  # the simulator sends a study at once
         "destinations": {
             "pacs": {"type": "dicom", "host": "127.0.0.1", "port": ports["pacs"], "ae_title": "PACS"},
             "emr": {"type": "hl7", "host": "127.0.0.1", "port": ports["emr"]},

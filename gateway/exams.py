@@ -1,9 +1,16 @@
-"""BMD exams: from a stored SR to a released report in the outbox.
+"""BMD exams: from stored result objects to a released report in the outbox.
 
-When a BMD SR is stored, :class:`ExamService` has it read from the spool by
-the SR reader process (gateway/sr_reader.py), which extracts a ``BmdExam``
-(mappings/bmd); the service classifies it, compares
-it with the patient's previous exam and writes the report text.  The report
+Every SR, image and dose SR is indexed with ``results_state = pending`` in
+the commit that acknowledges it; :class:`ExamService` has each read from the
+spool by the result reader process (gateway/sr_reader.py), which extracts a
+``BmdExam`` (mappings/bmd) from whatever carrier the object has (SR content,
+Hologic report text, GE Image Comments XML).  All result-bearing objects of
+a study make one exam (mappings/bmd/merge.py), updated as later objects
+arrive; the report is drafted ``reports.settle_seconds`` after the last one
+(state ``settling`` until then).  Pending objects and settling exams are
+taken up again at start, so nothing acknowledged is lost to a crash.  The
+service classifies the exam, compares it with the patient's previous exam
+and writes the report text.  The report
 is preliminary until a reporter signs it (or ``reports.auto_release``);
 each released version (final, then corrected) is queued for the ``report``
 routes in the same commit; the dispatcher gets the ORU^R01 or the
@@ -13,7 +20,7 @@ FHIR Bundle of a released version at delivery time (:meth:`ExamService.payload`)
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Callable
@@ -21,12 +28,13 @@ from typing import Callable
 from gateway.config import ReportsSettings
 from gateway.logs import fields
 from gateway.metrics import Metrics
-from gateway.sr_reader import ReaderFailed, SrReader, SrReading, read_bmd_sr, read_dose_sr
-from gateway.store.exams import ExamRow, NoSuchExam
+from gateway.sr_reader import ReaderFailed, SrReader, SrReading, read_dose_sr, read_results
+from gateway.store.exams import ExamRow, NoSuchExam, ResultReading
 from mappings.bmd.classify import Classification, classify
 from mappings.bmd.compare import DEFAULT_LSC_PERCENT, Comparison, LscTable, SiteChange, compare_exams
 from mappings.bmd.fhir_bundle import FhirContext, build_bundle, bundle_json
 from mappings.bmd.hl7_oru import OruContext, build_oru_r01
+from mappings.bmd.merge import merge_exams
 from mappings.bmd.models import BmdExam, DoseRecord, RegionResult
 from mappings.bmd.report import render_report
 from routes.base import JsonBody
@@ -97,9 +105,11 @@ def comparison_json(c: Comparison | None) -> dict | None:
 class ExamService:
     def __init__(
         self, store, data_dir: Path, settings: ReportsSettings, rules: tuple[Rule, ...], metrics: Metrics,
-        wake: Callable[[], None], reader: SrReader,
+        wake: Callable[[], None], reader: SrReader, defer: Callable[[float, Callable[[], None]], None] | None = None,
     ) -> None:
         self.store = store
+        # defer(seconds, fn): run fn in the exam thread later (the settle window)
+        self.defer = defer
         self.reader = reader
         self.data_dir = data_dir
         self.settings = settings
@@ -134,14 +144,156 @@ class ExamService:
     # -- events ------------------------------------------------------------------
 
     def on_stored(self, kind: str, instance_id: int) -> None:
-        """Called (in an executor thread) after an SR or dose SR was stored."""
+        """Called (in the exam thread) after an SR, image or dose SR was stored,
+        and at start for every object still pending."""
         try:
-            if kind == "sr":
-                self._sr(instance_id)
-            elif kind == "dose":
+            if self.store.results_state(instance_id) != "pending":
+                return  # read already (the start-up rescan and a live event met)
+            if kind == "dose":
                 self._dose(instance_id)
+            else:
+                self._results(instance_id)
         except Exception:
             log.exception("exam.error", extra=fields(instance=instance_id))
+
+    def resume(self) -> None:
+        """At start (in the exam thread): read what was acknowledged but not read, and
+        draft or re-schedule the exams whose settle window was running."""
+        count, last = 0, 0
+        while batch := self.store.pending_results(after_id=last):
+            for instance_id, kind in batch:
+                self.on_stored(kind, instance_id)
+            count, last = count + len(batch), batch[-1][0]
+        if count:
+            log.warning("exam.resumed", extra=fields(objects=count))
+        self.draft_due()
+
+    def _now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def _schedule(self, at: datetime) -> None:
+        if self.defer is not None:
+            self.defer(max(0.0, (at - self._now()).total_seconds()) + 0.05, self.draft_due)
+
+    def draft_due(self) -> None:
+        """Draft the report of every exam whose settle window is over; schedule the next."""
+        try:
+            now = self._now()
+            for row in self.store.settling_exams():
+                due = datetime.fromisoformat(row.settle_until) if row.settle_until else now
+                # a window shortened in the config since applies at once
+                due = min(due, datetime.fromisoformat(row.updated_at) + timedelta(seconds=self.settings.settle_seconds))
+                if due > now:
+                    self._schedule(due)
+                    break
+                self._draft(row)
+        except Exception:
+            log.exception("exam.error", extra=fields(step="draft"))
+
+    def _with_dose(self, exam: BmdExam, study_uid: str) -> BmdExam:
+        # The RDSR is the dose record (IR(ME)R): it replaces a dose from the
+        # objects' own attributes; an MPPS dose is used only when there is none.
+        known = self.store.study_dose(study_uid)
+        if known is not None and (known.get("source") == "rdsr" or exam.dose is None):
+            return BmdExam.from_dict({**exam.to_dict(), "dose": known})
+        return exam
+
+    def _study_exam(self, readings: list[ResultReading], study_uid: str) -> tuple[BmdExam | None, str]:
+        """The study's merged exam and the reasons of the objects that could not be read."""
+        parts = [BmdExam.from_dict(r.exam) for r in readings if r.state == "read" and r.exam]
+        unread = [f"{r.sop_instance_uid}: {r.reason}" for r in readings if r.state == "unparsed"]
+        if not parts:
+            return None, "; ".join(r.reason for r in readings if r.state == "unparsed")
+        exam = merge_exams(parts)
+        if unread:
+            exam = BmdExam.from_dict({**exam.to_dict(), "flags": [*exam.flags, *(f"An object of this study could not be read ({u})." for u in unread)]})
+        return self._with_dose(exam, study_uid), ""
+
+    def _analysis(self, exam: BmdExam, exam_id: int | None) -> tuple[Classification, Comparison | None, dict]:
+        classification, comparison, previous_id = self._analyse(exam, exam_id)
+        return classification, comparison, {"classification": classification_json(classification), "comparison": comparison_json(comparison), "previous_exam": previous_id}
+
+    def _render(self, exam: BmdExam, classification: Classification, comparison: Comparison | None, status: str) -> str:
+        return render_report(exam, classification, comparison, status=status, template=self.template, technical_notes=tuple(exam.flags))
+
+    def _results(self, instance_id: int) -> None:
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
+            return
+        rec = inst.record
+        try:
+            reading = self.reader.call(read_results, str(self.data_dir / rec.path))
+        except ReaderFailed as exc:
+            reading = SrReading(None, str(exc))
+        if reading.exam is None and (reading.no_results and rec.kind == "image"):
+            self.store.set_results(instance_id, "none", reading.unparsed or "")
+            return
+        state = "read" if reading.exam is not None else "unparsed"
+        reason = "" if reading.exam is not None else (reading.unparsed or "no BMD results")
+        this = (instance_id, state, reason[:300], reading.exam)
+        row = self.store.study_exam(rec.study_uid)
+        readings = [r for r in self.store.study_readings(rec.study_uid) if r.instance_id != instance_id]
+        readings.append(ResultReading(instance_id, rec.sop_instance_uid, state, reason, reading.exam))
+        exam, why = self._study_exam(readings, rec.study_uid)
+        ident = dict(instance_id=instance_id, sop_instance_uid=rec.sop_instance_uid, study_uid=rec.study_uid, patient_id=rec.patient_id, accession=rec.accession)
+        if exam is None:
+            values = {"state": "unparsed", "reason": why[:300], "exam_date": reading.study_date}
+            if row is None:
+                exam_id = self.store.save_study_exam(reading=this, exam_id=None, values={**ident, **values})
+            elif row.state == "unparsed":
+                exam_id = self.store.save_study_exam(reading=this, exam_id=row.id, values=values)
+            else:
+                exam_id = self.store.save_study_exam(reading=this, exam_id=row.id, values={})
+            self.metrics.exams.labels("unparsed").inc()
+            log.warning("exam.unparsed", extra=fields(exam=exam_id, instance=instance_id, reason=reason[:200]))
+            return
+        classification, comparison, analysis = self._analysis(exam, row.id if row else None)
+        values = {
+            "exam": exam.to_dict(), "analysis": analysis, "exam_date": exam.exam_date,
+            "patient_id": exam.patient_id or rec.patient_id, "accession": exam.accession_number or rec.accession,
+        }  # fmt: skip
+        if row is None or row.state in ("settling", "unparsed"):
+            # wait for the study's other scans before drafting the report
+            until = self._now() + timedelta(seconds=self.settings.settle_seconds)
+            values.update(state="settling", reason="", settle_until=until.isoformat(timespec="milliseconds"))
+            if row is None:
+                values.update(ident, patient_id=values["patient_id"], accession=values["accession"])
+            exam_id = self.store.save_study_exam(reading=this, exam_id=row.id if row else None, values=values)
+            log.info("exam.settling", extra=fields(exam=exam_id, instance=instance_id, seconds=self.settings.settle_seconds))
+            self._schedule(until)
+            return
+        # drafted already: a later scan of the study updates it
+        if row.report_status == "P":
+            values["report_text"] = self._render(exam, classification, comparison, "P")
+        else:
+            log.warning("exam.after_release", extra=fields(exam=row.id, instance=instance_id))
+            note = "Results arrived after the report was released: review them and amend the report."
+            exam = BmdExam.from_dict({**exam.to_dict(), "flags": [*exam.flags, note]})
+            values["exam"] = exam.to_dict()
+        exam_id = self.store.save_study_exam(reading=this, exam_id=row.id, values=values)
+        self.metrics.exams.labels("updated").inc()
+        log.info("exam.updated", extra=fields(exam=exam_id, instance=instance_id, category=classification.category))
+
+    def _draft(self, row: ExamRow) -> None:
+        """The settle window of ``row`` is over: classify, compare, draft (and maybe release)."""
+        exam, _ = self._study_exam(self.store.study_readings(row.study_uid), row.study_uid)
+        if exam is None:  # cannot happen for a settling exam; keep what it had
+            exam = BmdExam.from_dict(row.exam)
+        classification, comparison, analysis = self._analysis(exam, row.id)
+        release = None
+        status = "P"
+        if self.settings.auto_release:
+            status = "F"
+            release = ("auto-release", self._destinations(exam.device.manufacturer))
+        text = self._render(exam, classification, comparison, status)
+        values = {"state": "parsed", "exam": exam.to_dict(), "analysis": analysis, "report_status": status, "report_text": text, "settle_until": None}
+        self.store.draft_exam(row.id, values=values, release=release)
+        self.metrics.exams.labels("parsed").inc()
+        if release:
+            self.metrics.reports.labels("F").inc()
+        log.info("exam.extracted", extra=fields(exam=row.id, objects=len(exam.sources), category=classification.category, released=bool(release)))
+        if release and release[1]:
+            self.wake()
 
     def _dose(self, instance_id: int) -> None:
         inst = self.store.get_instance(instance_id)
@@ -151,10 +303,13 @@ class ExamService:
             dose = self.reader.call(read_dose_sr, str(self.data_dir / inst.record.path))
         except ReaderFailed as exc:
             log.warning("exam.dose_unread", extra=fields(instance=instance_id, reason=str(exc)))
+            self.store.set_results(instance_id, "none", str(exc))
             return
         if dose is None:
+            self.store.set_results(instance_id, "none", "no dose in the dose SR")
             return
         self.store.set_study_dose(inst.record.study_uid, dose)
+        self.store.set_results(instance_id, "none", "dose")
         row = self.store.exam_for_study(inst.record.study_uid)
         # The RDSR is the dose record (IR(ME)R): it replaces a dose from MPPS
         # or from the BMD SR's own attributes.
@@ -184,55 +339,9 @@ class ExamService:
     def _reanalyse(self, row: ExamRow, exam: BmdExam) -> None:
         classification, comparison, previous_id = self._analyse(exam, row.id)
         status = row.report_status or "P"
-        text = render_report(exam, classification, comparison, status=status, template=self.template)
+        text = self._render(exam, classification, comparison, status)
         analysis = {"classification": classification_json(classification), "comparison": comparison_json(comparison), "previous_exam": previous_id}
         self.store.update_exam_analysis(row.id, exam=exam.to_dict(), analysis=analysis, report_text=text if status == "P" else row.report_text)
-
-    def _sr(self, instance_id: int) -> None:
-        inst = self.store.get_instance(instance_id)
-        if inst is None:
-            return
-        rec = inst.record
-        common = dict(instance_id=instance_id, sop_instance_uid=rec.sop_instance_uid, study_uid=rec.study_uid, patient_id=rec.patient_id, accession=rec.accession)
-        try:
-            reading = self.reader.call(read_bmd_sr, str(self.data_dir / rec.path))
-        except ReaderFailed as exc:
-            reading = SrReading(None, str(exc))
-        if reading.exam is None:
-            reason = reading.unparsed or "no BMD results"
-            exam_id = self.store.add_exam(**common, exam_date=reading.study_date, state="unparsed", reason=reason[:300])
-            self.metrics.exams.labels("unparsed").inc()
-            log.warning("exam.unparsed", extra=fields(exam=exam_id, instance=instance_id, reason=reason[:200]))
-            return
-        exam = BmdExam.from_dict(reading.exam)
-        if exam.dose is None:
-            dose = self.store.study_dose(rec.study_uid)
-            if dose is not None:
-                exam = BmdExam.from_dict({**exam.to_dict(), "dose": dose})
-        classification, comparison, previous_id = self._analyse(exam)
-        release = None
-        status = "P"
-        if self.settings.auto_release:
-            status = "F"
-            release = ("auto-release", self._destinations(exam.device.manufacturer))
-        text = render_report(exam, classification, comparison, status=status, template=self.template)
-        analysis = {"classification": classification_json(classification), "comparison": comparison_json(comparison), "previous_exam": previous_id}
-        exam_id = self.store.add_exam(
-            **{**common, "patient_id": exam.patient_id or rec.patient_id, "accession": exam.accession_number or rec.accession},
-            exam_date=exam.exam_date,
-            state="parsed",
-            exam=exam.to_dict(),
-            analysis=analysis,
-            report_status=status,
-            report_text=text,
-            release=release,
-        )
-        self.metrics.exams.labels("parsed").inc()
-        if release:
-            self.metrics.reports.labels("F").inc()
-        log.info("exam.extracted", extra=fields(exam=exam_id, instance=instance_id, category=classification.category, released=bool(release)))
-        if release and release[1]:
-            self.wake()
 
     # -- delivery ------------------------------------------------------------------
 
@@ -269,6 +378,8 @@ class ExamService:
         row = self.store.get_exam(exam_id)
         if row is None:
             raise NoSuchExam(exam_id)
+        if row.state == "settling":
+            raise SignError("the exam is waiting for the rest of its study (reports.settle_seconds): no report yet")
         if row.state != "parsed":
             raise SignError("an unparsed exam has no report to sign")
         if not reporter.strip():
@@ -281,7 +392,7 @@ class ExamService:
             status = "C"
         else:
             status = "F"
-        text = render_report(exam, classification, comparison, status=status, template=self.template)
+        text = self._render(exam, classification, comparison, status)
         if amendment.strip():
             text = f"{text.rstrip()}\n\nAmendment ({reporter}): {amendment.strip()}\n"
         text = f"{text.rstrip()}\n\nReported by: {reporter}\n"

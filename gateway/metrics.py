@@ -101,7 +101,7 @@ class Metrics:
         self.outbox_latency = Histogram(
             "dxagw_outbox_delivery_seconds", "Time to deliver one row (its successful attempt)", ["destination"], buckets=LATENCY_BUCKETS, registry=r
         )
-        self.exams = Counter("dxagw_exams", "BMD SRs read, by result (parsed, unparsed)", ["state"], registry=r)
+        self.exams = Counter("dxagw_exams", "BMD exams, by event (parsed: report drafted, updated: a later object of the study, unparsed)", ["state"], registry=r)
         self.reports = Counter("dxagw_reports_released", "Reports released, by status (F final, C corrected)", ["status"], registry=r)
         self.api_requests = Counter("dxagw_api_requests", "Admin API requests by route and status", ["route", "code"], registry=r)
 

@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, help="makes pixel data, UIDs and made-up patients reproducible")
     s.add_argument("--unscheduled", action="store_true", help="scan made-up patients when the worklist has too few hits")
     s.add_argument("--images", type=int, default=2, help="report images per exam (default 2)")
+    s.add_argument(
+        "--results", choices=["sr", "images", "both"], default="sr",
+        help="where the results go: the BMD SR (default), only report images one per scan (a Hologic without the SR option), or both",
+    )
+    s.add_argument("--modality", default="OT", help="Modality of the result images with --results images/both (Hologic: OT, or BD)")
     s.add_argument("--date", help="scheduled date to query, YYYYMMDD (default today)")
     s.add_argument("--timeout", type=float, default=30.0, help="network/DIMSE timeout in seconds")
     s.add_argument("--ihe-keys", action="store_true", help="ask the worklist for the full IHE Scheduled Workflow return-key set (RAD-5), nested code sequences included")
@@ -179,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             unscheduled=args.unscheduled,
             images=args.images,
+            results=args.results,
+            modality=args.modality,
             date=args.date or "",
             timeout=args.timeout,
             ihe_keys=args.ihe_keys,

@@ -72,6 +72,8 @@ class ScannerOptions:
     seed: int | None = None
     unscheduled: bool = False
     images: int = 2
+    results: str = "sr"  # sr: results in the BMD SR; images: only in report images (one per scan); both
+    modality: str = "OT"  # of the result images (Hologic: OT, BD at one site)
     date: str = ""  # YYYYMMDD to query (default today)
     timeout: float = 30.0
     max_pdu: int = 1048576
@@ -332,10 +334,13 @@ class ScannerSimulator:
     def build_objects(self, exam: Exam) -> list[Dataset]:
         o = self.options
         rng = random.Random(f"{self.seed}-exam-{exam.index}-{exam.header.get('StudyInstanceUID', '')}")
-        objs = [
-            datasets.build_report_image(o.vendor, exam.header, rng, index=n, station_ae=o.ae_title) for n in range(o.images)
-        ]
-        objs.append(datasets.build_bmd_sr(o.vendor, exam.header, rng))
+        if o.results in ("images", "both"):
+            objs = datasets.build_result_objects(o.vendor, exam.header, rng, results=o.results, modality=o.modality)
+        else:
+            objs = [
+                datasets.build_report_image(o.vendor, exam.header, rng, index=n, station_ae=o.ae_title) for n in range(o.images)
+            ]
+            objs.append(datasets.build_bmd_sr(o.vendor, exam.header, rng))
         objs.append(datasets.build_dose_sr(exam.header, rng))
         for ds in objs:
             ds.StudyInstanceUID = exam.header.StudyInstanceUID

@@ -33,6 +33,7 @@ def exam_json(row: ExamRow) -> dict:
         "dose": (row.exam or {}).get("dose"),
         "report": {"status": row.report_status or None, "reporter": row.reporter or None, "signed_at": row.signed_at},
         "created_at": row.created_at,
+        "settle_until": row.settle_until,  # state "settling": the report is drafted after this
     }
 
 

@@ -35,6 +35,22 @@ class ExamRow:
     signed_at: str | None
     created_at: str
     updated_at: str
+    settle_until: str | None = None  # state "settling": the report is drafted after this
+
+
+@dataclass(frozen=True, slots=True)
+class ResultReading:
+    """What one stored object gave the result reader."""
+
+    instance_id: int
+    sop_instance_uid: str
+    state: str  # read, unparsed
+    reason: str
+    exam: dict | None  # BmdExam.to_dict() of this object alone
+
+
+#: Instance kinds handed to the result reader when indexed (results_state "pending").
+RESULT_KINDS = frozenset({"sr", "image", "dose"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +69,7 @@ class NoSuchExam(LookupError):
 
 _COLUMNS = (
     "id, instance_id, sop_instance_uid, study_uid, patient_id, accession, exam_date, state, reason, exam, analysis,"
-    " report_status, report_text, reporter, signed_at, created_at, updated_at"
+    " report_status, report_text, reporter, signed_at, created_at, updated_at, settle_until"
 )
 
 
@@ -86,12 +102,12 @@ class ExamStore:
         now = _now()
         with self._transaction() as conn:
             exam_id = conn.execute(
-                f"INSERT INTO exams ({_COLUMNS.replace('id, ', '', 1)}) VALUES ({', '.join('?' * 16)})",
+                f"INSERT INTO exams ({_COLUMNS.replace('id, ', '', 1)}) VALUES ({', '.join('?' * 17)})",
                 (
                     instance_id, sop_instance_uid, study_uid, patient_id, accession, exam_date, state, reason,
                     orjson.dumps(exam) if exam is not None else None,
                     orjson.dumps(analysis) if analysis is not None else None,
-                    report_status, report_text, "", None, now, now,
+                    report_status, report_text, "", None, now, now, None,
                 ),
             ).lastrowid
             if release is not None:
@@ -171,3 +187,93 @@ class ExamStore:
                 "UPDATE exams SET exam = ?, analysis = ?, report_text = ?, updated_at = ? WHERE id = ?",
                 (orjson.dumps(exam), orjson.dumps(analysis), report_text, now, exam_id),
             )
+
+    # -- the result reader's hand-off (instances.results_state) and study exams ---------
+
+    def pending_results(self, after_id: int = 0, limit: int = 1000) -> list[tuple[int, str]]:
+        """(instance id, kind) of objects not yet read, oldest first, after ``after_id``."""
+        return [(r[0], r[1]) for r in self._query(
+            "SELECT id, kind FROM instances WHERE results_state = 'pending' AND id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        )]  # fmt: skip
+
+    def results_state(self, instance_id: int) -> str | None:
+        row = self._query_one("SELECT results_state FROM instances WHERE id = ?", (instance_id,))
+        return row[0] if row else None
+
+    def set_results(self, instance_id: int, state: str, reason: str = "", exam: dict | None = None) -> None:
+        """Record what the reader found in an object that changes no exam (none, a dose)."""
+        with self._transaction() as conn:
+            self._set_results(conn, instance_id, state, reason, exam)
+
+    @staticmethod
+    def _set_results(conn, instance_id: int, state: str, reason: str, exam: dict | None) -> None:
+        conn.execute(
+            "UPDATE instances SET results_state = ?, results_reason = ?, results = ? WHERE id = ?",
+            (state, reason[:300], orjson.dumps(exam) if exam is not None else None, instance_id),
+        )
+
+    def study_readings(self, study_uid: str) -> list[ResultReading]:
+        """Every current object of the study the reader read or could not read, in arrival order."""
+        rows = self._query(
+            "SELECT id, sop_instance_uid, results_state, results_reason, results FROM instances"
+            " WHERE study_uid = ? AND is_current = 1 AND results_state IN ('read', 'unparsed') ORDER BY id",
+            (study_uid,),
+        )
+        return [ResultReading(r[0], r[1], r[2], r[3], orjson.loads(r[4]) if r[4] else None) for r in rows]
+
+    def study_exam(self, study_uid: str) -> ExamRow | None:
+        """The study's exam in any state (one per study since schema 4; the latest for older data)."""
+        row = self._query_one(f"SELECT {_COLUMNS} FROM exams WHERE study_uid = ? ORDER BY id DESC LIMIT 1", (study_uid,))
+        return _exam_row(row) if row else None
+
+    def save_study_exam(
+        self,
+        *,
+        reading: tuple[int, str, str, dict | None],
+        exam_id: int | None,
+        values: dict,
+        release: tuple[str, tuple[str, ...]] | None = None,
+    ) -> int:
+        """One commit: the object's reading (instance id, state, reason, exam) and its study's exam.
+
+        ``values`` are exams columns (state, reason, exam, analysis, report_status,
+        report_text, settle_until, and on insert the identifying columns).
+        A crash before this commit leaves the object pending, read again at start.
+        """
+        now = _now()
+        cols = dict(values)
+        for key in ("exam", "analysis"):
+            if key in cols:
+                cols[key] = orjson.dumps(cols[key]) if cols[key] is not None else None
+        with self._transaction() as conn:
+            self._set_results(conn, *reading)
+            if exam_id is None:
+                cols.setdefault("report_status", "")
+                cols.setdefault("report_text", "")
+                cols.update(reporter="", signed_at=None, created_at=now, updated_at=now)
+                names = ", ".join(cols)
+                exam_id = conn.execute(f"INSERT INTO exams ({names}) VALUES ({', '.join('?' * len(cols))})", tuple(cols.values())).lastrowid
+                self._audit(conn, now, "exam.create", "gateway", {"exam": exam_id, "state": cols.get("state")})
+            else:
+                cols["updated_at"] = now
+                conn.execute(f"UPDATE exams SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?", (*cols.values(), exam_id))
+            if release is not None:
+                reporter, destinations = release
+                study_uid = conn.execute("SELECT study_uid FROM exams WHERE id = ?", (exam_id,)).fetchone()[0]
+                self._release(conn, exam_id, "F", cols.get("report_text", ""), reporter, destinations, study_uid, now)
+        return exam_id
+
+    def draft_exam(self, exam_id: int, *, values: dict, release: tuple[str, tuple[str, ...]] | None = None) -> None:
+        """The settle window is over: the exam becomes parsed with its drafted report."""
+        with self._transaction() as conn:
+            now = _now()
+            cols = {**values, "exam": orjson.dumps(values["exam"]), "analysis": orjson.dumps(values["analysis"]), "updated_at": now}
+            conn.execute(f"UPDATE exams SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?", (*cols.values(), exam_id))
+            if release is not None:
+                reporter, destinations = release
+                study_uid = conn.execute("SELECT study_uid FROM exams WHERE id = ?", (exam_id,)).fetchone()[0]
+                self._release(conn, exam_id, "F", values["report_text"], reporter, destinations, study_uid, now)
+
+    def settling_exams(self) -> list[ExamRow]:
+        """Exams waiting for their settle window, soonest first."""
+        return [_exam_row(r) for r in self._query(f"SELECT {_COLUMNS} FROM exams WHERE state = 'settling' ORDER BY settle_until, id")]

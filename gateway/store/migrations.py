@@ -168,4 +168,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX wl_multi_station ON worklist_items (start_date)
         WHERE status IN ('SCHEDULED', 'IN PROGRESS') AND instr(station_ae, '\\') > 0;
     """,
+    # 5: the durable hand-off to the result reader (issue 11 item 7) and one
+    #    exam per study with a settle window (issue 12 item 3)
+    """
+    ALTER TABLE instances ADD COLUMN results_state TEXT NOT NULL DEFAULT '';
+        -- '' not a result carrier; pending (set with the index row, before the ack);
+        -- read; none (no results in it); unparsed (results_reason says why)
+    ALTER TABLE instances ADD COLUMN results_reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE instances ADD COLUMN results BLOB;  -- BmdExam JSON of this object alone
+    CREATE INDEX inst_results_pending ON instances (results_state) WHERE results_state = 'pending';
+    ALTER TABLE exams ADD COLUMN settle_until TEXT;  -- state settling: draft the report after this
+    """,
 ]

@@ -31,7 +31,7 @@ from gateway.store import (
     UnknownOrder,
     WorklistRow,
 )
-from gateway.store.exams import ExamStore
+from gateway.store.exams import RESULT_KINDS, ExamStore
 from gateway.store.migrations import MIGRATIONS
 from mappings.mpps import StepKeys
 from mappings.hl7_orders import Action, MergePatient, OrderKey, SetOrderStatus, UpdatePatient, UpsertOrder
@@ -510,10 +510,12 @@ class SqliteStore(ExamStore):
                     "UPDATE instances SET is_current = 0 WHERE sop_instance_uid = ? AND is_current = 1",
                     (record.sop_instance_uid,),
                 )
+            # A result carrier is handed to the result reader in this same
+            # commit, so an acknowledged object is read even after a crash.
             row_id = conn.execute(
-                f"INSERT INTO instances (received_at, is_current, {self._INSTANCE_COLUMNS})"
-                f" VALUES (?, 1, {', '.join('?' * len(values))})",
-                (now, *values),
+                f"INSERT INTO instances (received_at, is_current, results_state, {self._INSTANCE_COLUMNS})"
+                f" VALUES (?, 1, ?, {', '.join('?' * len(values))})",
+                (now, "pending" if record.kind in RESULT_KINDS else "", *values),
             ).lastrowid
             self._enqueue(conn, destinations, record.kind, "instances", row_id, record.study_uid, now)
             return row_id

@@ -49,7 +49,8 @@ def exams(daemon, **q) -> list[dict]:
 
 
 def exam_of(ds: Dataset):
-    return lambda d: next((e for e in exams(d) if e["sop_instance_uid"] == ds.SOPInstanceUID), None)
+    """The exam ``ds`` made once its settle window is over (reports.settle_seconds)."""
+    return lambda d: next((e for e in exams(d) if e["sop_instance_uid"] == ds.SOPInstanceUID and e["state"] != "settling"), None)
 
 
 def region(exam_json: dict, site: str, lat: str | None) -> dict:
@@ -77,6 +78,7 @@ def daemon(tmp_path_factory, emr, fhir):
         tmp,
         {
             "storage": {"min_free_bytes": 0},
+            "reports": {"settle_seconds": 0.3},
             "destinations": {"emr": {"type": "hl7", "host": "127.0.0.1", "port": emr.port, "retry_base": 0.3}, "fhir": {"type": "fhir", "url": fhir.url, "retry_base": 0.3}},
             "routes": [{"match": {"kind": "report"}, "to": ["emr", "fhir"]}],
         },
@@ -111,7 +113,7 @@ def test_change_since_previous_exam(daemon, tmp_path):
     uid = generate_uid
     first = known_exam("hologic", HOLOGIC, patient_id="PSERIAL", exam_date="20220501", sop_instance_uid=uid(), study_instance_uid=uid())
     store(daemon, hologic_sr(first), tmp_path / "a.dcm")
-    assert wait_for(lambda: exams(daemon, patient="PSERIAL"), 15)
+    assert wait_for(lambda: exams(daemon, patient="PSERIAL", state="parsed"), 15)
     # two years later: left total hip 0.700 -> 0.650 (-7.1%, beyond the 5.0% LSC), neck 0.571 -> 0.560 (-1.9%, within 6.9%)
     regions = tuple(
         r.__class__(*[(Decimal("0.650") if (r.site, r.laterality) == ("total_hip", "L") else Decimal("0.560") if (r.site, r.laterality) == ("neck", "L") else r.bmd) if f == "bmd" else getattr(r, f) for f in r.__dataclass_fields__])
