@@ -14,11 +14,12 @@ from gateway.exams import ExamService
 from gateway.sr_reader import SrReader
 from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
-from gateway.http import exams_api
+from gateway.http import exams_api, priors_api
 from gateway.http.server import HttpServer
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.outbox import Dispatcher
+from gateway.priors.service import PriorService
 from gateway.spool import Spool
 from gateway.store import open_store
 from gateway.store.exams import RESULT_KINDS
@@ -68,7 +69,12 @@ class Gateway:
         # the report images of a study meet here).
         self.exam_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dxagw-exams")
         self.exams = ExamService(self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox, self.sr_reader, defer=self._defer)
+        self.priors = None
+        if c.priors.sources:  # issue 18: earlier studies from the PACS
+            self.priors = PriorService(c, self.store, self.spool, self._on_stored, lambda: self._exam_submit(self.exams.draft_due))
+            self.exams.priors = self.priors
         exams_api.register(self.http.app, self.exams, self.executor)
+        priors_api.register(self.http.app, self.store, self.executor, c.priors)
         self.dispatcher = Dispatcher(c, self.store, data, self.executor, self.metrics, report_payload=self.exams.payload)
         self.http.dispatcher = self.dispatcher
         self.http.destination_config = c.destinations
@@ -89,6 +95,12 @@ class Gateway:
         self.wake_outbox()
         if kind in RESULT_KINDS:
             self.exam_executor.submit(self.exams.on_stored, kind, row_id)
+
+    def _exam_submit(self, fn) -> None:
+        try:
+            self.exam_executor.submit(fn)
+        except RuntimeError:  # shutting down: the next start takes it up
+            pass
 
     def _defer(self, seconds: float, fn) -> None:
         """Run ``fn`` in the exam thread after ``seconds`` (the settle window)."""
@@ -117,6 +129,8 @@ class Gateway:
         # Objects acknowledged before a crash but not read yet, and exams whose
         # settle window was running: taken up before new objects arrive.
         self.exam_executor.submit(self.exams.resume)
+        if self.priors is not None:
+            self.exam_executor.submit(self.priors.resume)
         await loop.run_in_executor(self.executor, self.dicom.start)
         await self.mllp.start()
         await self.http.start()
@@ -140,6 +154,8 @@ class Gateway:
         )
         await self.dispatcher.stop()
         await self.http.stop()
+        if self.priors is not None:
+            self.priors.close()
         await loop.run_in_executor(None, lambda: self.exam_executor.shutdown(wait=True))
         await loop.run_in_executor(None, self.sr_reader.close)
         self.executor.shutdown(wait=True)

@@ -103,6 +103,9 @@ def comparison_json(c: Comparison | None) -> dict | None:
 
 
 class ExamService:
+    #: gateway/priors/service.py PriorService when ``priors.sources`` are configured (issue 18)
+    priors = None
+
     def __init__(
         self, store, data_dir: Path, settings: ReportsSettings, rules: tuple[Rule, ...], metrics: Metrics,
         wake: Callable[[], None], reader: SrReader, defer: Callable[[float, Callable[[], None]], None] | None = None,
@@ -236,6 +239,9 @@ class ExamService:
         readings.append(ResultReading(instance_id, rec.sop_instance_uid, state, reason, reading.exam))
         exam, why = self._study_exam(readings, rec.study_uid)
         ident = dict(instance_id=instance_id, sop_instance_uid=rec.sop_instance_uid, study_uid=rec.study_uid, patient_id=rec.patient_id, accession=rec.accession)
+        if self.priors is not None and self.priors.is_prior(rec.study_uid):
+            self._keep_prior(row, this, ident, exam, why, reading.study_date)
+            return
         if exam is None:
             values = {"state": "unparsed", "reason": why[:300], "exam_date": reading.study_date}
             if row is None:
@@ -260,6 +266,8 @@ class ExamService:
                 values.update(ident, patient_id=values["patient_id"], accession=values["accession"])
             exam_id = self.store.save_study_exam(reading=this, exam_id=row.id if row else None, values=values)
             log.info("exam.settling", extra=fields(exam=exam_id, instance=instance_id, seconds=self.settings.settle_seconds))
+            if self.priors is not None:  # no earlier exam here: ask the PACS while the study settles
+                self.priors.ensure_lookup(exam_id, self.data_dir / rec.path, values["patient_id"], rec.study_uid)
             self._schedule(until)
             return
         # drafted already: a later scan of the study updates it
@@ -274,11 +282,28 @@ class ExamService:
         self.metrics.exams.labels("updated").inc()
         log.info("exam.updated", extra=fields(exam=exam_id, instance=instance_id, category=classification.category))
 
+    def _keep_prior(self, row: ExamRow | None, this: tuple, ident: dict, exam: BmdExam | None, why: str, study_date: str) -> None:
+        """A study fetched from the PACS: kept for comparison, never reported."""
+        if exam is None:
+            values = {"state": "unparsed", "reason": f"prior from the PACS: {why}"[:300], "exam_date": study_date}
+        else:
+            values = {"state": "prior", "reason": "", "exam": exam.to_dict(), "exam_date": exam.exam_date,
+                      "patient_id": ident["patient_id"] or exam.patient_id, "accession": exam.accession_number or ident["accession"]}  # fmt: skip
+        exam_id = self.store.save_study_exam(reading=this, exam_id=row.id if row else None, values=values if row else {**ident, **values})
+        log.info("exam.prior", extra=fields(exam=exam_id, instance=this[0], state=values["state"]))
+
     def _draft(self, row: ExamRow) -> None:
         """The settle window of ``row`` is over: classify, compare, draft (and maybe release)."""
         exam, _ = self._study_exam(self.store.study_readings(row.study_uid), row.study_uid)
         if exam is None:  # cannot happen for a settling exam; keep what it had
             exam = BmdExam.from_dict(row.exam)
+        if self.priors is not None:  # the report waits for its prior lookup, up to priors.timeout
+            until, notes = self.priors.wait_state(row.id, row.patient_id)
+            if until is not None:
+                self._schedule(until)
+                return
+            if notes:
+                exam = BmdExam.from_dict({**exam.to_dict(), "flags": [*exam.flags, *notes]})
         classification, comparison, analysis = self._analysis(exam, row.id)
         release = None
         status = "P"
@@ -380,6 +405,8 @@ class ExamService:
             raise NoSuchExam(exam_id)
         if row.state == "settling":
             raise SignError("the exam is waiting for the rest of its study (reports.settle_seconds): no report yet")
+        if row.state == "prior":
+            raise SignError("a prior fetched from the PACS is never reported again")
         if row.state != "parsed":
             raise SignError("an unparsed exam has no report to sign")
         if not reporter.strip():
