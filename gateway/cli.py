@@ -39,6 +39,20 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(patients=args.patients, vendor=args.vendor, data=args.data, keep_running=args.keep_running)
 
 
+def _backfill(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    from pathlib import Path
+
+    from gateway.priors.backfill import run_backfill
+
+    summary = run_backfill(config, args.since, Path(args.patients) if args.patients else None, rate=args.rate)
+    return 0 if not summary.failed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dxa-gateway", description="DICOM/HL7 gateway for bone densitometry")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--data", default=None, help="folder for the demo (default: a new temporary folder)")
     demo.add_argument("--keep-running", action="store_true", help="leave the gateway up after the summary")
     demo.set_defaults(func=_demo)
+    priors = sub.add_parser("priors", help="priors from the PACS")
+    priors_sub = priors.add_subparsers(dest="priors_command", required=True)
+    backfill = priors_sub.add_parser("backfill", help="import the results of past DXA studies from the PACS (resumable)")
+    backfill.add_argument("--config", default=None, help="the daemon's config file")
+    backfill.add_argument("--since", required=True, help="first study date, YYYY-MM-DD")
+    backfill.add_argument("--patients", default=None, help="file of patient IDs (one a line, optional TAB issuer)")
+    backfill.add_argument("--rate", type=float, default=None, help="studies per second (default priors.backfill.studies_per_second)")
+    backfill.set_defaults(func=_backfill)
     args = parser.parse_args(argv)
     return args.func(args)
 

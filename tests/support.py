@@ -72,6 +72,8 @@ def start_daemon(tmp: Path, overrides: dict | None = None) -> Daemon:
             config.setdefault(section, {}).update(values)
         else:
             config[section] = values
+    for section in ports:  # an override may fix a port (e.g. one a PACS was told of)
+        ports[section] = config[section]["port"]
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     log = open(tmp / "gateway.log", "ab")

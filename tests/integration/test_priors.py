@@ -1,0 +1,185 @@
+"""Priors from the PACS (issue 18) against Orthanc: earlier studies of both
+vendors' layouts are put into Orthanc through its REST API; a new exam stored
+with storescu is compared with the prior the daemon fetched (C-FIND + C-MOVE
+to itself, or QIDO-RS + WADO-RS)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+from pydicom.uid import generate_uid
+
+from mappings.bmd.samples import ge_report_images, ge_sr, hologic_report_images, hologic_sr
+from tests.integration.test_exams import api, exams, store
+from tests.orthanc import start_orthanc, wait_for
+from tests.support import free_port, have_dcmtk, start_daemon
+from tests.unit.bmd.helpers import GE, HOLOGIC, known_exam
+
+pytestmark = pytest.mark.skipif(not (have_dcmtk() and os.path.exists("/usr/sbin/Orthanc")), reason="needs dcmtk and Orthanc")
+
+GW_PORT = free_port()
+
+
+def part10(ds) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def with_bmd(exam, bmd: dict[tuple[str, str | None], str]):
+    """``exam`` with some regions' BMD replaced."""
+    regions = tuple(r.__class__(*[Decimal(bmd[(r.site, r.laterality)]) if f == "bmd" and (r.site, r.laterality) in bmd else getattr(r, f) for f in r.__dataclass_fields__]) for r in exam.regions)
+    return exam.__class__(**{**{f: getattr(exam, f) for f in exam.__dataclass_fields__}, "regions": regions})
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    o = start_orthanc(tmp_path_factory.mktemp("orthanc"), {"DicomModalities": {"gw": ["DXAGW", "127.0.0.1", GW_PORT]}})
+    yield o
+    o.stop()
+
+
+def gateway(tmp: Path, orthanc, sources: list[dict], **priors):
+    dests = {
+        "pacs": {"type": "dicom", "host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet},
+        "pacs-web": {"type": "dicomweb", "url": orthanc.url + "/dicom-web"},
+        "pacs-down": {"type": "dicom", "host": "127.0.0.1", "port": free_port(), "ae_title": "DOWN"},
+        "archive": {"type": "folder", "path": str(tmp / "routed")},
+    }
+    over = {
+        "storage": {"min_free_bytes": 0},
+        "reports": {"settle_seconds": 0.3},
+        "destinations": dests,
+        "routes": [{"match": {"kind": ["image", "sr"]}, "to": ["archive"]}],
+        "priors": {"sources": sources, "timeout": 20, **priors},
+    }
+    if sources and sources[0]["destination"] == "pacs":
+        over["dicom"] = {"port": GW_PORT}
+    return start_daemon(tmp, over)
+
+
+@pytest.fixture(scope="module")
+def cmove_daemon(tmp_path_factory, orthanc):
+    d = gateway(tmp_path_factory.mktemp("gw-cmove"), orthanc, [{"destination": "pacs", "method": "c-move", "move_destination": "DXAGW"}])
+    yield d
+    d.stop()
+
+
+def drafted(daemon, sop_uid: str):
+    return lambda: next((e for e in exams(daemon) if e["sop_instance_uid"] == sop_uid and e["state"] == "parsed"), None)
+
+
+def routed_names(daemon) -> set[str]:
+    root = daemon.dir / "routed"
+    return {p.name for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+@pytest.mark.parametrize("vendor, images, sr, device", [("hologic", hologic_report_images, hologic_sr, HOLOGIC), ("ge", ge_report_images, ge_sr, GE)])
+def test_new_exam_is_compared_with_a_prior_moved_from_the_pacs(cmove_daemon, orthanc, tmp_path, vendor, images, sr, device):
+    """A patient whose only earlier scan is in the PACS gets the comparison and the
+    LSC verdict (DOMAIN.md section 4: LSC 5.0% total hip, 6.9% femoral neck, ISCD)."""
+    pid = f"PRIOR-{vendor}"
+    prior = known_exam(vendor, device, patient_id=pid, exam_date="20220501", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+    prior_objects = images(prior)  # the earlier study: report images, as the PACS holds them
+    for ds in prior_objects:
+        orthanc.upload(part10(ds))
+    # two years later: left total hip 0.700 -> 0.650 (-7.1%, beyond 5.0%), neck 0.571 -> 0.560 (-1.9%, within 6.9%)
+    new = with_bmd(
+        known_exam(vendor, device, patient_id=pid, exam_date="20240501", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid()),
+        {("total_hip", "L"): "0.650", ("neck", "L"): "0.560"},
+    )
+    ds = sr(new)
+    store(cmove_daemon, ds, tmp_path / "new.dcm")
+    row = wait_for(drafted(cmove_daemon, ds.SOPInstanceUID), 40)
+    assert row is not None, cmove_daemon.log_text()[-3000:]
+    comparison = row["comparison"]
+    assert comparison and comparison["comparable"] and comparison["previous_date"] == "20220501", comparison
+    changes = {c["site"].lower(): c for c in comparison["changes"]}
+    hip = next(c for name, c in changes.items() if "hip" in name and "left" in name)
+    neck = next(c for name, c in changes.items() if "neck" in name and "left" in name)
+    assert hip["change_g_cm2"] == "-0.050" and hip["significant"] is True
+    assert neck["change_g_cm2"] == "-0.011" and neck["significant"] is False
+    # the prior is kept for comparison only: state prior, no report, never routed
+    priors = [e for e in exams(cmove_daemon, patient=pid) if e["state"] == "prior"]
+    assert len(priors) == 1 and priors[0]["exam_date"] == "20220501" and priors[0]["report"]["status"] is None
+    assert row["previous_exam"] == priors[0]["id"]
+    status, body = api(cmove_daemon, f"/api/exams/{priors[0]['id']}/sign", {"reporter": "Dr Who"})
+    assert status == 409
+    assert wait_for(lambda: any(n.startswith(ds.SOPInstanceUID) for n in routed_names(cmove_daemon)), 15)
+    names = routed_names(cmove_daemon)
+    assert not any(n.startswith(p.SOPInstanceUID) for p in prior_objects for n in names), names
+    status, text = api(cmove_daemon, f"/api/exams/{row['id']}/report")
+    assert "could not be fetched" not in text
+
+
+def test_a_prior_under_the_same_id_with_another_name_is_flagged_not_used(cmove_daemon, orthanc, tmp_path):
+    """Same Patient ID, another name and birth date: a wrong-patient risk, flagged and not compared."""
+    pid = "PRIOR-MISMATCH"
+    other = known_exam("hologic", HOLOGIC, patient_id=pid, patient_name="Jones^Brian", patient_birth_date="19400101",
+                       exam_date="20210301", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())  # fmt: skip
+    for ds in hologic_report_images(other):
+        orthanc.upload(part10(ds))
+    new = known_exam("hologic", HOLOGIC, patient_id=pid, exam_date="20240501", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+    ds = hologic_sr(new)
+    store(cmove_daemon, ds, tmp_path / "new.dcm")
+    row = wait_for(drafted(cmove_daemon, ds.SOPInstanceUID), 40)
+    assert row is not None
+    assert row["comparison"] is None and row["previous_exam"] is None
+    flags = " ".join(row["exam"]["flags"])
+    assert "2021-03-01" in flags and "wrong-patient" in flags and "name and birth date differ" in flags, flags
+    assert not [e for e in exams(cmove_daemon, patient=pid) if e["state"] == "prior"]
+    status, text = api(cmove_daemon, f"/api/exams/{row['id']}/report")
+    assert "wrong-patient" in text
+    status, st = api(cmove_daemon, "/api/priors/status")
+    assert st["studies"]["lookup"]["mismatch"] >= 1
+
+
+def test_dicomweb_source_after_a_source_that_is_down(orthanc, tmp_path):
+    """Sources are asked in order: a DIMSE PACS that is down, then DICOMweb (QIDO-RS, WADO-RS)."""
+    d = gateway(tmp_path / "gw", orthanc, [{"destination": "pacs-down", "method": "c-move"}, {"destination": "pacs-web", "method": "dicomweb"}])
+    try:
+        pid = "PRIOR-WEB"
+        prior = known_exam("ge", GE, patient_id=pid, exam_date="20230115", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+        for ds in ge_report_images(prior):
+            orthanc.upload(part10(ds))
+        new = with_bmd(known_exam("ge", GE, patient_id=pid, exam_date="20240501", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid()), {("total_hip", "L"): "0.650"})
+        ds = ge_sr(new)
+        store(d, ds, tmp_path / "new.dcm")
+        row = wait_for(drafted(d, ds.SOPInstanceUID), 40)
+        assert row is not None, d.log_text()[-3000:]
+        assert row["comparison"] and row["comparison"]["previous_date"] == "20230115"
+        hip = next(c for c in row["comparison"]["changes"] if "hip" in c["site"].lower() and "left" in c["site"].lower())
+        assert hip["significant"] is True
+        assert [e["state"] for e in exams(d, patient=pid)].count("prior") == 1
+    finally:
+        d.stop()
+
+
+def test_a_pacs_that_is_down_delays_the_report_then_it_notes_it(orthanc, tmp_path):
+    """The report waits for its lookup up to priors.timeout, then goes on, saying
+    priors could not be fetched (issue 18; seed 001: technical validity)."""
+    d = gateway(tmp_path / "gw", orthanc, [{"destination": "pacs-down", "method": "c-move"}], timeout=6)
+    try:
+        new = known_exam("hologic", HOLOGIC, patient_id="PRIOR-DOWN", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+        ds = hologic_sr(new)
+        store(d, ds, tmp_path / "new.dcm")
+        # while the lookup runs the exam waits (settling, no report)
+        waiting = wait_for(lambda: api(d, "/api/priors/status")[1]["lookups"].get("running") and next((e for e in exams(d) if e["sop_instance_uid"] == ds.SOPInstanceUID), None), 10)
+        assert waiting and waiting["state"] == "settling" and waiting["report"]["status"] is None
+        row = wait_for(drafted(d, ds.SOPInstanceUID), 40)
+        assert row is not None
+        assert any("Priors could not be fetched" in f for f in row["exam"]["flags"]), row["exam"]["flags"]
+        status, text = api(d, f"/api/exams/{row['id']}/report")
+        assert "Priors could not be fetched" in text
+        assert api(d, "/api/priors/status")[1]["lookups"] == {"failed": 1}
+    finally:
+        d.stop()
