@@ -183,3 +183,92 @@ def test_a_pacs_that_is_down_delays_the_report_then_it_notes_it(orthanc, tmp_pat
         assert api(d, "/api/priors/status")[1]["lookups"] == {"failed": 1}
     finally:
         d.stop()
+
+
+def test_a_merge_moves_the_priors_with_the_patient(cmove_daemon, orthanc, tmp_path):
+    """ADT^A40: the exams and fetched priors of the old Patient ID go to the surviving one."""
+    from tests.hl7_messages import adt
+    from tests.support import MllpClient, ack_fields
+
+    prior = known_exam("hologic", HOLOGIC, patient_id="PRIOR-OLD", exam_date="20200601", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+    for ds in hologic_report_images(prior):
+        orthanc.upload(part10(ds))
+    first = known_exam("hologic", HOLOGIC, patient_id="PRIOR-OLD", exam_date="20230601", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+    store(cmove_daemon, hologic_sr(first), tmp_path / "first.dcm")
+    assert wait_for(drafted(cmove_daemon, first.sop_instance_uid), 40)["comparison"]["previous_date"] == "20200601"
+    mllp = MllpClient(cmove_daemon.hl7_port)
+    try:
+        assert ack_fields(mllp.send(adt("PRI-A40", "A40", patient_id="PRIOR-NEW", name="Smith^Anne", prior="PRIOR-OLD")))["MSA"][1] == "AA"
+    finally:
+        mllp.close()
+    moved = {e["state"] for e in exams(cmove_daemon, patient="PRIOR-NEW")}
+    assert moved == {"prior", "parsed"} and not exams(cmove_daemon, patient="PRIOR-OLD")
+    later = known_exam("hologic", HOLOGIC, patient_id="PRIOR-NEW", exam_date="20250601", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+    store(cmove_daemon, hologic_sr(later), tmp_path / "later.dcm")
+    assert wait_for(drafted(cmove_daemon, later.sop_instance_uid), 40)["comparison"]["previous_date"] == "20230601"
+
+
+BACKFILL_STUDIES = 240
+
+
+def _backfill_pacs(orthanc) -> list[str]:
+    """240 past DXA studies of 240 patients, 2015-2024, both vendors' SR layouts and a few report images."""
+    uids = []
+    for i in range(BACKFILL_STUDIES):
+        vendor, device = ("hologic", HOLOGIC) if i % 2 else ("ge", GE)
+        when = f"{2015 + i % 10}{1 + i % 12:02d}{1 + i % 28:02d}"
+        exam = known_exam(vendor, device, patient_id=f"BF-{i:03d}", exam_date=when, sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+        if i % 40 == 0:
+            objects = (hologic_report_images if vendor == "hologic" else ge_report_images)(exam)
+        else:
+            objects = [(hologic_sr if vendor == "hologic" else ge_sr)(exam)]
+        for ds in objects:
+            orthanc.upload(part10(ds))
+        uids.append(exam.study_instance_uid)
+    return uids
+
+
+def test_backfill_walks_the_pacs_and_resumes_after_kill_9(tmp_path):
+    """``dxa-gateway priors backfill`` prints its progress and a summary; killed with
+    SIGKILL mid-run, the same command goes on where it stopped (progress in the store)."""
+    port = free_port()
+    pacs = start_orthanc(tmp_path / "orthanc", {"DicomModalities": {"gw": ["DXAGW", "127.0.0.1", port]}})
+    d = None
+    try:
+        _backfill_pacs(pacs)
+        d = start_daemon(tmp_path / "gw", {
+            "dicom": {"port": port}, "storage": {"min_free_bytes": 0}, "reports": {"settle_seconds": 0.3},
+            "destinations": {"pacs": {"type": "dicom", "host": "127.0.0.1", "port": pacs.dicom_port, "ae_title": pacs.aet},
+                             "archive": {"type": "folder", "path": str(tmp_path / "routed")}},
+            "routes": [{"match": {"kind": ["image", "sr"]}, "to": ["archive"]}],
+            "priors": {"sources": [{"destination": "pacs", "method": "c-move"}], "backfill": {"query_days": 92}},
+        })  # fmt: skip
+        cmd = [sys.executable, "-m", "gateway", "priors", "backfill", "--config", str(d.config_path), "--since", "2015-01-01", "--rate", "25"]
+        with open(tmp_path / "first.out", "wb") as out:
+            first = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+            progress = wait_for(lambda: (api(d, "/api/priors/status")[1]["backfill"]["done"] >= 40) or first.poll() is not None, 120)
+            assert progress and first.poll() is None, (tmp_path / "first.out").read_text()[-2000:]
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        status = api(d, "/api/priors/status")[1]["backfill"]
+        assert status["studies"] == BACKFILL_STUDIES and BACKFILL_STUDIES > status["done"] >= 40
+        assert status["runs"][0]["state"] == "retrieving"
+        second = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=240)
+        assert second.returncode == 0, second.stdout + second.stderr
+        text = second.stdout + second.stderr
+        assert "retrieve" in text and f"/{BACKFILL_STUDIES}" in text  # tqdm's bar: done/total
+        assert f"{BACKFILL_STUDIES} DXA studies found, {BACKFILL_STUDIES} retrieved" in text, text[-1500:]
+        status = api(d, "/api/priors/status")[1]["backfill"]
+        assert status["done"] == BACKFILL_STUDIES and status["runs"][0]["state"] == "finished"
+        # every study became one prior exam, none was routed or reported
+        got = wait_for(lambda: len([e for e in exams(d, state="prior", limit=1000)]) >= BACKFILL_STUDIES, 120)
+        assert got, len(exams(d, state="prior", limit=1000))
+        priors = exams(d, state="prior", limit=1000)
+        assert len({e["study_instance_uid"] for e in priors}) == len(priors) == BACKFILL_STUDIES
+        assert not exams(d, state="parsed") and not [p for p in (tmp_path / "routed").rglob("*") if p.is_file()]
+        again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)  # finished: nothing more to do
+        assert f"{BACKFILL_STUDIES} retrieved (0 objects this run)" in again.stdout + again.stderr
+    finally:
+        if d is not None:
+            d.stop()
+        pacs.stop()
