@@ -114,6 +114,7 @@ class _TableContext:
     laterality: str | None  # from the scalars or the series Laterality
     scan_label: str
     number: int
+    series_laterality: str | None = None  # (0020,0060) of the report image's series
 
 
 def _columns(header: dict[int, str], tables: LabelTables, collect: RegionCollector, number: int) -> dict[int, tuple[str, Decimal]]:
@@ -149,6 +150,8 @@ def _read_table(
     rows = sorted({r for (r, _c) in cells if r > 0})
     labels = [cells.get((r, region_col), "") for r in rows]
     scan = tables.scan_of(labels) or ctx.scan
+    if scan != ctx.scan:  # the scalars describe another scan: neither their label nor side apply
+        ctx = _TableContext(scan=scan, laterality=ctx.series_laterality, scan_label="", number=ctx.number, series_laterality=ctx.series_laterality)
     body_comp = scan == BODY and any(normalize(v) in tables.body_composition for v in header.values())
     current_site: str | None = None  # dual hip: "Neck" then rows "Left", "Right", "Mean"
     unsided = False
@@ -260,7 +263,7 @@ def parse_text(text: str, ds: Dataset, tables: LabelTables = DEFAULT_TABLES) -> 
         scan, side, label = scan_of_scalars(parts.scalars, tables, suffix)
         if scan is None and suffix:
             scan, side, label = scan_of_scalars(parts.scalars, tables)
-        ctx = _TableContext(scan=scan, laterality=side or series_side, scan_label=label, number=number)
+        ctx = _TableContext(scan=scan, laterality=side or series_side, scan_label=label, number=number, series_laterality=series_side)
         found, bc = _read_table(parts.tables[name], tables, collect, ctx)
         if found:
             scans.add(found)
