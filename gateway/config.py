@@ -198,8 +198,8 @@ class Route(_Model):
 class PriorSource(_Model):
     """One place to ask for a patient's earlier DXA studies (issue 18)."""
 
-    destination: str  # a dicom (method c-move) or dicomweb (method dicomweb) destination
-    method: Literal["c-move", "dicomweb"]
+    destination: str  # a dicom (method c-move, c-get) or dicomweb (method dicomweb) destination
+    method: Literal["c-move", "c-get", "dicomweb"]
     move_destination: str = ""  # our AE title as the PACS knows it (default: dicom.ae_title)
 
 
@@ -248,7 +248,7 @@ class Config(_Model):
         ]
         for i, src in enumerate(self.priors.sources):
             dest = self.destinations.get(src.destination)
-            want = "dicom" if src.method == "c-move" else "dicomweb"
+            want = "dicomweb" if src.method == "dicomweb" else "dicom"
             if dest is None:
                 out.append((("priors", "sources", i, "destination"), f"no destination named {src.destination!r}"))
             elif dest.type != want:

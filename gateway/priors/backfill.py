@@ -18,7 +18,7 @@ import hashlib
 import sys
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from tqdm import tqdm
@@ -93,7 +93,8 @@ def _survey(service, store, source, run_id, since, cursor, patients, days, out) 
         done = int(cursor) + 1 if cursor else 0
         steps = steps[done:]
     else:
-        windows = query_windows(since, date.today().strftime("%Y%m%d"), days)
+        # up to yesterday: a study of today may still be on its way to the gateway as a live exam
+        windows = query_windows(since, (date.today() - timedelta(days=1)).strftime("%Y%m%d"), days)
         steps = [(end, StudyQuery(date_from=start, date_to=end)) for start, end in windows if not cursor or end > cursor]
     for mark, query in tqdm(steps, desc="survey", unit="query", file=out, mininterval=0.5):
         studies = source.find(query)  # SourceDown stops the run; the cursor keeps what was done

@@ -25,10 +25,10 @@ from pydicom import dcmread
 
 from gateway.config import Config
 from gateway.logs import fields
-from gateway.priors.sources import CMoveSource, DicomWebSource, SourceDown, StudyQuery
+from gateway.priors.sources import CGetSource, CMoveSource, DicomWebSource, SourceDown, StudyQuery
 from gateway.store import InstanceRecord
 from gateway.store.priors import PriorStudyRow
-from mappings.instances import HEADER_KEYWORDS, read_header
+from mappings.instances import HEADER_KEYWORDS, STORAGE_SOP_CLASSES, read_header
 from mappings.priors import FoundStudy, PatientIdentity, identity_problem, is_wrong_patient, lookback_start, mismatch_flag, qualifies
 
 log = logging.getLogger("gateway.priors")
@@ -44,6 +44,9 @@ def build_sources(config: Config, timeout: float) -> list:
         if src.method == "c-move":
             out.append(CMoveSource(src.destination, dest.host, dest.port, dest.ae_title, dest.calling_ae_title or config.dicom.ae_title,
                                    src.move_destination or config.dicom.ae_title, t))  # fmt: skip
+        elif src.method == "c-get":
+            classes = tuple(dict.fromkeys([*STORAGE_SOP_CLASSES, *config.dicom.storage.extra_sop_classes]))
+            out.append(CGetSource(src.destination, dest.host, dest.port, dest.ae_title, dest.calling_ae_title or config.dicom.ae_title, classes, t))
         else:
             out.append(DicomWebSource(src.destination, dest.url, dest.auth, t))
     return out

@@ -17,11 +17,16 @@ import urllib.request
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
+from pathlib import Path
 from typing import Callable, Iterable
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelMove
+from pynetdicom import AE, _config, build_role, evt
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
 
 from mappings.priors import FoundStudy, PatientIdentity
 
@@ -57,13 +62,17 @@ class CMoveSource:
         self.called_ae, self.calling_ae, self.move_destination = called_ae, calling_ae, move_destination
         self.timeout = timeout
 
-    def _associate(self, context: str):
+    def _associate(self, context: str, *, storage: tuple[str, ...] = (), handlers: list | None = None):
         ae = AE(ae_title=self.calling_ae)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
         ae.connection_timeout = self.timeout
         ae.add_requested_context(context)
+        for sop_class in storage:  # C-GET: the objects come back on this association
+            ae.add_requested_context(sop_class)
+        # PS3.4 C.4.3.1: the SCU takes the Storage SCP role (SCP/SCU Role Selection, PS3.7 D.3.3.4)
+        roles = [build_role(c, scp_role=True) for c in storage]
         try:
-            assoc = ae.associate(self.host, self.port, ae_title=self.called_ae)
+            assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, ext_neg=roles or None, evt_handlers=handlers)
         except (OSError, socket.error) as exc:
             raise SourceDown(f"{self.name}: cannot connect ({type(exc).__name__})") from None
         if not assoc.is_established:
@@ -119,6 +128,53 @@ class CMoveSource:
             assoc.release()
         if failed and not completed:
             raise SourceDown(f"{self.name}: every C-MOVE sub-operation failed ({failed})")
+        return completed
+
+
+class CGetSource(CMoveSource):
+    """Study Root Q/R: C-FIND SCU, then C-GET SCU with the objects on the same association
+    (no Move Destination to configure at the PACS)."""
+
+    method = "c-get"
+
+    def __init__(self, name: str, host: str, port: int, called_ae: str, calling_ae: str, storage_classes: tuple[str, ...], timeout: float) -> None:
+        super().__init__(name, host, port, called_ae, calling_ae, "", timeout)
+        self.storage_classes = storage_classes[:127]  # PS3.8 9.3.2.2: 128 contexts with the Q/R one
+
+    def retrieve(self, study_uid: str, keep: Callable[[bytes], None] | None = None) -> int:
+        if keep is None:
+            raise ValueError("a C-GET needs somewhere to keep the objects")
+
+        def on_store(event) -> int:
+            try:
+                # the daemon receives into files (STORE_RECV_CHUNKED_DATASET, gateway/dicom/server.py):
+                # then pynetdicom hands a Part 10 file, else the encoded bytes
+                path = getattr(event, "dataset_path", None) if _config.STORE_RECV_CHUNKED_DATASET else None
+                keep(Path(path).read_bytes() if path else bytes(event.encoded_dataset(include_meta=True)))
+            except Exception:
+                return 0xA700  # PS3.4 B.2.3: out of resources; the study is retried by the next lookup
+            return 0x0000
+
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.StudyInstanceUID = study_uid
+        assoc = self._associate(StudyRootQueryRetrieveInformationModelGet, storage=self.storage_classes, handlers=[(evt.EVT_C_STORE, on_store)])
+        completed, failed = 0, 0
+        try:
+            for status, _ in assoc.send_c_get(ds, StudyRootQueryRetrieveInformationModelGet):
+                if status is None or "Status" not in status:
+                    raise SourceDown(f"{self.name}: C-GET got no response")
+                code = int(status.Status)
+                if code == 0xFF00:
+                    continue
+                completed = int(status.get("NumberOfCompletedSuboperations", 0) or 0)
+                failed = int(status.get("NumberOfFailedSuboperations", 0) or 0)
+                if code not in (0x0000, 0xB000):  # PS3.4 C.4.3.1.4
+                    raise SourceDown(f"{self.name}: C-GET status 0x{code:04X}")
+        finally:
+            assoc.release()
+        if failed and not completed:
+            raise SourceDown(f"{self.name}: every C-GET sub-operation failed ({failed})")
         return completed
 
 

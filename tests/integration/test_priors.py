@@ -143,11 +143,13 @@ def test_a_prior_under_the_same_id_with_another_name_is_flagged_not_used(cmove_d
     assert st["studies"]["lookup"]["mismatch"] >= 1
 
 
-def test_dicomweb_source_after_a_source_that_is_down(orthanc, tmp_path):
-    """Sources are asked in order: a DIMSE PACS that is down, then DICOMweb (QIDO-RS, WADO-RS)."""
-    d = gateway(tmp_path / "gw", orthanc, [{"destination": "pacs-down", "method": "c-move"}, {"destination": "pacs-web", "method": "dicomweb"}])
+@pytest.mark.parametrize("second", [{"destination": "pacs-web", "method": "dicomweb"}, {"destination": "pacs", "method": "c-get"}])
+def test_second_source_after_a_source_that_is_down(orthanc, tmp_path, second):
+    """Sources are asked in order: a DIMSE PACS that is down, then DICOMweb (QIDO-RS,
+    WADO-RS) or C-FIND + C-GET (objects on the same association)."""
+    d = gateway(tmp_path / "gw", orthanc, [{"destination": "pacs-down", "method": "c-move"}, second])
     try:
-        pid = "PRIOR-WEB"
+        pid = f"PRIOR-{second['method']}"
         prior = known_exam("ge", GE, patient_id=pid, exam_date="20230115", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
         for ds in ge_report_images(prior):
             orthanc.upload(part10(ds))

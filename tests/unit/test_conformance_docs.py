@@ -103,5 +103,5 @@ def test_the_mpps_attribute_rules_listed_are_those_enforced(name, keywords):
 def test_the_query_retrieve_scu_classes_listed_are_those_the_prior_sources_propose():
     from gateway.priors import sources
 
-    used = {str(sources.StudyRootQueryRetrieveInformationModelFind), str(sources.StudyRootQueryRetrieveInformationModelMove)}
+    used = {str(getattr(sources, f"StudyRootQueryRetrieveInformationModel{m}")) for m in ("Find", "Move", "Get")}
     assert set(uids("scu-sop-classes")) == used
