@@ -274,3 +274,30 @@ def test_backfill_walks_the_pacs_and_resumes_after_kill_9(tmp_path):
         if d is not None:
             d.stop()
         pacs.stop()
+
+
+def test_a_lookup_cut_by_kill_9_is_taken_up_at_start(orthanc, tmp_path):
+    """The lookup is durable: killed while the PACS was unreachable, the daemon
+    restarted with the PACS reachable finishes it and the report has its comparison."""
+    pid = "PRIOR-RESUME"
+    prior = known_exam("hologic", HOLOGIC, patient_id=pid, exam_date="20220301", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+    for ds in hologic_report_images(prior):
+        orthanc.upload(part10(ds))
+    web = [{"destination": "pacs-web", "method": "dicomweb"}]
+    d = gateway(tmp_path / "gw", orthanc, [{"destination": "pacs-down", "method": "c-move"}], timeout=120)
+    new = known_exam("hologic", HOLOGIC, patient_id=pid, exam_date="20240501", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+    ds = hologic_sr(new)
+    try:
+        store(d, ds, tmp_path / "new.dcm")
+        assert wait_for(lambda: api(d, "/api/priors/status")[1]["lookups"].get("running"), 15)
+    finally:
+        d.stop(signal.SIGKILL)
+    # the same store, now with a source that answers
+    d = gateway(tmp_path / "gw", orthanc, web, timeout=120)
+    try:
+        row = wait_for(drafted(d, ds.SOPInstanceUID), 60)
+        assert row is not None, d.log_text()[-3000:]
+        assert row["comparison"] and row["comparison"]["previous_date"] == "20220301"
+        assert api(d, "/api/priors/status")[1]["lookups"] == {"done": 1}
+    finally:
+        d.stop()
