@@ -37,6 +37,7 @@ from mappings.bmd.hl7_oru import OruContext, build_oru_r01
 from mappings.bmd.merge import merge_exams
 from mappings.bmd.models import BmdExam, DoseRecord, RegionResult
 from mappings.bmd.report import render_report
+from mappings.priors import prior_identity_problem
 from routes.base import JsonBody
 from routes.rules import Rule, RoutedObject, destinations_for
 
@@ -135,6 +136,11 @@ class ExamService:
         classification = classify(exam, age=age, sex=sex, menopausal=menopausal, fragility_fracture=False)
         previous = self.store.previous_exam(exam.patient_id, exam.exam_date or "99999999", exam_id) if exam.patient_id else None
         comparison = None
+        if previous is not None and previous.state == "prior" and previous.exam:
+            problem = prior_identity_problem(exam, BmdExam.from_dict(previous.exam))
+            if problem:  # issue 18: the same ID, another patient's study
+                reason = f"held in the PACS under this patient ID, but its {problem}: not compared (wrong-patient risk; check the patient's identity)"
+                return classification, Comparison(False, reason, previous.exam_date), None
         if previous is not None and previous.exam:
             comparison = compare_exams(
                 exam, BmdExam.from_dict(previous.exam), lsc=self.lsc, cross_calibrated=self.settings.cross_calibrated

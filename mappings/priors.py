@@ -14,6 +14,8 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from mappings.bmd.models import BmdExam
+
 
 @dataclass(frozen=True, slots=True)
 class PatientIdentity:
@@ -68,6 +70,14 @@ def identity_problem(current: PatientIdentity, found: PatientIdentity, *, use_is
     if current.birth_date and found.birth_date and current.birth_date != found.birth_date:
         problems.append("birth date")
     return " and ".join(problems) + " differ" if problems else None
+
+
+def prior_identity_problem(current: BmdExam, prior: BmdExam) -> str | None:
+    """A stored prior (e.g. from a backfill, fetched with no exam to check it against)
+    against the exam it would be compared with: None, or what differs."""
+    me = PatientIdentity(current.patient_id, "", current.patient_name, current.patient_birth_date)
+    other = PatientIdentity(current.patient_id, "", prior.patient_name, prior.patient_birth_date)
+    return identity_problem(me, other, use_issuer=False)
 
 
 def is_wrong_patient(problem: str | None) -> bool:

@@ -97,3 +97,13 @@ def test_a_source_of_the_wrong_kind_is_named(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(p)
     assert "priors.sources.1.destination: method dicomweb needs a dicomweb destination, not dicom" in str(err.value)
+
+
+def test_a_stored_prior_of_another_name_is_not_compared():
+    """Issue 18 item 3: a backfilled prior (no exam to check it against when fetched) is checked when compared."""
+    from mappings.priors import prior_identity_problem
+    from tests.unit.bmd.helpers import HOLOGIC, known_exam
+
+    me = known_exam("hologic", HOLOGIC, patient_id="P1")
+    assert prior_identity_problem(me, known_exam("hologic", HOLOGIC, patient_id="P1", patient_name="SMITH^ANNE")) is None
+    assert prior_identity_problem(me, known_exam("hologic", HOLOGIC, patient_id="P1", patient_name="Jones^Brian")) == "name differ"
