@@ -69,7 +69,9 @@ def identity_problem(current: PatientIdentity, found: PatientIdentity, *, use_is
         problems.append("name")
     if current.birth_date and found.birth_date and current.birth_date != found.birth_date:
         problems.append("birth date")
-    return " and ".join(problems) + " differ" if problems else None
+    if not problems:
+        return None
+    return " and ".join(problems) + (" differ" if len(problems) > 1 else " differs")
 
 
 def prior_identity_problem(current: BmdExam, prior: BmdExam) -> str | None:

@@ -270,6 +270,15 @@ def test_backfill_walks_the_pacs_and_resumes_after_kill_9(tmp_path):
         assert not exams(d, state="parsed") and not [p for p in (tmp_path / "routed").rglob("*") if p.is_file()]
         again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)  # finished: nothing more to do
         assert f"{BACKFILL_STUDIES} retrieved (0 objects this run)" in again.stdout + again.stderr
+        # --patients FILE: only those patients' studies
+        for n in (1, 2, 3):
+            late = known_exam("ge", GE, patient_id=f"BF-NEW-{n}", exam_date="20190101", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+            pacs.upload(part10(ge_sr(late)))
+        (tmp_path / "patients.txt").write_text("BF-NEW-1\nBF-NEW-2\n")
+        listed = subprocess.run([*cmd, "--patients", str(tmp_path / "patients.txt")], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert listed.returncode == 0 and "2 objects this run" in listed.stdout + listed.stderr, listed.stdout + listed.stderr
+        assert wait_for(lambda: all(exams(d, patient=f"BF-NEW-{n}") for n in (1, 2)), 30)
+        assert not exams(d, patient="BF-NEW-3")
         # the first day's reports: compared with the backfilled prior, unless it is another patient's
         same = known_exam("hologic", HOLOGIC, patient_id="BF-001", exam_date="20250601", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
         other = known_exam("hologic", HOLOGIC, patient_id="BF-003", patient_name="Jones^Brian", exam_date="20250601", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
@@ -278,7 +287,7 @@ def test_backfill_walks_the_pacs_and_resumes_after_kill_9(tmp_path):
         row = wait_for(drafted(d, same.sop_instance_uid), 40)
         assert row["comparison"]["comparable"] and row["comparison"]["previous_date"] == "20160202"
         row = wait_for(drafted(d, other.sop_instance_uid), 40)
-        assert not row["comparison"]["comparable"] and "wrong-patient" in row["comparison"]["reason"] and "name differ" in row["comparison"]["reason"]
+        assert not row["comparison"]["comparable"] and "wrong-patient" in row["comparison"]["reason"] and "name differs" in row["comparison"]["reason"]
         assert "wrong-patient" in api(d, f"/api/exams/{row['id']}/report")[1]
     finally:
         if d is not None:

@@ -30,7 +30,7 @@ def test_same_id_other_name_or_birth_date_is_a_wrong_patient_risk():
     assert identity_problem(ME, study().identity, use_issuer=True) is None
     p = identity_problem(ME, study(name="Jones^Brian", birth_date="19400101").identity, use_issuer=True)
     assert p == "name and birth date differ" and is_wrong_patient(p)
-    assert identity_problem(ME, study(birth_date="19580313").identity, use_issuer=True) == "birth date differ"
+    assert identity_problem(ME, study(birth_date="19580313").identity, use_issuer=True) == "birth date differs"
     flag = mismatch_flag("20210301", p)
     assert "2021-03-01" in flag and "wrong-patient" in flag
 
@@ -106,4 +106,4 @@ def test_a_stored_prior_of_another_name_is_not_compared():
 
     me = known_exam("hologic", HOLOGIC, patient_id="P1")
     assert prior_identity_problem(me, known_exam("hologic", HOLOGIC, patient_id="P1", patient_name="SMITH^ANNE")) is None
-    assert prior_identity_problem(me, known_exam("hologic", HOLOGIC, patient_id="P1", patient_name="Jones^Brian")) == "name differ"
+    assert prior_identity_problem(me, known_exam("hologic", HOLOGIC, patient_id="P1", patient_name="Jones^Brian")) == "name differs"
