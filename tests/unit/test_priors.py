@@ -107,3 +107,22 @@ def test_a_stored_prior_of_another_name_is_not_compared():
     me = known_exam("hologic", HOLOGIC, patient_id="P1")
     assert prior_identity_problem(me, known_exam("hologic", HOLOGIC, patient_id="P1", patient_name="SMITH^ANNE")) is None
     assert prior_identity_problem(me, known_exam("hologic", HOLOGIC, patient_id="P1", patient_name="Jones^Brian")) == "name differs"
+
+
+def test_the_storage_scp_knows_a_prior_by_its_record_or_our_move_originator():
+    """PS3.7 9.1.1: a C-STORE sub-operation of our own C-MOVE carries our AE as Move Originator."""
+    from types import SimpleNamespace
+
+    from gateway.config import DicomSettings
+    from gateway.dicom.storage import StorageScp
+    from gateway.store.priors import PriorStudyRow
+
+    rows = {"1.2.1": PriorStudyRow("1.2.1", "P1", "", "20200101", "pacs", "lookup", "retrieving", "", 1),
+            "1.2.2": PriorStudyRow("1.2.2", "P1", "", "20200101", "pacs", "lookup", "mismatch", "name differs", 1)}  # fmt: skip
+    scp = SimpleNamespace(settings=DicomSettings(ae_title="DXAGW"), store=SimpleNamespace(prior_study=rows.get))
+    is_prior = lambda uid, originator="": StorageScp._is_prior(scp, uid, SimpleNamespace(MoveOriginatorApplicationEntityTitle=originator))  # noqa: E731
+    assert is_prior("1.2.1")
+    assert not is_prior("1.2.2")  # refused as another patient's: never asked for
+    assert not is_prior("1.2.3")
+    assert is_prior("1.2.3", "DXAGW")
+    assert not is_prior("1.2.3", "OTHER")
