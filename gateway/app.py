@@ -71,7 +71,7 @@ class Gateway:
         self.exams = ExamService(self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox, self.sr_reader, defer=self._defer)
         self.priors = None
         if c.priors.sources:  # issue 18: earlier studies from the PACS
-            self.priors = PriorService(c, self.store, self.spool, self._on_stored, lambda: self._exam_submit(self.exams.draft_due))
+            self.priors = PriorService(c, self.store, self.spool, self._on_stored, lambda exam_id: self._exam_submit(lambda: self.exams.priors_done(exam_id)))
             self.exams.priors = self.priors
         exams_api.register(self.http.app, self.exams, self.executor)
         priors_api.register(self.http.app, self.store, self.executor, c.priors)

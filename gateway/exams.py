@@ -288,6 +288,25 @@ class ExamService:
         self.metrics.exams.labels("updated").inc()
         log.info("exam.updated", extra=fields(exam=exam_id, instance=instance_id, category=classification.category))
 
+    def priors_done(self, exam_id: int) -> None:
+        """The exam's prior lookup ended (exam thread, after the objects it fetched were read).
+
+        A report that stopped waiting at ``priors.timeout`` and is still
+        preliminary is drafted again, with the priors that came late."""
+        try:
+            row = self.store.get_exam(exam_id)
+            if row is not None and row.state == "parsed" and row.report_status == "P":
+                exam, _ = self._study_exam(self.store.study_readings(row.study_uid), row.study_uid)
+                if exam is not None:
+                    _, notes = self.priors.wait_state(row.id, row.patient_id)
+                    if notes:
+                        exam = BmdExam.from_dict({**exam.to_dict(), "flags": [*exam.flags, *notes]})
+                    self._reanalyse(row, exam)
+                    log.info("exam.priors_late", extra=fields(exam=exam_id))
+        except Exception:
+            log.exception("exam.error", extra=fields(exam=exam_id, step="priors"))
+        self.draft_due()
+
     def _keep_prior(self, row: ExamRow | None, this: tuple, ident: dict, exam: BmdExam | None, why: str, study_date: str) -> None:
         """A study fetched from the PACS: kept for comparison, never reported."""
         if exam is None:

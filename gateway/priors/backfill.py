@@ -59,7 +59,7 @@ def run_backfill(config: Config, since: str, patients_file: Path | None = None, 
         raise SystemExit("priors backfill needs a priors source with method c-move (the objects go to the running daemon)")
     data = storage_path(config)
     store = open_store(str(data))
-    service = PriorService(config, store, Spool(data, 0), notify=lambda kind, row: None, on_done=lambda: None)
+    service = PriorService(config, store, Spool(data, 0), notify=lambda kind, row: None, on_done=lambda exam_id: None)
     source = next(s for s in service.sources if s.method == "c-move")
     patients = read_patients(patients_file) if patients_file else None
     key = since + "|" + (hashlib.sha256(patients_file.read_bytes()).hexdigest() if patients_file else "")

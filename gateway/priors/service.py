@@ -69,12 +69,12 @@ def exam_identity(path: Path, patient_id: str) -> tuple[PatientIdentity, str]:
 
 
 class PriorService:
-    def __init__(self, config: Config, store, spool, notify: Callable[[str, int], None], on_done: Callable[[], None]) -> None:
+    def __init__(self, config: Config, store, spool, notify: Callable[[str, int], None], on_done: Callable[[int], None]) -> None:
         self.settings = config.priors
         self.store = store
         self.spool = spool
         self.notify = notify  # (kind, instance id) of an object indexed here (WADO-RS)
-        self.on_done = on_done  # a lookup ended: draft what waited (runs after the fetched objects are read)
+        self.on_done = on_done  # (exam id) a lookup ended: draft or update the exam (after the fetched objects are read)
         self.sources = build_sources(config, self.settings.timeout)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dxagw-priors")
 
@@ -141,7 +141,7 @@ class PriorService:
             note = f"internal error {type(exc).__name__}"
         self.store.finish_prior_lookup(exam_id, state=state, note=note, found=found)
         log.info("priors.lookup_done", extra=fields(exam=exam_id, state=state, found=found, note=note))
-        self.on_done()
+        self.on_done(exam_id)
 
     def _ask_sources(self, exam_id, identity, study_uid, exam_date, deadline) -> tuple[str, str, int]:
         problems: list[str] = []

@@ -48,8 +48,9 @@ def orthanc(tmp_path_factory):
     o.stop()
 
 
-def gateway(tmp: Path, orthanc, sources: list[dict], **priors):
+def gateway(tmp: Path, orthanc, sources: list[dict], extra_destinations: dict | None = None, **priors):
     dests = {
+        **(extra_destinations or {}),
         "pacs": {"type": "dicom", "host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet},
         "pacs-web": {"type": "dicomweb", "url": orthanc.url + "/dicom-web"},
         "pacs-down": {"type": "dicom", "host": "127.0.0.1", "port": free_port(), "ae_title": "DOWN"},
@@ -293,6 +294,40 @@ def test_backfill_walks_the_pacs_and_resumes_after_kill_9(tmp_path):
         if d is not None:
             d.stop()
         pacs.stop()
+
+
+def test_priors_that_come_after_the_timeout_update_a_preliminary_report(orthanc, tmp_path):
+    """A PACS that answers nothing holds the lookup past priors.timeout: the report goes
+    on with the note; when the next source's prior arrives, the preliminary report is
+    drafted again with the comparison and without the note."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete in the backlog; nothing ever answers
+    try:
+        pid = "PRIOR-LATE"
+        prior = known_exam("ge", GE, patient_id=pid, exam_date="20220901", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+        for ds in ge_report_images(prior):
+            orthanc.upload(part10(ds))
+        silent_pacs = {"pacs-silent": {"type": "dicom", "host": "127.0.0.1", "port": silent.getsockname()[1], "ae_title": "SILENT"}}
+        d = gateway(tmp_path / "gw", orthanc, [{"destination": "pacs-silent", "method": "c-move"}, {"destination": "pacs-web", "method": "dicomweb"}], silent_pacs, timeout=3)
+        try:
+            new = known_exam("ge", GE, patient_id=pid, exam_date="20240501", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+            ds = ge_sr(new)
+            store(d, ds, tmp_path / "new.dcm")
+            first = wait_for(drafted(d, ds.SOPInstanceUID), 40)
+            assert first is not None and first["comparison"] is None
+            assert any("Priors could not be fetched" in f for f in first["exam"]["flags"])
+            later = wait_for(lambda: (e := drafted(d, ds.SOPInstanceUID)()) and e["comparison"] and e, 40)
+            assert later, d.log_text()[-2000:]
+            assert later["comparison"]["previous_date"] == "20220901" and later["report"]["status"] == "P"
+            assert not any("Priors could not be fetched" in f for f in later["exam"]["flags"])
+            assert "could not be fetched" not in api(d, f"/api/exams/{later['id']}/report")[1]
+        finally:
+            d.stop()
+    finally:
+        silent.close()
 
 
 def test_a_lookup_cut_by_kill_9_is_taken_up_at_start(orthanc, tmp_path):
