@@ -10,12 +10,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import yaml
 from pydicom.uid import generate_uid
 
 from mappings.bmd.samples import ge_report_images, ge_sr, hologic_report_images, hologic_sr
