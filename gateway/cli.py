@@ -48,8 +48,14 @@ def _backfill(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from gateway.priors.backfill import run_backfill
+    from gateway.priors.sources import SourceDown
 
-    summary = run_backfill(config, args.since, Path(args.patients) if args.patients else None, rate=args.rate)
+    setup_logging(config.logging.level)
+    try:
+        summary = run_backfill(config, args.since, Path(args.patients) if args.patients else None, rate=args.rate)
+    except SourceDown as exc:
+        print(f"backfill stopped: {exc}; the same command resumes it", file=sys.stderr)
+        return 1
     return 0 if not summary.failed else 1
 
 
