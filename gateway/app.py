@@ -75,6 +75,7 @@ class Gateway:
             self.exams.priors = self.priors
         exams_api.register(self.http.app, self.exams, self.executor)
         priors_api.register(self.http.app, self.store, self.executor, c.priors)
+        self.metrics.registry.register(priors_api.PriorsCollector(self.store))
         self.dispatcher = Dispatcher(c, self.store, data, self.executor, self.metrics, report_payload=self.exams.payload)
         self.http.dispatcher = self.dispatcher
         self.http.destination_config = c.destinations

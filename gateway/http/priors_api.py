@@ -31,3 +31,23 @@ def register(app: web.Application, store, executor: Executor, settings: PriorsSe
         return web.Response(body=orjson.dumps(data), content_type="application/json")
 
     app.router.add_get("/api/priors/status", status)
+
+
+class PriorsCollector:
+    """Prometheus: prior lookups by state and prior studies by origin and state, read at scrape time."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        lookups = GaugeMetricFamily("dxagw_prior_lookups", "Prior lookups by state", labels=["state"])
+        for state, n in sorted(self.store.lookup_counts().items()):
+            lookups.add_metric([state], n)
+        yield lookups
+        studies = GaugeMetricFamily("dxagw_prior_studies", "Studies asked of the PACS by origin and state", labels=["origin", "state"])
+        for origin, states in sorted(self.store.prior_counts().items()):
+            for state, n in sorted(states.items()):
+                studies.add_metric([origin, state], n)
+        yield studies

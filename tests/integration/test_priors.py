@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
@@ -182,6 +183,8 @@ def test_a_pacs_that_is_down_delays_the_report_then_it_notes_it(orthanc, tmp_pat
         status, text = api(d, f"/api/exams/{row['id']}/report")
         assert "Priors could not be fetched" in text
         assert api(d, "/api/priors/status")[1]["lookups"] == {"failed": 1}
+        with urllib.request.urlopen(d.http + "/metrics", timeout=10) as rsp:
+            assert 'dxagw_prior_lookups{state="failed"} 1.0' in rsp.read().decode()
     finally:
         d.stop()
 
