@@ -232,6 +232,7 @@ def _backfill_pacs(orthanc) -> list[str]:
     return uids
 
 
+@pytest.mark.slow
 def test_backfill_walks_the_pacs_and_resumes_after_kill_9(tmp_path):
     """``dxa-gateway priors backfill`` prints its progress and a summary; killed with
     SIGKILL mid-run, the same command goes on where it stopped (progress in the store)."""
