@@ -66,8 +66,13 @@ class PriorStore:
         return added
 
     def set_prior_study(self, study_uid: str, state: str, note: str = "") -> None:
+        now = _now()
         with self._transaction() as conn:
-            conn.execute("UPDATE prior_studies SET state = ?, note = ?, updated_at = ? WHERE study_uid = ?", (state, note[:300], _now(), study_uid))
+            conn.execute("UPDATE prior_studies SET state = ?, note = ?, updated_at = ? WHERE study_uid = ?", (state, note[:300], now, study_uid))
+            if state == "retrieved":  # patient data imported from the PACS: in the audit trail
+                row = conn.execute("SELECT source, origin FROM prior_studies WHERE study_uid = ?", (study_uid,)).fetchone()
+                if row is not None:
+                    self._audit(conn, now, "priors.retrieved", row[1], {"study_uid": study_uid, "source": row[0]})
 
     def prior_studies_for(self, patient_id: str, *, exam_id: int | None = None, state: str | None = None) -> list[PriorStudyRow]:
         sql, args = f"SELECT {_STUDY} FROM prior_studies WHERE patient_id = ?", [patient_id]
