@@ -207,9 +207,12 @@ def test_a_merge_moves_the_priors_with_the_patient(cmove_daemon, orthanc, tmp_pa
         mllp.close()
     moved = {e["state"] for e in exams(cmove_daemon, patient="PRIOR-NEW")}
     assert moved == {"prior", "parsed"} and not exams(cmove_daemon, patient="PRIOR-OLD")
+    lookups = sum(api(cmove_daemon, "/api/priors/status")[1]["lookups"].values())
     later = known_exam("hologic", HOLOGIC, patient_id="PRIOR-NEW", exam_date="20250601", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
     store(cmove_daemon, hologic_sr(later), tmp_path / "later.dcm")
     assert wait_for(drafted(cmove_daemon, later.sop_instance_uid), 40)["comparison"]["previous_date"] == "20230601"
+    # the patient has an earlier exam here: the PACS is not asked again
+    assert sum(api(cmove_daemon, "/api/priors/status")[1]["lookups"].values()) == lookups
 
 
 BACKFILL_STUDIES = 240
