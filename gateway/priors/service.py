@@ -124,7 +124,13 @@ class PriorService:
             if inst is None:
                 self.store.finish_prior_lookup(lookup.exam_id, state="failed", note="the exam is gone")
                 continue
-            identity, study_date = exam_identity(self.spool.root / inst.record.path, row.patient_id)
+            try:
+                identity, study_date = exam_identity(self.spool.root / inst.record.path, row.patient_id)
+            except Exception as exc:  # the spooled file cannot be read: the report goes on with the note
+                log.warning("priors.resume_failed", extra=fields(exam=lookup.exam_id, reason=type(exc).__name__))
+                self.store.finish_prior_lookup(lookup.exam_id, state="failed", note="the exam's object could not be read again")
+                continue
+            log.info("priors.resumed", extra=fields(exam=lookup.exam_id))
             self.executor.submit(self._lookup, lookup.exam_id, identity, row.study_uid, study_date, datetime.fromisoformat(lookup.deadline))
 
     def close(self) -> None:
