@@ -92,7 +92,11 @@ class PriorService:
         """Start the exam's lookup unless it has one, or the patient has an earlier exam here."""
         if not self.enabled or not patient_id or self.store.prior_lookup(exam_id) is not None:
             return
-        identity, study_date = exam_identity(instance_path, patient_id)
+        try:
+            identity, study_date = exam_identity(instance_path, patient_id)
+        except Exception as exc:  # never stop the exam's own path: it is reported without priors
+            log.warning("priors.lookup_not_started", extra=fields(exam=exam_id, reason=type(exc).__name__))
+            return
         if self.store.previous_exam(patient_id, study_date or "99999999", exam_id) is not None:
             return
         deadline = _now() + timedelta(seconds=self.settings.timeout)
