@@ -4,10 +4,12 @@ studies, so the first day's reports have their comparisons (issue 18).
 Two phases, both resumable from the store (another run of the same command
 goes on where a stopped or killed one left off):
 
-1. survey: study-level C-FIND per date window (``priors.backfill.query_days``)
-   or per patient of ``--patients``; each qualifying study becomes a
-   ``prior_studies`` row (queued), the window is the run's cursor;
-2. retrieve: each queued study is C-MOVEd to the running daemon, at most
+1. survey: study-level C-FIND (or QIDO-RS) of the first ``priors.sources``
+   entry per date window (``priors.backfill.query_days``) or per patient of
+   ``--patients``; each qualifying study becomes a ``prior_studies`` row
+   (queued), the window is the run's cursor;
+2. retrieve: each queued study is C-MOVEd to the running daemon (or fetched
+   here by C-GET / WADO-RS and C-STOREd to it), at most
    ``priors.backfill.studies_per_second``; the daemon's C-STORE SCP knows
    the rows, so the objects are priors (not routed, not reported).
 """
@@ -15,12 +17,16 @@ goes on where a stopped or killed one left off):
 from __future__ import annotations
 
 import hashlib
+import io
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+from pydicom import dcmread
+from pynetdicom import AE, _config
 from tqdm import tqdm
 
 from gateway.config import Config, storage_path
@@ -41,6 +47,45 @@ class Summary:
     seconds: float = 0.0
 
 
+class DaemonForwarder:
+    """C-STORE SCU to the running daemon (``dicom.host``/``port``, called and calling AE
+    ``dicom.ae_title``): an object this process fetched by C-GET or WADO-RS enters
+    through the daemon's own Storage SCP, where its ``prior_studies`` row makes it a
+    prior, read by the daemon's result reader like any other."""
+
+    def __init__(self, config: Config) -> None:
+        host = config.dicom.host
+        self.host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        self.port = config.dicom.port
+        self.ae_title = config.dicom.ae_title
+        self.timeout = config.dicom.network_timeout
+        self.folder = Path(tempfile.mkdtemp(prefix="dxagw-backfill-"))
+        _config.STORE_SEND_CHUNKED_DATASET = True  # the file goes as fetched, not decoded and re-encoded
+
+    def keep(self, data: bytes) -> None:
+        head = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        sop_class, syntax = str(head.file_meta.MediaStorageSOPClassUID), str(head.file_meta.TransferSyntaxUID)
+        ae = AE(ae_title=self.ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        ae.add_requested_context(sop_class, [syntax])  # sent as fetched, in its own transfer syntax
+        try:
+            assoc = ae.associate(self.host, self.port, ae_title=self.ae_title)
+        except OSError as exc:
+            raise SourceDown(f"the daemon's Storage SCP: cannot connect ({type(exc).__name__})") from None
+        if not assoc.is_established:
+            raise SourceDown("the daemon's Storage SCP refused the association (is dicom.ae_title an allowed calling AE?)")
+        path = self.folder / "object.dcm"
+        try:
+            path.write_bytes(data)
+            status = assoc.send_c_store(path)
+        finally:
+            assoc.release()
+            path.unlink(missing_ok=True)
+        code = int(status.Status) if status is not None and "Status" in status else -1
+        if code != 0x0000 and code & 0xF000 != 0xB000:  # PS3.4 B.2.3: success or warning
+            raise SourceDown(f"the daemon's Storage SCP answered 0x{code:04X}" if code >= 0 else "the daemon's Storage SCP did not answer")
+
+
 def read_patients(path: Path) -> list[tuple[str, str]]:
     """(patient ID, issuer) per non-empty line: ``ID`` or ``ID<TAB>ISSUER``; '#' starts a comment."""
     out = []
@@ -54,13 +99,15 @@ def read_patients(path: Path) -> list[tuple[str, str]]:
 
 def run_backfill(config: Config, since: str, patients_file: Path | None = None, rate: float | None = None, out=sys.stderr) -> Summary:
     since = since.replace("-", "")
-    sources = [s for s in config.priors.sources if s.method == "c-move"]
-    if not sources:
-        raise SystemExit("priors backfill needs a priors source with method c-move (the objects go to the running daemon)")
+    if not config.priors.sources:
+        raise SystemExit("priors backfill needs priors.sources")
     data = storage_path(config)
     store = open_store(str(data))
     service = PriorService(config, store, Spool(data, 0), notify=lambda kind, row: None, on_done=lambda exam_id: None)
-    source = next(s for s in service.sources if s.method == "c-move")
+    source = service.sources[0]  # the first source: the backfill walks one PACS
+    if source.method != "c-move":
+        # C-GET and WADO-RS bring the objects here: they go on to the daemon's Storage SCP
+        service.keep = DaemonForwarder(config).keep
     patients = read_patients(patients_file) if patients_file else None
     key = since + "|" + (hashlib.sha256(patients_file.read_bytes()).hexdigest() if patients_file else "")
     run_id, state, cursor = store.backfill_run(key, since)

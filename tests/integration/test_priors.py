@@ -372,3 +372,40 @@ def test_backfill_against_a_pacs_that_is_down_stops_with_a_clear_message(tmp_pat
     r = subprocess.run([sys.executable, "-m", "gateway", "priors", "backfill", "--config", str(config), "--since", "2025-01-01"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "backfill stopped: pacs:" in r.stderr and "the same command resumes it" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("method", ["dicomweb", "c-get"])
+def test_backfill_by_dicomweb_or_c_get_goes_through_the_daemon(tmp_path, method):
+    """Objects fetched by the backfill process itself (WADO-RS, C-GET) enter through the
+    daemon's Storage SCP and become priors there, as a C-MOVE's would."""
+    port = free_port()
+    pacs = start_orthanc(tmp_path / "orthanc", {"DicomModalities": {"gw": ["DXAGW", "127.0.0.1", port]}})
+    d = None
+    try:
+        studies = []
+        for i in range(6):
+            exam = known_exam("hologic" if i % 2 else "ge", HOLOGIC if i % 2 else GE, patient_id=f"BW-{i}", exam_date=f"201{i}0601",
+                              sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())  # fmt: skip
+            objects = hologic_report_images(exam) if i == 1 else [(hologic_sr if i % 2 else ge_sr)(exam)]
+            for ds in objects:
+                pacs.upload(part10(ds))
+            studies.append(exam.study_instance_uid)
+        source = {"destination": "pacs-web", "method": "dicomweb"} if method == "dicomweb" else {"destination": "pacs", "method": "c-get"}
+        d = start_daemon(tmp_path / "gw", {
+            "dicom": {"port": port}, "storage": {"min_free_bytes": 0},
+            "destinations": {"pacs": {"type": "dicom", "host": "127.0.0.1", "port": pacs.dicom_port, "ae_title": pacs.aet},
+                             "pacs-web": {"type": "dicomweb", "url": pacs.url + "/dicom-web"},
+                             "archive": {"type": "folder", "path": str(tmp_path / "routed")}},
+            "routes": [{"match": {"kind": ["image", "sr"]}, "to": ["archive"]}],
+            "priors": {"sources": [source], "backfill": {"query_days": 400}},
+        })  # fmt: skip
+        cmd = [sys.executable, "-m", "gateway", "priors", "backfill", "--config", str(d.config_path), "--since", "2010-01-01", "--rate", "50"]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=240)
+        assert r.returncode == 0 and "6 DXA studies found, 6 retrieved" in r.stderr, r.stdout + r.stderr
+        assert wait_for(lambda: len(exams(d, state="prior")) == 6, 60), exams(d)
+        assert {e["study_instance_uid"] for e in exams(d, state="prior")} == set(studies)
+        assert not [p for p in (tmp_path / "routed").rglob("*") if p.is_file()]
+    finally:
+        if d is not None:
+            d.stop()
+        pacs.stop()
