@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import sys
 import tempfile
 import time
@@ -105,9 +106,11 @@ def run_backfill(config: Config, since: str, patients_file: Path | None = None, 
     store = open_store(str(data))
     service = PriorService(config, store, Spool(data, 0), notify=lambda kind, row: None, on_done=lambda exam_id: None)
     source = service.sources[0]  # the first source: the backfill walks one PACS
+    forwarder = None
     if source.method != "c-move":
         # C-GET and WADO-RS bring the objects here: they go on to the daemon's Storage SCP
-        service.keep = DaemonForwarder(config).keep
+        forwarder = DaemonForwarder(config)
+        service.keep = forwarder.keep
     patients = read_patients(patients_file) if patients_file else None
     key = since + "|" + (hashlib.sha256(patients_file.read_bytes()).hexdigest() if patients_file else "")
     run_id, state, cursor = store.backfill_run(key, since)
@@ -121,6 +124,8 @@ def run_backfill(config: Config, since: str, patients_file: Path | None = None, 
         store.set_backfill_run(run_id, state="finished")
     finally:
         service.close()
+        if forwarder is not None:
+            shutil.rmtree(forwarder.folder, ignore_errors=True)
         counts = store.prior_counts().get("backfill", {})
         summary.found = sum(counts.values())
         summary.retrieved, summary.failed, summary.mismatch = counts.get("retrieved", 0), counts.get("failed", 0), counts.get("mismatch", 0)
