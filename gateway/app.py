@@ -18,7 +18,7 @@ from gateway.sr_reader import SrReader
 from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
 from gateway.entitlement import Entitlement
-from gateway.http import exams_api, service_api
+from gateway.http import exams_api, priors_api, service_api
 from gateway.http.auth import HOW_TO_ADD, HttpAuth, default_allowed_hosts
 from gateway.security import tls
 from gateway.security.oidc import OidcVerifier
@@ -27,6 +27,7 @@ from gateway.http.server import HttpServer
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.outbox import Dispatcher
+from gateway.priors.service import PriorService
 from gateway.spool import Spool
 from gateway.store import open_store
 from gateway.store.exams import RESULT_KINDS
@@ -118,9 +119,15 @@ class Gateway:
             destination_types={name: d.type for name, d in c.destinations.items()},
             hl7_application=c.hl7.application, hl7_facility=c.hl7.facility, defer=self._defer,
         )
+        self.priors = None
+        if c.priors.sources:  # issue 18: earlier studies from the PACS
+            self.priors = PriorService(c, self.store, self.spool, self._on_stored, lambda exam_id: self._exam_submit(lambda: self.exams.priors_done(exam_id)))
+            self.exams.priors = self.priors
         exams_api.register(self.http.app, self.exams, self.executor)
         self.http.entitlement = self.entitlement
         service_api.register(self.http.app, self.store, self.entitlement, self.executor)
+        priors_api.register(self.http.app, self.store, self.executor, c.priors)
+        self.metrics.registry.register(priors_api.PriorsCollector(self.store))
         self.dispatcher = Dispatcher(c, self.store, data, self.executor, self.metrics, report_payload=self.exams.payload)
         self.http.dispatcher = self.dispatcher
         self.http.destination_config = c.destinations
@@ -145,6 +152,12 @@ class Gateway:
         self.wake_outbox()
         if kind in RESULT_KINDS:
             self.exam_executor.submit(self.exams.on_stored, kind, row_id)
+
+    def _exam_submit(self, fn) -> None:
+        try:
+            self.exam_executor.submit(fn)
+        except RuntimeError:  # shutting down: the next start takes it up
+            pass
 
     def _defer(self, seconds: float, fn) -> None:
         """Run ``fn`` in the exam thread after ``seconds`` (the settle window)."""
@@ -174,6 +187,8 @@ class Gateway:
         # Objects acknowledged before a crash but not read yet, and exams whose
         # settle window was running: taken up before new objects arrive.
         self.exam_executor.submit(self.exams.resume)
+        if self.priors is not None:
+            self.exam_executor.submit(self.priors.resume)
         await loop.run_in_executor(self.executor, self.dicom.start)
         await self.mllp.start()
         if self.mllp_tls is not None:
@@ -203,6 +218,8 @@ class Gateway:
         )
         await self.dispatcher.stop()
         await self.http.stop()
+        if self.priors is not None:
+            self.priors.close()
         await loop.run_in_executor(None, lambda: self.exam_executor.shutdown(wait=True))
         await loop.run_in_executor(None, self.sr_reader.close)
         self.executor.shutdown(wait=True)

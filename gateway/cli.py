@@ -62,6 +62,24 @@ def _token_new(args: argparse.Namespace) -> int:
     print("add this line under security.tokens in the config (it holds only the token's SHA-256):")
     print(f"  {line}")
     return 0
+def _backfill(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    from pathlib import Path
+
+    from gateway.priors.backfill import run_backfill
+    from gateway.priors.sources import SourceDown
+
+    setup_logging(config.logging.level)
+    try:
+        summary = run_backfill(config, args.since, Path(args.patients) if args.patients else None, rate=args.rate)
+    except SourceDown as exc:
+        print(f"backfill stopped: {exc}; the same command resumes it", file=sys.stderr)
+        return 1
+    return 0 if not summary.failed else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     tnew.add_argument("--display-name", default="", help="for reporters: the name on signed reports")
     tnew.add_argument("--registration", default="", help='for reporters: e.g. "GMC 1234567"')
     tnew.set_defaults(func=_token_new)
+    priors = sub.add_parser("priors", help="priors from the PACS")
+    priors_sub = priors.add_subparsers(dest="priors_command", required=True)
+    backfill = priors_sub.add_parser("backfill", help="import the results of past DXA studies from the PACS (resumable)")
+    backfill.add_argument("--config", default=None, help="the daemon's config file")
+    backfill.add_argument("--since", required=True, help="first study date, YYYY-MM-DD")
+    backfill.add_argument("--patients", default=None, help="file of patient IDs (one a line, optional TAB issuer)")
+    backfill.add_argument("--rate", type=float, default=None, help="studies per second (default priors.backfill.studies_per_second)")
+    backfill.set_defaults(func=_backfill)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -356,6 +356,32 @@ class Route(_Model):
     to: list[str] = Field(min_length=1)
 
 
+class PriorSource(_Model):
+    """One place to ask for a patient's earlier DXA studies (issue 18)."""
+
+    destination: str  # a dicom (method c-move, c-get) or dicomweb (method dicomweb) destination
+    method: Literal["c-move", "c-get", "dicomweb"]
+    move_destination: str = ""  # our AE title as the PACS knows it (default: dicom.ae_title)
+
+
+class PriorMatch(_Model):
+    modalities: list[str] = ["OT", "SR", "BMD", "DX"]  # ModalitiesInStudy of a DXA study
+    issuer_of_patient_id: bool = True  # the study's IssuerOfPatientID must match too
+
+
+class BackfillSettings(_Model):
+    studies_per_second: float = Field(2.0, gt=0, le=1000)  # rate limit toward the PACS
+    query_days: int = Field(31, ge=1, le=3660)  # one C-FIND / QIDO per this many days
+
+
+class PriorsSettings(_Model):
+    sources: list[PriorSource] = []
+    lookback_years: int = Field(15, ge=1, le=100)
+    match: PriorMatch = PriorMatch()
+    timeout: float = Field(30, gt=0, le=3600)  # seconds a report waits for its prior lookup
+    backfill: BackfillSettings = BackfillSettings()
+
+
 class Config(_Model):
     dicom: DicomSettings = DicomSettings()
     hl7: Hl7Settings = Hl7Settings()
@@ -369,6 +395,7 @@ class Config(_Model):
     audit: AuditSettings = AuditSettings()
     destinations: dict[str, Destination] = {}
     routes: list[Route] = []
+    priors: PriorsSettings = PriorsSettings()
 
     def dangling_references(self) -> list[tuple[tuple, str]]:
         """(key path, problem) for each reference to an unknown destination."""
@@ -395,6 +422,13 @@ class Config(_Model):
             for name in self.reports.reporters
             if name in identities and "reporter" not in identities[name].roles
         ]
+        for i, src in enumerate(self.priors.sources):
+            dest = self.destinations.get(src.destination)
+            want = "dicomweb" if src.method == "dicomweb" else "dicom"
+            if dest is None:
+                out.append((("priors", "sources", i, "destination"), f"no destination named {src.destination!r}"))
+            elif dest.type != want:
+                out.append((("priors", "sources", i, "destination"), f"method {src.method} needs a {want} destination, not {dest.type}"))
         return out
 
 

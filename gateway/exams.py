@@ -45,6 +45,7 @@ from mappings.bmd.models import BmdExam, RegionResult
 from mappings.bmd.report import ReportDetails, render_report
 from mappings.clinical_context import ClinicalContext, ContextError, with_table_limit
 from mappings.worklist import WorklistItem
+from mappings.priors import prior_identity_problem
 from routes.base import JsonBody
 from routes.rules import Rule, RoutedObject, destinations_for
 
@@ -157,6 +158,9 @@ def _hl7_time(iso: str) -> str:
 
 
 class ExamService:
+    #: gateway/priors/service.py PriorService when ``priors.sources`` are configured (issue 18)
+    priors = None
+
     def __init__(
         self, store, data_dir: Path, settings: ReportsSettings, rules: tuple[Rule, ...], metrics: Metrics,
         wake: Callable[[], None], reader: SrReader, *, destination_types: Mapping[str, str] | None = None,
@@ -212,6 +216,11 @@ class ExamService:
         classification = classify(exam, age=age, sex=sex, menopausal=menopausal, context=ctx)
         previous = self.store.previous_exam(exam.patient_id, exam.exam_date or "99999999", exam_id) if exam.patient_id else None
         comparison = None
+        if previous is not None and previous.state == "prior" and previous.exam:
+            problem = prior_identity_problem(exam, BmdExam.from_dict(previous.exam))
+            if problem:  # issue 18: the same ID, another patient's study
+                reason = f"held in the PACS under this patient ID, but its {problem}: not compared (wrong-patient risk; check the patient's identity)"
+                return classification, Comparison(False, reason, previous.exam_date), None
         if previous is not None and previous.exam:
             comparison = compare_exams(
                 exam, BmdExam.from_dict(previous.exam), lsc=self.lsc, cross_calibrated=self.settings.cross_calibrated,
@@ -339,6 +348,9 @@ class ExamService:
         readings.append(ResultReading(instance_id, rec.sop_instance_uid, state, reason, reading.exam))
         exam, why = self._study_exam(readings, rec.study_uid)
         ident = dict(instance_id=instance_id, sop_instance_uid=rec.sop_instance_uid, study_uid=rec.study_uid, patient_id=rec.patient_id, accession=rec.accession)
+        if self.priors is not None and self.priors.is_prior(rec.study_uid):
+            self._keep_prior(row, this, ident, exam, why, reading.study_date)
+            return
         if exam is None:
             values = {"state": "unparsed", "reason": why[:300], "exam_date": reading.study_date}
             if row is None:
@@ -363,6 +375,8 @@ class ExamService:
                 values.update(ident, patient_id=values["patient_id"], accession=values["accession"])
             exam_id = self.store.save_study_exam(reading=this, exam_id=row.id if row else None, values=values)
             log.info("exam.settling", extra=fields(exam=exam_id, instance=instance_id, seconds=self.settings.settle_seconds))
+            if self.priors is not None:  # no earlier exam here: ask the PACS while the study settles
+                self.priors.ensure_lookup(exam_id, self.data_dir / rec.path, values["patient_id"], rec.study_uid)
             self._schedule(until)
             return
         # drafted already: a later scan of the study updates it
@@ -377,11 +391,47 @@ class ExamService:
         self.metrics.exams.labels("updated").inc()
         log.info("exam.updated", extra=fields(exam=exam_id, instance=instance_id, category=classification.category))
 
+    def priors_done(self, exam_id: int) -> None:
+        """The exam's prior lookup ended (exam thread, after the objects it fetched were read).
+
+        A report that stopped waiting at ``priors.timeout`` and is still
+        preliminary is drafted again, with the priors that came late."""
+        try:
+            row = self.store.get_exam(exam_id)
+            if row is not None and row.state == "parsed" and row.report_status == "P":
+                exam, _ = self._study_exam(self.store.study_readings(row.study_uid), row.study_uid)
+                if exam is not None:
+                    _, notes = self.priors.wait_state(row.id, row.patient_id)
+                    if notes:
+                        exam = BmdExam.from_dict({**exam.to_dict(), "flags": [*exam.flags, *notes]})
+                    self._reanalyse(row, exam)
+                    log.info("exam.priors_late", extra=fields(exam=exam_id))
+        except Exception:
+            log.exception("exam.error", extra=fields(exam=exam_id, step="priors"))
+        self.draft_due()
+
+    def _keep_prior(self, row: ExamRow | None, this: tuple, ident: dict, exam: BmdExam | None, why: str, study_date: str) -> None:
+        """A study fetched from the PACS: kept for comparison, never reported."""
+        if exam is None:
+            values = {"state": "unparsed", "reason": f"prior from the PACS: {why}"[:300], "exam_date": study_date}
+        else:
+            values = {"state": "prior", "reason": "", "exam": exam.to_dict(), "exam_date": exam.exam_date,
+                      "patient_id": ident["patient_id"] or exam.patient_id, "accession": exam.accession_number or ident["accession"]}  # fmt: skip
+        exam_id = self.store.save_study_exam(reading=this, exam_id=row.id if row else None, values=values if row else {**ident, **values})
+        log.info("exam.prior", extra=fields(exam=exam_id, instance=this[0], state=values["state"]))
+
     def _draft(self, row: ExamRow) -> None:
         """The settle window of ``row`` is over: classify, compare, draft (and maybe release)."""
         exam, _ = self._study_exam(self.store.study_readings(row.study_uid), row.study_uid)
         if exam is None:  # cannot happen for a settling exam; keep what it had
             exam = BmdExam.from_dict(row.exam)
+        if self.priors is not None:  # the report waits for its prior lookup, up to priors.timeout
+            until, notes = self.priors.wait_state(row.id, row.patient_id)
+            if until is not None:
+                self._schedule(until)
+                return
+            if notes:
+                exam = BmdExam.from_dict({**exam.to_dict(), "flags": [*exam.flags, *notes]})
         release = None
         render = None
         status = "P"
@@ -551,6 +601,8 @@ class ExamService:
             raise NoSuchExam(exam_id)
         if row.state == "settling":
             raise SignError("the exam is waiting for the rest of its study (reports.settle_seconds): no report yet")
+        if row.state == "prior":
+            raise SignError("a prior fetched from the PACS is never reported again")
         if row.state != "parsed":
             raise SignError("an unparsed exam has no report to sign")
         if not actor.name.strip():

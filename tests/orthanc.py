@@ -23,6 +23,7 @@ class Orthanc:
     dicom_port: int
     http_port: int
     aet: str = "ORTHANC"
+    extra: dict | None = None  # more Orthanc settings, e.g. DicomModalities for C-MOVE
 
     @property
     def url(self) -> str:
@@ -30,6 +31,12 @@ class Orthanc:
 
     def get(self, path: str):
         with urllib.request.urlopen(self.url + path, timeout=10) as rsp:
+            return json.loads(rsp.read())
+
+    def upload(self, data: bytes) -> dict:
+        """POST one Part 10 file to /instances (Orthanc's REST API)."""
+        req = urllib.request.Request(self.url + "/instances", data=data, method="POST", headers={"Content-Type": "application/dicom"})
+        with urllib.request.urlopen(req, timeout=30) as rsp:
             return json.loads(rsp.read())
 
     def instance_uids(self) -> list[str]:
@@ -59,6 +66,7 @@ class Orthanc:
             "SyncStorageArea": True,
             "Plugins": [DICOMWEB_PLUGIN],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            **(self.extra or {}),
         }
         (self.dir / "orthanc.json").write_text(json.dumps(config))
         log = open(self.dir / "orthanc.log", "ab")
@@ -77,9 +85,9 @@ class Orthanc:
         self.proc = None
 
 
-def start_orthanc(folder: Path) -> Orthanc:
+def start_orthanc(folder: Path, extra: dict | None = None) -> Orthanc:
     folder.mkdir(parents=True, exist_ok=True)
-    o = Orthanc(None, folder, free_port(), free_port())
+    o = Orthanc(None, folder, free_port(), free_port(), extra=extra)
     o.start()
     return o
 

@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +136,8 @@ def start_daemon(tmp: Path, overrides: dict | None = None, *, test_token: bool =
     if test_token:
         security = config.setdefault("security", {})
         security["tokens"] = [TEST_IDENTITY, *security.get("tokens", [])]
+    for section in ports:  # an override may fix a port (e.g. one a PACS was told of)
+        ports[section] = config[section]["port"]
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     log = open(tmp / "gateway.log", "ab")

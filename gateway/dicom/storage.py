@@ -80,6 +80,15 @@ class StorageScp:
         finally:
             inflated.unlink(missing_ok=True)
 
+    def _is_prior(self, study_uid: str, req) -> bool:
+        """A study we asked a PACS for (recorded before the C-MOVE), or a
+        sub-operation of a C-MOVE we sent (PS3.7 9.3.1.1 Move Originator AE)."""
+        originator = str(getattr(req, "MoveOriginatorApplicationEntityTitle", "") or "").strip()
+        if originator and originator == self.settings.ae_title:
+            return True
+        row = self.store.prior_study(study_uid)
+        return row is not None and row.state != "mismatch"
+
     def handle(self, event: evt.Event) -> int:
         started = time.perf_counter()
         calling = event.assoc.requestor.ae_title.strip()
@@ -146,6 +155,8 @@ class StorageScp:
             attributes={kw: str(ds.get(kw, "") or "") for kw in self.route_keywords},
         )
         destinations = destinations_for(self.rules, routed)
+        if destinations and self._is_prior(header.study_uid, req):
+            destinations = ()  # a prior fetched from the PACS goes nowhere (issue 18)
         row_id = self.store.add_instance(record, supersede=bool(existing) and self.policy == "replace", destinations=destinations)
         self.metrics.instances.labels(sop_class, calling).inc()
         self.metrics.instance_bytes.labels(sop_class, calling).inc(size)

@@ -189,9 +189,9 @@ class ExamStore:
         return [_exam_row(r) for r in self._query(sql, (*args, limit))]
 
     def previous_exam(self, patient_id: str, before: str, exclude_id: int | None = None) -> ExamRow | None:
-        """The patient's latest parsed exam dated before ``before`` (DA)."""
+        """The patient's latest parsed exam (or prior from the PACS) dated before ``before`` (DA)."""
         row = self._query_one(
-            f"SELECT {_SELECT} FROM exams WHERE patient_id = ? AND state = 'parsed' AND exam_date < ? AND id != ?"
+            f"SELECT {_SELECT} FROM exams WHERE patient_id = ? AND state IN ('parsed', 'prior') AND exam_date < ? AND id != ?"
             " ORDER BY exam_date DESC, id DESC LIMIT 1",
             (patient_id, before, exclude_id or -1),
         )

@@ -201,4 +201,41 @@ MIGRATIONS: list[str] = [
     CREATE INDEX inst_results_pending ON instances (results_state) WHERE results_state = 'pending';
     ALTER TABLE exams ADD COLUMN settle_until TEXT;  -- state settling: draft the report after this
     """,
+    # 7: priors from the PACS (issue 18): the studies asked for (a C-STORE of
+    #    one is a prior, never routed), each exam's lookup, and backfill runs
+    """
+    CREATE TABLE prior_studies (
+        study_uid TEXT PRIMARY KEY,
+        patient_id TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        study_date TEXT NOT NULL,
+        source TEXT NOT NULL,             -- the destination asked
+        origin TEXT NOT NULL,             -- lookup, backfill
+        state TEXT NOT NULL,              -- queued, retrieving, retrieved, failed, mismatch
+        note TEXT NOT NULL DEFAULT '',
+        for_exam INTEGER,                 -- the exam whose lookup found it
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX prior_patient ON prior_studies (patient_id);
+    CREATE INDEX prior_state ON prior_studies (origin, state, study_date);
+    CREATE TABLE prior_lookups (
+        exam_id INTEGER PRIMARY KEY REFERENCES exams (id),
+        state TEXT NOT NULL,              -- running, done, failed
+        deadline TEXT NOT NULL,           -- the report waits until then
+        note TEXT NOT NULL DEFAULT '',
+        found INTEGER NOT NULL DEFAULT 0,
+        started_at TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE TABLE backfill_runs (
+        id INTEGER PRIMARY KEY,
+        run_key TEXT NOT NULL UNIQUE,     -- since and the patients list: the same command resumes
+        since TEXT NOT NULL,
+        state TEXT NOT NULL,              -- surveying, retrieving, finished
+        cursor TEXT NOT NULL DEFAULT '',  -- the last query window surveyed
+        started_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]

@@ -33,6 +33,7 @@ from gateway.store import (
 )
 from gateway.store.exams import RESULT_KINDS, ExamStore
 from gateway.store.service import ServiceStore
+from gateway.store.priors import PriorStore
 from gateway.store.migrations import MIGRATIONS
 from mappings.mpps import StepKeys
 from mappings.hl7_orders import Action, MergePatient, OrderKey, SetOrderStatus, UpdatePatient, UpsertOrder
@@ -83,7 +84,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-class SqliteStore(ExamStore, ServiceStore):
+class SqliteStore(ExamStore, ServiceStore, PriorStore):
     """The embedded default store (``storage.path``/gateway.sqlite3)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -505,6 +506,7 @@ class SqliteStore(ExamStore, ServiceStore):
             changes = action.demographics.changes()
             if isinstance(action, MergePatient):
                 changes.update(patient_id=action.patient_id, issuer_of_patient_id=action.issuer or issuer)
+                self._merge_priors(conn, pid, issuer, action.patient_id, action.issuer or issuer)
             for row in rows:
                 self._update(conn, row.id, row.item.replace(**changes), now)
             return [r.id for r in rows]

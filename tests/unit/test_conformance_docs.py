@@ -98,3 +98,10 @@ def test_the_companion_documents_exist_and_are_linked():
 def test_the_mpps_attribute_rules_listed_are_those_enforced(name, keywords):
     listed = [row.strip("|").split("|")[1].strip().strip("`") for row in marked(name)]
     assert sorted(listed) == sorted(keywords)
+
+
+def test_the_query_retrieve_scu_classes_listed_are_those_the_prior_sources_propose():
+    from gateway.priors import sources
+
+    used = {str(getattr(sources, f"StudyRootQueryRetrieveInformationModel{m}")) for m in ("Find", "Move", "Get")}
+    assert set(uids("scu-sop-classes")) == used
