@@ -34,6 +34,8 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/exams/{id}/reports"): _READ_EXAMS,
     ("POST", "/api/exams/{id}/sign"): frozenset({"reporter"}),
     ("PUT", "/api/exams/{id}/context"): frozenset({"radiographer"}),  # clinical context and technical notes
+    # priors from the PACS: lookups and backfill progress (patient IDs)
+    ("GET", "/api/priors/status"): frozenset({"viewer", "reporter", "admin"}),
     # operations
     ("GET", "/api/outbox"): frozenset({"admin"}),
     ("POST", "/api/outbox/retry"): frozenset({"admin"}),
