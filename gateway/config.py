@@ -339,7 +339,8 @@ class RouteMatch(_Model):
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    kind: list[Literal["image", "sr", "pdf", "dose", "report", "mpps", "order-status", "other"]] = []
+    # fls: fracture liaison notifications of released reports (docs/fls.md)
+    kind: list[Literal["image", "sr", "pdf", "dose", "report", "mpps", "order-status", "other", "fls"]] = []
     sop_class: list[str] = []
     modality: list[str] = []
     calling_ae: list[str] = []
@@ -421,6 +422,13 @@ class Config(_Model):
             (("reports", "reporters"), f"identity {name!r} does not hold the reporter role")
             for name in self.reports.reporters
             if name in identities and "reporter" not in identities[name].roles
+        ]
+        out += [  # a fracture liaison notification is HL7 REF^I12 or a FHIR Task (docs/fls.md)
+            (("routes", i, "to"), f"kind fls needs an hl7 or fhir destination, not {self.destinations[name].type} ({name!r})")
+            for i, route in enumerate(self.routes)
+            if "fls" in route.match.kind
+            for name in route.to
+            if name in self.destinations and self.destinations[name].type not in ("hl7", "fhir")
         ]
         for i, src in enumerate(self.priors.sources):
             dest = self.destinations.get(src.destination)

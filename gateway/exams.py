@@ -32,6 +32,7 @@ from typing import Callable, Mapping
 import yaml
 
 from gateway.config import ReportsSettings
+from gateway.fls import FlsNotifier
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.sr_reader import ReaderFailed, SrReader, SrReading, read_dose_sr, read_results
@@ -181,6 +182,7 @@ class ExamService:
         self.destination_types = dict(destination_types or {})
         self.hl7_application = hl7_application
         self.hl7_facility = hl7_facility
+        self.fls = FlsNotifier(rules, self.destination_types, hl7_application=hl7_application, hl7_facility=hl7_facility)
         self.lsc = LscTable(
             percent={**DEFAULT_LSC_PERCENT, **{k: Decimal(str(v)) for k, v in settings.lsc_percent.items()}},
             absolute={k: Decimal(str(v)) for k, v in settings.lsc_absolute.items()},
@@ -444,7 +446,7 @@ class ExamService:
             details = self._details(item, ctx, reporter="auto-release", reporter_comment="Released automatically (reports.auto_release) without a reporter's review.")
             text = self._text(exam, classification, comparison, status, details)
             text = f"{text.rstrip()}\n\n{NOT_EVALUATED}\n"
-            render = self._renderer(exam, row.accession, item, classification, comparison, text, status, Actor("auto-release"), release[1])
+            render = self._renderer(exam, row.accession, item, classification, comparison, text, status, Actor("auto-release"), release[1], ctx)
         values = {"state": "parsed", "exam": exam.to_dict(), "analysis": analysis, "report_status": status, "report_text": text, "settle_until": None}
         self.store.draft_exam(row.id, values=values, release=release, render=render)
         self.metrics.exams.labels("parsed").inc()
@@ -526,6 +528,7 @@ class ExamService:
     def _renderer(
         self, exam: BmdExam, accession: str, item: WorklistItem | None, classification: Classification,
         comparison: Comparison | None, text: str, status: str, actor: Actor, destinations: tuple[str, ...],
+        context: ClinicalContext | None = None,
     ):
         """The release-time renderer: every payload of this version, one per destination."""
         placer = item.placer_order_number if item else ""
@@ -552,6 +555,11 @@ class ExamService:
                         interpreter_id=actor.id, interpreted_at=when,
                     )
                     yield RenderedPayload(destination, "hl7-oru", control_id, build_oru_r01(exam, classification, comparison, text, oru).encode("utf-8"))
+            # fracture liaison (issue 16 item 4): in the same commit, as stored bytes
+            yield from self.fls.payloads(
+                exam, classification, context or ClinicalContext(), report_id=report_id, released_at=released_at, hl7_time=when,
+                status=status, referrer=actor.name, referrer_id=actor.id, placer=placer, filler=filler,
+            )
 
         return render
 
@@ -622,7 +630,7 @@ class ExamService:
         )
         text = self._text(exam, classification, comparison, status, details)
         destinations = self._destinations(exam.device.manufacturer)
-        render = self._renderer(exam, row.accession, item, classification, comparison, text, status, actor, destinations)
+        render = self._renderer(exam, row.accession, item, classification, comparison, text, status, actor, destinations, ctx)
         report_id = self.store.release_report(exam_id, status=status, text=text, reporter=actor.name.strip(), destinations=destinations, render=render)
         self.metrics.reports.labels(status).inc()
         log.info("report.released", extra=fields(exam=exam_id, report=report_id, status=status))

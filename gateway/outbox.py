@@ -210,9 +210,13 @@ class Dispatcher:
             )
         if row.ref_table == "reports":
             # DESIGN.md rule 9: the bytes rendered when the version was released
-            stored = await self._db(self.store.report_payload, row.ref_id, row.destination)
+            # a fracture liaison notification is stored as "fls:<destination>" (gateway/fls.py)
+            key = f"fls:{row.destination}" if row.kind == "fls" else row.destination
+            stored = await self._db(self.store.report_payload, row.ref_id, key)
+            if stored is None and row.kind == "fls":
+                raise Refused("no fracture liaison notification stored for this version")
             if stored is not None:
-                if stored.format == "fhir-bundle":
+                if stored.format in ("fhir-bundle", "fls-fhir-task"):
                     return Delivery(outbox_id=row.id, kind=row.kind, resource_json=stored.body, control_id=stored.control_id)
                 return Delivery(outbox_id=row.id, kind=row.kind, message=stored.body, control_id=stored.control_id)
         if self.report_payload is not None:

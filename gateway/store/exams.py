@@ -52,6 +52,9 @@ class RenderedPayload:
     sha256: str = ""
 
 
+#: report_payloads.destination of a fracture liaison notification: "fls:<destination>"
+FLS_PREFIX = "fls:"
+
 #: Called inside the release transaction: (report id, released at) -> payloads.
 Renderer = Callable[[int, str], Iterable[RenderedPayload]]
 
@@ -152,13 +155,17 @@ class ExamStore:
             "INSERT INTO reports (exam_id, status, text, reporter, released_at) VALUES (?, ?, ?, ?, ?)",
             (exam_id, status, text, reporter, now),
         ).lastrowid
+        fls: list[str] = []
         if render is not None:
             for p in render(report_id, now):
                 conn.execute(
                     "INSERT INTO report_payloads (report_id, destination, format, control_id, body, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (report_id, p.destination, p.format, p.control_id, p.body, hashlib.sha256(p.body).hexdigest(), now),
                 )
+                if p.destination.startswith(FLS_PREFIX):  # a fracture liaison notification (gateway/fls.py)
+                    fls.append(p.destination[len(FLS_PREFIX):])
         self._enqueue(conn, tuple(destinations), "report", "reports", report_id, study_uid or f"exam-{exam_id}", now)
+        self._enqueue(conn, tuple(fls), "fls", "reports", report_id, study_uid or f"exam-{exam_id}", now)
         return report_id
 
     def release_report(
