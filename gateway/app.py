@@ -117,7 +117,7 @@ class Gateway:
         self.exams = ExamService(
             self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox, self.sr_reader,
             destination_types={name: d.type for name, d in c.destinations.items()},
-            hl7_application=c.hl7.application, hl7_facility=c.hl7.facility, defer=self._defer,
+            hl7_application=c.hl7.application, hl7_facility=c.hl7.facility, defer=self._defer, dose=c.dose,
         )
         self.priors = None
         if c.priors.sources:  # issue 18: earlier studies from the PACS

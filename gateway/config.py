@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from mappings.bmd.drl import UNITS as DOSE_UNITS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
@@ -297,6 +298,26 @@ class EntitlementSettings(_Model):
     on_unknown: Literal["hold", "accept", "reject"] = "hold"
 
 
+class DoseLevel(_Model):
+    """One diagnostic reference level: a value of a dose quantity, in its units."""
+
+    value: float = Field(gt=0)
+    units: str  # e.g. cGy.cm2, dGy.cm2, Gy.m2, mGy (mappings/bmd/drl.py)
+    quantity: Literal["dap", "entrance_dose", "dose_rp_total"] = "dap"
+
+    @model_validator(mode="after")
+    def _known_units(self) -> "DoseLevel":
+        if self.units not in DOSE_UNITS[self.quantity]:
+            raise ValueError(f"units {self.units!r} unknown for {self.quantity} (known: {', '.join(DOSE_UNITS[self.quantity])})")
+        return self
+
+
+class DoseSettings(_Model):
+    """Dose against reference levels (IR(ME)R; README "Running a DXA service")."""
+
+    reference_levels: dict[Literal["spine", "hip", "forearm", "total_body", "vfa"], DoseLevel] = {}
+
+
 class LoggingSettings(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -392,6 +413,7 @@ class Config(_Model):
     logging: LoggingSettings = LoggingSettings()
     reports: ReportsSettings = ReportsSettings()
     entitlement: EntitlementSettings = EntitlementSettings()
+    dose: DoseSettings = DoseSettings()
     security: SecuritySettings = SecuritySettings()
     audit: AuditSettings = AuditSettings()
     destinations: dict[str, Destination] = {}

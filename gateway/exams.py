@@ -31,13 +31,14 @@ from typing import Callable, Mapping
 
 import yaml
 
-from gateway.config import ReportsSettings
+from gateway.config import DoseSettings, ReportsSettings
 from gateway.fls import FlsNotifier
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.sr_reader import ReaderFailed, SrReader, SrReading, read_dose_sr, read_results
 from gateway.store.exams import ExamRow, NoSuchExam, RenderedPayload, ResultReading
 from mappings.bmd.classify import CATEGORY_TEXT, Classification, classify, menopausal_status
+from mappings.bmd.drl import ReferenceLevel, check_dose, report_note
 from mappings.bmd.compare import DEFAULT_LSC_PERCENT, Comparison, LscTable, SiteChange, compare_exams
 from mappings.bmd.fhir_bundle import FhirContext, build_bundle, bundle_json
 from mappings.bmd.hl7_oru import OruContext, build_oru_r01
@@ -166,7 +167,7 @@ class ExamService:
         self, store, data_dir: Path, settings: ReportsSettings, rules: tuple[Rule, ...], metrics: Metrics,
         wake: Callable[[], None], reader: SrReader, *, destination_types: Mapping[str, str] | None = None,
         hl7_application: str = "DXAGW", hl7_facility: str = "",
-        defer: Callable[[float, Callable[[], None]], None] | None = None,
+        defer: Callable[[float, Callable[[], None]], None] | None = None, dose: DoseSettings | None = None,
     ) -> None:
         self.store = store
         # defer(seconds, fn): run fn in the exam thread later (the settle window)
@@ -182,6 +183,8 @@ class ExamService:
         self.destination_types = dict(destination_types or {})
         self.hl7_application = hl7_application
         self.hl7_facility = hl7_facility
+        # dose.reference_levels (issue 16 item 5; mappings/bmd/drl.py)
+        self.dose_levels = {k: ReferenceLevel(Decimal(str(v.value)), v.units, v.quantity) for k, v in (dose.reference_levels if dose else {}).items()}
         self.fls = FlsNotifier(rules, self.destination_types, hl7_application=hl7_application, hl7_facility=hl7_facility)
         self.lsc = LscTable(
             percent={**DEFAULT_LSC_PERCENT, **{k: Decimal(str(v)) for k, v in settings.lsc_percent.items()}},
@@ -243,7 +246,8 @@ class ExamService:
     def _text(self, exam: BmdExam, classification: Classification, comparison: Comparison | None, status: str, details: ReportDetails) -> str:
         """The report text, with the reader's technical flags (seed 001 Reporting)."""
         return render_report(
-            exam, classification, comparison, status=status, template=self.template, technical_notes=tuple(exam.flags), details=details
+            exam, classification, comparison, status=status, template=self.template, details=details,
+            technical_notes=tuple(exam.flags) + tuple(n for n in [report_note(check_dose(exam, self.dose_levels))] if n),
         )
 
     def _preliminary(self, exam: BmdExam, row: ExamRow | None, status: str = "P"):
@@ -257,6 +261,9 @@ class ExamService:
             "previous_exam": previous_id,
             "context": ctx.to_dict(),
         }
+        dose = check_dose(exam, self.dose_levels)
+        if dose is not None:
+            analysis["dose"] = dose.to_dict()
         return classification, comparison, previous_id, analysis, text
 
     def _destinations(self, exam_manufacturer: str) -> tuple[str, ...]:

@@ -7,7 +7,9 @@ the principal result interpreter), then OBX TX lines of the report text
 (38269-7), OBX NM per region for BMD / T-score / Z-score (LOINC where one
 exists -- the lumbar-spine codes on the spine total the diagnosis used,
 vertebrae named --, always a local code naming the site; UCUM units
-``g/cm2``, ``1``), OBX NM for FRAX (90265-0, 90266-8) and changes since
+``g/cm2``, ``1``), OBX NM for FRAX (90265-0, 90266-8), the radiation dose
+(DCM 113722 DAP total, 113725 dose (RP) total, entrance dose; units as
+recorded, UCUM) and changes since
 the previous exam, and OBX CWE for the diagnostic category (local code,
 SNOMED CT beside it where one fits).  Every value is escaped (HL7 v2.5
 section 2.7: \\F\\ \\S\\ \\T\\ \\R\\ \\E\\).  The timestamp comes from ``ctx``.
@@ -172,6 +174,11 @@ def build_oru_r01(
     if exam.frax is not None:
         for code, value in c.frax_items(exam.frax):
             add(_obx_nm(0, _ce(code), "1", str(value), c.PERCENT, status, when))
+    if exam.dose is not None:  # the exam's radiation dose (PS3.16 TID 10001 concepts; IR(ME)R record)
+        d = exam.dose
+        for measure, value, unit in (("dap", d.dap, d.dap_units), ("dose_rp_total", d.dose_rp_total, d.dose_rp_units), ("entrance_dose", d.entrance_dose, d.entrance_dose_units)):
+            if value is not None:
+                add(_obx_nm(0, _ce(c.DOSE_CODES[measure]), "1", str(value), (unit or "1", "UCUM", unit or "1"), status, when))
     if comparison is not None and comparison.comparable:
         for k, ch in enumerate(comparison.changes, start=1):
             local = (f"{ch.laterality + '.' if ch.laterality else ''}{ch.site}.bmd_change_pct", LOCAL, f"{ch.name} BMD change since previous")
