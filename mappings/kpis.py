@@ -1,7 +1,8 @@
 """Service KPIs of a DXA service (seed 001, "Monitoring and reporting service
 data"; DOMAIN.md section 1 item 6): referrals, did-not-attend and
 cancellations, waiting times (referral to scan), time to report, report to
-delivered, the WHO category mix and prompts for further investigation, per
+delivered, the WHO category mix, prompts for further investigation and the
+dose per exam type against its reference level (seed 000 section 11), per
 month and per scanner.
 
 Pure: the gateway turns store rows into :class:`Episode` values (aware
@@ -29,6 +30,16 @@ ALL = "all"
 
 
 @dataclass(frozen=True, slots=True)
+class DoseFinding:
+    """An exam's dose as checked against the DRLs (mappings/bmd/drl.py DoseCheck)."""
+
+    exam_type: str
+    units: str
+    value: float
+    over: bool | None  # None: not compared (no level for its scans, unknown units)
+
+
+@dataclass(frozen=True, slots=True)
 class Episode:
     """One order's way through the service, or one scan without an order."""
 
@@ -42,6 +53,7 @@ class Episode:
     delivered_at: datetime | None  # that report confirmed by its last destination
     category: str = ""  # diagnostic category (mappings.bmd.classify), "" when none
     prompts: int = 0  # prompts for further investigation in the analysis
+    dose: DoseFinding | None = None  # the exam's dose against its reference level
 
     @property
     def day(self) -> date | None:
@@ -76,6 +88,39 @@ def findings(analysis: dict | None) -> tuple[str, int]:
     if any(c.get("significant") and str(c.get("change_g_cm2", "")).startswith("-") for c in changes):
         prompts += 1
     return classification.get("category") or "", prompts
+
+
+def dose_finding(analysis: dict | None) -> DoseFinding | None:
+    """The dose check of a stored exam analysis (``analysis["dose"]``), or None."""
+    d = (analysis or {}).get("dose") or {}
+    if not d or d.get("value") is None:
+        return None
+    try:
+        value = float(d["value"])
+    except (TypeError, ValueError):
+        return None
+    return DoseFinding(str(d.get("exam_type") or "unknown"), str(d.get("units") or ""), value, d.get("over"))
+
+
+def _doses(findings: list[DoseFinding]) -> dict:
+    """Dose per exam type (seed 000 section 11): count, median in the level's
+    units, how many over their DRL and how many not compared; a type seen in
+    several units gets one entry per units, ``"<type> [<units>]"``."""
+    groups: dict[tuple[str, str], list[DoseFinding]] = {}
+    for f in findings:
+        groups.setdefault((f.exam_type, f.units), []).append(f)
+    types = [t for t, _ in groups]
+    out = {}
+    for (kind, units), fs in sorted(groups.items()):
+        v = sorted(f.value for f in fs)
+        n = len(v)
+        median = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+        key = kind if types.count(kind) == 1 else f"{kind} [{units}]"
+        out[key] = {
+            "units": units, "count": n, "median": round(median, 6),
+            "over_drl": sum(1 for f in fs if f.over), "not_compared": sum(1 for f in fs if f.over is None),
+        }  # fmt: skip
+    return out
 
 
 def _summary(values: list[float]) -> dict:
@@ -128,6 +173,7 @@ def _group(episodes: list[Episode], waits: list[tuple], today: date) -> dict:
         "who_categories_percent": {k: _percent(n, len(categorised)) for k, n in sorted(categories.items())},
         "further_investigation_prompted": len(prompted),
         "further_investigation_percent": _percent(len(prompted), len(categorised)),
+        "dose": _doses([e.dose for e in scanned if e.dose is not None]),
     }
     for i, name in enumerate(INTERVALS):
         out[name] = _summary([w[i] for w in waits if w[i] is not None])

@@ -12,6 +12,7 @@ from datetime import date, datetime
 import orjson
 
 from mappings.kpis import Episode
+from mappings.kpis import dose_finding
 from mappings.kpis import findings as exam_findings
 
 
@@ -67,13 +68,14 @@ class ServiceStore:
                 "SELECT study_uid, MIN(received_at), calling_ae FROM instances WHERE study_uid != '' GROUP BY study_uid"
             )
         }
-        findings: dict[str, tuple[str, int]] = {}
+        findings: dict[str, tuple] = {}
         for study, analysis in self._query("SELECT study_uid, analysis FROM exams WHERE state = 'parsed' ORDER BY id"):
             if study in findings or not analysis:
                 continue
-            findings[study] = exam_findings(orjson.loads(analysis))
+            data = orjson.loads(analysis)
+            findings[study] = (*exam_findings(data), dose_finding(data))
         delivery: dict[int, list[tuple[str, str | None]]] = {}
-        for ref_id, state, delivered in self._query("SELECT ref_id, state, delivered_at FROM outbox WHERE ref_table = 'reports'"):
+        for ref_id, state, delivered in self._query("SELECT ref_id, state, delivered_at FROM outbox WHERE ref_table = 'reports' AND kind = 'report'"):
             delivery.setdefault(ref_id, []).append((state, delivered))
         reports: dict[str, tuple[datetime | None, datetime | None]] = {}
         for study, report_id, released in self._query(
@@ -105,6 +107,6 @@ class ServiceStore:
     @staticmethod
     def _episode(status, scheduled, station, referred, scan, finding, report) -> Episode:
         scanner, scanned_at = scan or ("", None)
-        category, prompts = finding or ("", 0)
+        category, prompts, dose = finding or ("", 0, None)
         reported_at, delivered_at = report or (None, None)
-        return Episode(status, scheduled, station, referred, scanned_at, scanner, reported_at, delivered_at, category, prompts)
+        return Episode(status, scheduled, station, referred, scanned_at, scanner, reported_at, delivered_at, category, prompts, dose)
