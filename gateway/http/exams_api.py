@@ -33,6 +33,7 @@ def exam_json(row: ExamRow) -> dict:
         "comparison": (row.analysis or {}).get("comparison"),
         "previous_exam": (row.analysis or {}).get("previous_exam"),
         "dose": (row.exam or {}).get("dose"),
+        "dose_check": (row.analysis or {}).get("dose"),  # against dose.reference_levels (mappings/bmd/drl.py)
         "report": {"status": row.report_status or None, "reporter": row.reporter or None, "signed_at": row.signed_at},
         "context": (row.analysis or {}).get("context"),
         "radiographer_context": row.context,
