@@ -74,3 +74,31 @@ def test_osteoporosis_report_reaches_the_fls_and_a_normal_one_does_not(tmp_path)
         emr.close()
         fls.close()
         fls_fhir.close()
+
+
+def test_auto_released_report_notifies_and_a_refusal_is_a_replayable_dead_letter(tmp_path):
+    """Issue 16 item 4 with ``reports.auto_release``: the preliminary version
+    notifies the FLS too (OBR-25 ``P``).  The FLS refuses it (AR): a dead
+    letter of kind ``fls`` in the admin API (DESIGN.md rule 2); replayed, the
+    stored bytes are sent again and accepted."""
+    fls = MllpPeer(script=["AR"])
+    destinations = {"fls": {"type": "hl7", "host": "127.0.0.1", "port": fls.port, "retry_base": 0.3, "retry_cap": 0.3}}
+    routes = [{"match": {"kind": "fls"}, "to": ["fls"]}]
+    d = start_daemon(tmp_path, {"storage": {"min_free_bytes": 0}, "reports": {**SETTLE, "auto_release": True}, "destinations": destinations, "routes": routes})
+    try:
+        exam = known_exam("hologic", HOLOGIC, patient_id="PFLS3", accession_number="ACC-FLS3", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+        store(d, hologic_sr(exam), tmp_path / "a.dcm")
+        dead = wait_for(lambda: (lambda s, rows: rows if s == 200 and rows else None)(*call(d, "GET", "/api/outbox?state=dead")), 20)
+        assert dead, d.log_text()[-2000:]
+        assert [(r["destination"], r["kind"]) for r in dead] == [("fls", "fls")]
+        assert len(fls.received) == 1
+        first = parse_message(fls.received[0], find_groups=False)
+        assert first.obr.obr_25.value == "P" and first.msh.msh_9.value == "REF^I12^REF_I12"
+        status, body = call(d, "POST", f"/api/outbox/{dead[0]['id']}/retry", {})
+        assert status == 200 and body["requeued"] == 1
+        assert wait_for(lambda: len(fls.received) >= 2, 15)
+        assert fls.received[1] == fls.received[0]
+        assert wait_for(lambda: (lambda s, rows: rows if rows else None)(*call(d, "GET", "/api/outbox?state=done")), 15)
+    finally:
+        d.stop()
+        fls.close()
