@@ -185,7 +185,7 @@ class ExamService:
         self.hl7_facility = hl7_facility
         # dose.reference_levels (issue 16 item 5; mappings/bmd/drl.py)
         self.dose_levels = {k: ReferenceLevel(Decimal(str(v.value)), v.units, v.quantity) for k, v in (dose.reference_levels if dose else {}).items()}
-        self.fls = FlsNotifier(rules, self.destination_types, hl7_application=hl7_application, hl7_facility=hl7_facility)
+        self.fls = FlsNotifier(rules, self.destination_types, hl7_application=hl7_application, hl7_facility=hl7_facility, metrics=metrics)
         self.lsc = LscTable(
             percent={**DEFAULT_LSC_PERCENT, **{k: Decimal(str(v)) for k, v in settings.lsc_percent.items()}},
             absolute={k: Decimal(str(v)) for k, v in settings.lsc_absolute.items()},

@@ -37,7 +37,11 @@ def stored_destination(destination: str) -> str:
 
 
 class FlsNotifier:
-    def __init__(self, rules: tuple[Rule, ...], destination_types: Mapping[str, str], *, hl7_application: str = "DXAGW", hl7_facility: str = "") -> None:
+    def __init__(
+        self, rules: tuple[Rule, ...], destination_types: Mapping[str, str], *, hl7_application: str = "DXAGW", hl7_facility: str = "",
+        metrics=None,
+    ) -> None:
+        self.metrics = metrics
         # only routes naming kind fls: a catch-all route never sends referrals
         self.rules = tuple(r for r in rules if "fls" in r.kinds)
         self.destination_types = dict(destination_types)
@@ -73,4 +77,7 @@ class FlsNotifier:
             else:
                 body = build_fls_ref_i12(exam, classification, reasons, fctx).encode("utf-8")
             yield RenderedPayload(stored_destination(destination), FORMATS[kind], fctx.control_id, body)
+        if self.metrics is not None:  # counted when rendered, inside the release transaction
+            for reason in reasons:
+                self.metrics.fls_notifications.labels(reason).inc()
         log.info("fls.notified", extra=fields(report=report_id, reasons=",".join(reasons), destinations=len(destinations)))

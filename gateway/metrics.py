@@ -182,6 +182,12 @@ class Metrics:
         )
         self.exams = Counter("dxagw_exams", "BMD exams, by event (parsed: report drafted, updated: a later object of the study, unparsed)", ["state"], registry=r)
         self.reports = Counter("dxagw_reports_released", "Reports released, by status (F final, C corrected)", ["status"], registry=r)
+        # Fracture liaison (gateway/fls.py; mappings.bmd.fls reasons, a closed set)
+        self.fls_notifications = Counter(
+            "dxagw_fls_notifications", "Fracture liaison notifications rendered at release, by reason", ["reason"], registry=r
+        )
+        for reason in ("osteoporosis", "fragility_fracture", "vfa_finding"):
+            self.fls_notifications.labels(reason)
         # Referrer entitlement (mappings.entitlement.REASONS, a closed set)
         from mappings.entitlement import REASONS
 

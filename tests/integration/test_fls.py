@@ -69,6 +69,9 @@ def test_osteoporosis_report_reaches_the_fls_and_a_normal_one_does_not(tmp_path)
         status, versions = call(d, "GET", f"/api/exams/{rows['normal']['id']}/reports")
         assert {p["destination"] for p in versions[0]["payloads"]} == {"emr"}
         assert all("PFLS2" not in m for m in fls.received) and all(b"PFLS2" not in m for m in fls_fhir.received)
+        metrics = call(d, "GET", "/metrics")[1]
+        assert 'dxagw_fls_notifications_total{reason="osteoporosis"} 1.0' in metrics
+        assert 'dxagw_fls_notifications_total{reason="vfa_finding"} 0.0' in metrics
     finally:
         d.stop()
         emr.close()
