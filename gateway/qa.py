@@ -46,10 +46,10 @@ class QaService:
     def take(self, instance_id: int, record, exam: dict | None) -> bool:
         """Keep a phantom scan's BMD in its scanner's series; True when the object
         is a phantom (whatever it held: it never becomes an exam)."""
-        found = BmdExam.from_dict(exam) if exam else None
-        patient_id = record.patient_id or (found.patient_id if found else "")
+        patient_id = record.patient_id or str((exam or {}).get("patient_id") or "")
         if not self.is_phantom(patient_id):
             return False
+        found = BmdExam.from_dict(exam) if exam else None
         serial = found.device.serial.strip() if found else ""
         value = rules.phantom_bmd(found) if found else None
         if not serial or value is None:
