@@ -53,9 +53,10 @@ class QaService:
         serial = found.device.serial.strip() if found else ""
         value = rules.phantom_bmd(found) if found else None
         if not serial or value is None:
-            why = "no Device Serial Number" if found and not serial else "no single BMD (spine total) in it"
+            why = "no BMD results read" if found is None else "no Device Serial Number" if not serial else "no single BMD (spine total) in it"
             self.store.set_results(instance_id, "none", f"phantom scan (QA) not kept: {why}")
-            log.warning("qa.phantom_unused", extra=fields(instance=instance_id, calling_ae=record.calling_ae, reason=why))
+            # an image without results is usual (the scan image beside the report): not a warning
+            (log.info if found is None else log.warning)("qa.phantom_unused", extra=fields(instance=instance_id, calling_ae=record.calling_ae, reason=why))
             return True
         at = rules.scan_time(found.exam_date, found.exam_time)
         scanned = (at.astimezone(timezone.utc) if at else datetime.now(timezone.utc)).isoformat(timespec="seconds")
