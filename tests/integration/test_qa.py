@@ -19,7 +19,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from mappings.bmd.models import BmdExam, Device, RegionResult
-from mappings.bmd.samples import hologic_sr
+from mappings.bmd.samples import hologic_report_images, hologic_sr
 from tests.hl7_messages import orm
 from tests.integration.test_exams import api, exams
 from tests.integration.test_orders_worklist import results, station_query
@@ -46,7 +46,7 @@ def daemon(tmp_path_factory):
             "reports": {"settle_seconds": 0.3},
             "qa": {"block_worklist_on_fail": True},
             "destinations": {"pacs": {"type": "folder", "path": str(tmp / "pacs"), "retry_base": 0.3}},
-            "routes": [{"match": {"kind": ["sr"]}, "to": ["pacs"]}],
+            "routes": [{"match": {"kind": ["sr", "image"]}, "to": ["pacs"]}],
         },
     )
     d.pacs = tmp / "pacs"
@@ -133,6 +133,18 @@ def test_ten_phantoms_then_three_percent_low_fails_the_scanner_and_flags_its_nex
     row = wait_for(scans_seen(daemon, 12), 30)
     assert row and row["status"] == "ok", row
     assert len(results(daemon, tmp_path, station_query(STATION), aet=STATION)) == 1
+
+    # a phantom as Hologic report images (another carrier): in the series, not routed
+    images = hologic_report_images(phantom(12, "1.000"))
+    for n, image in enumerate(images):
+        store_as(daemon, image, tmp_path / f"img{n}.dcm", STATION)
+    row = wait_for(scans_seen(daemon, 13), 30)
+    assert row and row["status"] == "ok" and row["last_bmd"] == "1.000", row
+    assert exams(daemon, patient="PHANTOM1") == []
+    names = {p.name for p in daemon.pacs.iterdir()}
+    assert not any(image.SOPInstanceUID in name for image in images for name in names), names
+    # routes are decided in the C-STORE's commit: the patient's SR is the only row ever queued
+    assert len(api(daemon, "/api/outbox?destination=pacs")[1]) == 1
 
 
 def test_unknown_scanner_series_is_404(daemon):
