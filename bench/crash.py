@@ -51,6 +51,9 @@ from tests.hl7_messages import orm
 from tests.scu import mpps_create_dataset, mpps_final
 
 ORTHANC = "/usr/sbin/Orthanc"
+# The signer's identity (README "Security"): it reads exams and signs them.
+TOKEN = "crash-bench-token-0123456789abcdef"
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class Emr:
@@ -190,14 +193,14 @@ def signer_load(http: str, stop_at: threading.Event, acked: Acked) -> None:
     """A reporter signing every parsed, unsigned exam."""
     while not stop_at.is_set():
         try:
-            with urllib.request.urlopen(f"{http}/api/exams?state=parsed&limit=1000", timeout=10) as rsp:
+            with urllib.request.urlopen(urllib.request.Request(f"{http}/api/exams?state=parsed&limit=1000", headers=HEADERS), timeout=10) as rsp:
                 rows = json.loads(rsp.read())
             for row in rows:
                 if stop_at.is_set():
                     return
                 if row.get("report_status") in ("F", "C"):
                     continue
-                req = urllib.request.Request(f"{http}/api/exams/{row['id']}/sign", data=b'{"reporter": "Dr Crash"}', method="POST")
+                req = urllib.request.Request(f"{http}/api/exams/{row['id']}/sign", data=b"{}", method="POST", headers={**HEADERS, "Content-Type": "application/json"})
                 try:
                     with urllib.request.urlopen(req, timeout=10) as rsp:
                         if rsp.status == 201:
@@ -218,7 +221,9 @@ def check_store(db_path: Path, acked: Acked) -> dict:
         instances = {r[0] for r in db.execute("SELECT sop_instance_uid FROM instances")}
         mpps = {r[0] for r in db.execute("SELECT sop_instance_uid FROM mpps")}
         signed = {r[0] for r in db.execute("SELECT id FROM exams WHERE report_status IN ('F', 'C')")}
-        exams_of = {r[0] for r in db.execute("SELECT sop_instance_uid FROM exams")}
+        # one exam per study (README "BMD results"): an SR is read when its study has an exam
+        study_of = dict(db.execute("SELECT sop_instance_uid, study_uid FROM instances").fetchall())
+        exam_studies = {r[0] for r in db.execute("SELECT study_uid FROM exams")}
     finally:
         db.close()
     with acked.lock:
@@ -228,7 +233,7 @@ def check_store(db_path: Path, acked: Acked) -> dict:
             "instances": len(set(acked.instances) - instances),
             "mpps": len(acked.mpps - mpps),
             "signed": len(set(acked.signed) - signed),
-            "sr_without_exam": sum(1 for uid, kind in acked.instances.items() if kind == "sr" and uid not in exams_of),
+            "sr_without_exam": sum(1 for uid, kind in acked.instances.items() if kind == "sr" and study_of.get(uid) not in exam_studies),
         }
 
 
@@ -284,6 +289,8 @@ def main() -> None:
         "hl7": {"host": "127.0.0.1", "port": ports["hl7"]},
         "http": {"host": "127.0.0.1", "port": ports["http"]},
         "storage": {"path": str(work / "data"), "min_free_bytes": 0},
+        "reports": {"settle_seconds": 1},  # each scanner sends its study at once
+        "security": {"tokens": [{"name": "crash", "token": TOKEN, "roles": ["viewer", "reporter"], "display_name": "Dr Crash"}]},
         "destinations": {
             "pacs": {"type": "dicom", "host": "127.0.0.1", "port": orthanc_port, "ae_title": "ORTHANC", "retry_base": 0.5, "retry_cap": 5},
             "emr": {"type": "hl7", "host": "127.0.0.1", "port": emr.port, "retry_base": 0.5, "retry_cap": 5},

@@ -18,7 +18,7 @@ from gateway.sr_reader import SrReader
 from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
 from gateway.entitlement import Entitlement
-from gateway.http import exams_api, priors_api, service_api
+from gateway.http import exams_api, priors_api, qa_api, service_api
 from gateway.http.auth import HOW_TO_ADD, HttpAuth, default_allowed_hosts
 from gateway.security import tls
 from gateway.security.oidc import OidcVerifier
@@ -28,6 +28,7 @@ from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.outbox import Dispatcher
 from gateway.priors.service import PriorService
+from gateway.qa import QaCollector, QaService
 from gateway.spool import Spool
 from gateway.store import open_store
 from gateway.store.exams import RESULT_KINDS
@@ -123,6 +124,13 @@ class Gateway:
         if c.priors.sources:  # issue 18: earlier studies from the PACS
             self.priors = PriorService(c, self.store, self.spool, self._on_stored, lambda exam_id: self._exam_submit(lambda: self.exams.priors_done(exam_id)))
             self.exams.priors = self.priors
+        # scanner QA (issue 16 item 1): phantoms are not routed, not exams; MWL blocked on a fail
+        self.qa = QaService(self.store, c.qa)
+        self.exams.qa = self.qa
+        self.dicom.storage.is_phantom = self.qa.is_phantom
+        self.dicom.mwl.blocked_stations = self.qa.blocked_stations
+        qa_api.register(self.http.app, self.qa, self.executor)
+        self.metrics.registry.register(QaCollector(self.qa))
         exams_api.register(self.http.app, self.exams, self.executor)
         self.http.entitlement = self.entitlement
         service_api.register(self.http.app, self.store, self.entitlement, self.executor)

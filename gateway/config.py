@@ -318,6 +318,16 @@ class DoseSettings(_Model):
     reference_levels: dict[Literal["spine", "hip", "forearm", "total_body", "vfa"], DoseLevel] = {}
 
 
+class QaSettings(_Model):
+    """Scanner QA from phantom scans (README "Running a DXA service"; mappings/qa.py)."""
+
+    phantom_patient_ids: list[str] = ["PHANTOM*", "QA*"]  # globs on Patient ID
+    baseline_scans: int = Field(10, ge=2, le=1000)
+    tolerance_percent: float = Field(1.5, gt=0, le=50)  # from the baseline mean BMD
+    overdue_days: float = Field(3, gt=0, le=365)
+    block_worklist_on_fail: bool = False  # the scanner's station (calling AE of its phantom scans) gets no MWL items
+
+
 class LoggingSettings(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -419,6 +429,7 @@ class Config(_Model):
     destinations: dict[str, Destination] = {}
     routes: list[Route] = []
     priors: PriorsSettings = PriorsSettings()
+    qa: QaSettings = QaSettings()
 
     def dangling_references(self) -> list[tuple[tuple, str]]:
         """(key path, problem) for each reference to an unknown destination."""

@@ -162,6 +162,8 @@ def _hl7_time(iso: str) -> str:
 class ExamService:
     #: gateway/priors/service.py PriorService when ``priors.sources`` are configured (issue 18)
     priors = None
+    #: gateway/qa.py QaService: phantom scans and scanner QA flags (issue 16 item 1)
+    qa = None
 
     def __init__(
         self, store, data_dir: Path, settings: ReportsSettings, rules: tuple[Rule, ...], metrics: Metrics,
@@ -346,6 +348,8 @@ class ExamService:
             reading = self.reader.call(read_results, str(self.data_dir / rec.path))
         except ReaderFailed as exc:
             reading = SrReading(None, str(exc))
+        if self.qa is not None and self.qa.take(instance_id, rec, reading.exam):
+            return  # a phantom scan: its scanner's QA series, never an exam
         if reading.exam is None and (reading.no_results and rec.kind == "image"):
             self.store.set_results(instance_id, "none", reading.unparsed or "")
             return
@@ -441,6 +445,8 @@ class ExamService:
                 return
             if notes:
                 exam = BmdExam.from_dict({**exam.to_dict(), "flags": [*exam.flags, *notes]})
+        if self.qa is not None:  # its scanner's QA failed or is overdue: said in the report
+            exam = self.qa.flag(exam)
         release = None
         render = None
         status = "P"

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Generic, Hashable, Iterator, TypeVar
+from typing import Callable, Generic, Hashable, Iterator, TypeVar
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -73,6 +73,9 @@ class _Lru(Generic[V]):
 
 
 class WorklistFindHandler:
+    #: station AE titles whose scanner failed QA (gateway/qa.py, qa.block_worklist_on_fail)
+    blocked_stations: Callable[[], frozenset[str]] | None = None
+
     def __init__(self, store: Store, settings: WorklistSettings, metrics: Metrics) -> None:
         self.store = store
         self.settings = settings
@@ -154,7 +157,14 @@ class WorklistFindHandler:
         shape = response_shape(query, self.settings.fallback_character_set)
         ts = UID(event.context.transfer_syntax)
         found: list[Dataset | EncodedIdentifier] = []
+        blocked = self.blocked_stations() if self.blocked_stations is not None else frozenset()
+        if calling in blocked:  # its scanner failed QA: no patients until a passing phantom scan
+            log.warning("mwl.blocked_by_qa", extra=fields(calling_ae=calling))
+            yield SUCCESS, None
+            return
         for row in self.store.find_worklist(index_filter(query)):
+            if blocked and row.item.station_ae in blocked:
+                continue
             candidate = self._dataset(row)
             if matches(query, candidate, opts):
                 found.append(self._response(row, candidate, query, shape, ts))

@@ -40,6 +40,9 @@ CANNOT_UNDERSTAND = 0xC000
 
 
 class StorageScp:
+    #: Patient ID -> a QA phantom (gateway/qa.py): never routed
+    is_phantom: Callable[[str], bool] = staticmethod(lambda patient_id: False)
+
     def __init__(
         self,
         settings: DicomSettings,
@@ -157,6 +160,8 @@ class StorageScp:
         destinations = destinations_for(self.rules, routed)
         if destinations and self._is_prior(header.study_uid, req):
             destinations = ()  # a prior fetched from the PACS goes nowhere (issue 18)
+        if destinations and self.is_phantom(header.patient_id):
+            destinations = ()  # a QA phantom scan is no patient's (issue 16)
         row_id = self.store.add_instance(record, supersede=bool(existing) and self.policy == "replace", destinations=destinations)
         self.metrics.instances.labels(sop_class, calling).inc()
         self.metrics.instance_bytes.labels(sop_class, calling).inc(size)

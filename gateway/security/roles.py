@@ -44,6 +44,9 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/audit"): frozenset({"admin"}),
     # service KPIs (seed 001 "Service data")
     ("GET", "/api/kpis"): frozenset({"viewer"}),
+    # scanner QA from phantom scans (README "Running a DXA service")
+    ("GET", "/api/qa"): frozenset({"viewer", "radiographer", "admin"}),
+    ("GET", "/api/qa/{serial}"): frozenset({"viewer", "radiographer", "admin"}),
 }
 
 

@@ -238,4 +238,21 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     );
     """,
+    # 8: scanner QA (issue 16 item 1): phantom scans, one BMD each, by scanner
+    """
+    CREATE TABLE qa_scans (
+        id INTEGER PRIMARY KEY,
+        serial TEXT NOT NULL,             -- Device Serial Number of the scanner
+        instance_id INTEGER NOT NULL UNIQUE REFERENCES instances (id),
+        station_ae TEXT NOT NULL,         -- calling AE title of the phantom's C-STORE
+        manufacturer TEXT NOT NULL,
+        model TEXT NOT NULL,
+        patient_id TEXT NOT NULL,         -- the phantom's Patient ID
+        site TEXT NOT NULL,               -- the region whose BMD was taken (spine total)
+        bmd TEXT NOT NULL,                -- g/cm2 as the scanner printed it
+        scanned_at TEXT NOT NULL,         -- study date and time (UTC ISO), else when received
+        received_at TEXT NOT NULL
+    );
+    CREATE INDEX qa_serial ON qa_scans (serial, scanned_at);
+    """,
 ]

@@ -34,6 +34,7 @@ from gateway.store import (
 from gateway.store.exams import RESULT_KINDS, ExamStore
 from gateway.store.service import ServiceStore
 from gateway.store.priors import PriorStore
+from gateway.store.qa import QaStore
 from gateway.store.migrations import MIGRATIONS
 from mappings.mpps import StepKeys
 from mappings.hl7_orders import Action, MergePatient, OrderKey, SetOrderStatus, UpdatePatient, UpsertOrder
@@ -84,7 +85,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-class SqliteStore(ExamStore, ServiceStore, PriorStore):
+class SqliteStore(ExamStore, ServiceStore, PriorStore, QaStore):
     """The embedded default store (``storage.path``/gateway.sqlite3)."""
 
     def __init__(self, path: str | Path) -> None:

@@ -55,6 +55,8 @@ TABLE = [
     # the test reporter is no practitioner in a referrers register: the handler refuses it
     ("POST", "/api/worklist/999999/justify", {}, "application/json", {"reporter"}, 403),
     ("GET", "/api/kpis", None, None, {"viewer"}, 200),
+    ("GET", "/api/qa", None, None, {"viewer", "radiographer", "admin"}, 200),
+    ("GET", "/api/qa/NO-SUCH-SERIAL", None, None, {"viewer", "radiographer", "admin"}, 404),
     ("GET", "/api/priors/status", None, None, {"viewer", "reporter", "admin"}, 200),
     ("GET", "/api/outbox", None, None, {"admin"}, 200),
     ("POST", "/api/outbox/retry", None, "application/json", {"admin"}, 200),
@@ -69,7 +71,7 @@ def test_the_table_covers_every_endpoint_of_the_role_policy():
     endpoint added there without a row here fails this test."""
     from gateway.security.roles import POLICY
 
-    tested = {(m, p.replace("999999", "{id}")) for m, p, *_ in TABLE} | {("GET", "/healthz"), ("GET", "/readyz")}
+    tested = {(m, p.replace("999999", "{id}").replace("NO-SUCH-SERIAL", "{serial}")) for m, p, *_ in TABLE} | {("GET", "/healthz"), ("GET", "/readyz")}
     assert tested == set(POLICY)
 
 
