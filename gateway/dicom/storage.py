@@ -119,8 +119,9 @@ class StorageScp:
         )
         destinations = destinations_for(self.rules, routed)
         row_id = self.store.add_instance(record, supersede=bool(existing) and self.policy == "replace", destinations=destinations)
-        self.metrics.instances.labels(sop_class, calling).inc()
-        self.metrics.instance_bytes.labels(sop_class, calling).inc(size)
+        ae = self.metrics.ae_label(calling)
+        self.metrics.instances.labels(sop_class, ae).inc()
+        self.metrics.instance_bytes.labels(sop_class, ae).inc(size)
         self.metrics.store_latency.observe(time.perf_counter() - started)
         log.info(
             "store.stored",
