@@ -71,6 +71,12 @@ def _validate(model, data: dict, root: str):
         return model.model_validate(data)
     except ValidationError as exc:
         raise FhirOrderError(_validation_issues(exc, root)) from None
+    except KeyError as exc:
+        # fhir.resources looks a contained or entry resourceType up in its
+        # model table; an unknown one is a KeyError, not a ValidationError
+        # (found by tests/fuzz: {"contained": [{"resourceType": "Patieot"}]}).
+        name = str(exc.args[0] if exc.args else "")[:64]
+        raise FhirOrderError([Issue("invalid", f"unknown resource type {name!r}", root)]) from None
 
 
 def _identifier(sr: ServiceRequest, type_code: str) -> str:
