@@ -64,12 +64,11 @@ def run_target(name: str, n: int, work: Path, args) -> dict:
             before = set(artifacts.iterdir())
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             out, _ = proc.communicate()
-            _, _, usage = os.wait4(proc.pid, os.WNOHANG) if proc.returncode is None else (0, 0, None)
             log.write(out)
             text = out.decode(errors="replace")
             m = _DONE.search(text)
             ran = int(m.group(1)) if m else max([int(x) for x in _RUNS.findall(text)] or [0])
-            peak = re.findall(r"rss: (\d+)Mb", text)
+            peak = re.findall(r"rss: (\d+)Mb", text) + re.findall(r"stat::peak_rss_mb:\s+(\d+)", text)
             if peak:
                 peak_kb = max(peak_kb, 1024 * max(int(p) for p in peak))
             done += max(ran, 1)
