@@ -11,6 +11,7 @@ wrote (crash-*, timeout-*, oom-*) stays in the work folder, printed.
     python bench/fuzz.py 1000000                 # every target, 1,000,000 inputs each
     python bench/fuzz.py 20000 --only hl7 --only mllp
     python bench/fuzz.py 5000 --keep             # keep the work folder
+    python bench/fuzz.py 1000000 --max-seconds 600   # at most 10 minutes per target; prints how many ran
 
 It asserts nothing.  Needs ``pip install atheris`` (Python 3.11 wheels).
 """
@@ -59,6 +60,7 @@ def run_target(name: str, n: int, work: Path, args) -> dict:
                 sys.executable, "-m", "tests.fuzz.run", name,
                 f"-runs={n - done}", f"-timeout={args.timeout}", f"-rss_limit_mb={args.rss_limit_mb}",
                 f"-max_len={max_len}", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
+                *([f"-max_total_time={max(1, int(args.max_seconds - (time.perf_counter() - started)))}"] if args.max_seconds else []),
                 str(corpus),
             ]
             before = set(artifacts.iterdir())
@@ -74,6 +76,9 @@ def run_target(name: str, n: int, work: Path, args) -> dict:
             done += max(ran, 1)
             new = sorted(set(artifacts.iterdir()) - before)
             if proc.returncode == 0 and not new:
+                break
+            if args.max_seconds and time.perf_counter() - started >= args.max_seconds:
+                findings += [p.name for p in new]
                 break
             findings += [p.name for p in new] or [f"exit {proc.returncode}"]
     seconds = time.perf_counter() - started
@@ -99,6 +104,7 @@ def main() -> None:
     ap.add_argument("--rss-limit-mb", type=int, default=1024)
     ap.add_argument("--max-len", type=int, default=65536, help="largest input libFuzzer makes (bytes)")
     ap.add_argument("--max-findings", type=int, default=5, help="restarts after findings, per target")
+    ap.add_argument("--max-seconds", type=float, default=0, help="stop a target after this long (0: run all N inputs)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
     try:
