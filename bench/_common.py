@@ -116,6 +116,10 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 
 # -- the gateway -------------------------------------------------------------
 
 
+BENCH_TOKEN = "bench-token-viewer-admin-metrics-01"  # the benchmarks' HTTP identity
+BENCH_HEADERS = {"Authorization": f"Bearer {BENCH_TOKEN}"}
+
+
 def write_gateway_config(path: Path, data_dir: Path, *, ae_title: str = "DXAGW", log_level: str = "INFO") -> dict:
     ports = {"dicom": free_port(), "hl7": free_port(), "http": free_port()}
     path.write_text(
@@ -126,6 +130,7 @@ def write_gateway_config(path: Path, data_dir: Path, *, ae_title: str = "DXAGW",
                 f"http: {{host: 127.0.0.1, port: {ports['http']}}}",
                 f"storage: {{path: {json.dumps(str(data_dir))}}}",
                 f"logging: {{level: {log_level}}}",
+                f"security: {{tokens: [{{name: bench, token: {BENCH_TOKEN}, roles: [viewer, admin, metrics]}}]}}",
                 "",
             ]
         )

@@ -24,7 +24,7 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from _common import REPO, free_port, machine, percentile, start, start_gateway, stop, wait_port  # noqa: F401
+from _common import BENCH_HEADERS, BENCH_TOKEN, REPO, free_port, machine, percentile, start, start_gateway, stop, wait_port  # noqa: F401
 import yaml
 
 from simulators.ris import RisOptions, RisSimulator
@@ -102,7 +102,8 @@ def main() -> None:
         "hl7": {"host": "127.0.0.1", "port": ports["hl7"]},
         "http": {"host": "127.0.0.1", "port": ports["http"]},
         "storage": {"path": str(work / "data"), "min_free_bytes": 0},
-        "reports": {"auto_release": True},
+        "reports": {"auto_release": True, "settle_seconds": 1},  # the simulator sends a study at once
+        "security": {"tokens": [{"name": "bench", "token": BENCH_TOKEN, "roles": ["viewer", "admin", "metrics"]}]},
         "destinations": {
             "pacs": {"type": "dicom", "host": "127.0.0.1", "port": orthanc_port, "ae_title": "ORTHANC", "concurrency": 2},
             "emr": {"type": "hl7", "host": "127.0.0.1", "port": emr.port},
@@ -132,7 +133,7 @@ def main() -> None:
             if '"event":"store.stored"' in line and '"kind":"sr"' in line:
                 entry = json.loads(line)
                 stored[entry["sop_instance_uid"]] = datetime.fromisoformat(entry["ts"]).timestamp()
-        with urllib.request.urlopen(f"{http}/api/exams?limit=1000", timeout=30) as rsp:
+        with urllib.request.urlopen(urllib.request.Request(f"{http}/api/exams?limit=1000", headers=BENCH_HEADERS), timeout=30) as rsp:
             exam_rows = json.loads(rsp.read())
         latencies = []
         for row in exam_rows:
@@ -149,7 +150,7 @@ def main() -> None:
             time.sleep(0.5)
         pacs_done = time.time()
         in_pacs = in_orthanc()
-        with urllib.request.urlopen(f"{http}/api/outbox?state=dead&limit=1000", timeout=30) as rsp:
+        with urllib.request.urlopen(urllib.request.Request(f"{http}/api/outbox?state=dead&limit=1000", headers=BENCH_HEADERS), timeout=30) as rsp:
             dead = len(json.loads(rsp.read()))
         span = finished - started
         print(f"offered: {args.rate} exams/s, scanner concurrency {args.concurrency}")

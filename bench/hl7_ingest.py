@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402  (puts the repo root on sys.path)
-from _common import machine, percentile, start_gateway, write_gateway_config  # noqa: E402
+from _common import BENCH_HEADERS, machine, percentile, start_gateway, write_gateway_config  # noqa: E402
 
 from tests.hl7_messages import msh, pid, segment  # noqa: E402
 
@@ -138,7 +138,7 @@ def phase(port: int, messages: list[bytes], connections: int) -> dict:
 
 
 def metric(http_port: int, name: str) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as resp:
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{http_port}/metrics", headers=BENCH_HEADERS), timeout=10) as resp:
         text = resp.read().decode()
     out = {}
     for line in text.splitlines():

@@ -4,28 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from gateway.audit_atna import AuditForwarder
 from gateway.config import Config, storage_path
+from gateway.data_folder import make_private
 from gateway.dicom.server import DicomServer
 from gateway.exams import ExamService
 from gateway.sr_reader import SrReader
 from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
 from gateway.http import exams_api
+from gateway.http.auth import HOW_TO_ADD, HttpAuth, default_allowed_hosts
+from gateway.security import tls
+from gateway.security.oidc import OidcVerifier
+from gateway.security.tokens import TokenRegistry
 from gateway.http.server import HttpServer
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.outbox import Dispatcher
 from gateway.spool import Spool
 from gateway.store import open_store
+from gateway.store.exams import RESULT_KINDS
 from mappings.hl7_orders import OrderOptions
 from routes.rules import compile_routes
 
 log = logging.getLogger("gateway")
 
 SHUTDOWN_GRACE = 8.0  # seconds for in-flight work; the process exits within 10 s
+STOP_DEADLINE = 9.5  # past this the process exits anyway: what was acknowledged is on disk (DESIGN.md rule 1)
+
+
+def _force_exit() -> None:
+    log.warning("gateway.stop_forced", extra=fields(after_seconds=STOP_DEADLINE))
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(0)
 
 
 def known_ae_titles(c: Config) -> set[str]:
@@ -44,7 +61,7 @@ class Gateway:
         self.config = config
         self.metrics = Metrics(known_aes=known_ae_titles(config))
         data = storage_path(config)
-        data.mkdir(parents=True, exist_ok=True)
+        make_private(data)  # files 0600, folders 0700 (gateway/data_folder.py)
         self.store = open_store(str(data))
         self.metrics.watch_worklist(self.store.count_worklist_by_status)
         self.spool = Spool(data, config.storage.min_free_bytes)
@@ -62,23 +79,50 @@ class Gateway:
             default_station_ae=c.worklist.default_station_ae,
             default_modality=c.worklist.default_modality,
         )
-        self.hl7_intake = Hl7Intake(self.store, options, self.executor, self.metrics)
+        self.hl7_intake = Hl7Intake(self.store, options, self.executor, self.metrics, allowed_senders=c.hl7.allowed_senders)
         self.mllp = MllpServer(
             c.hl7.host, c.hl7.port, self.hl7_intake.handle, self.metrics,
             max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
             max_connections=c.hl7.max_connections, max_buffered_bytes=c.hl7.max_buffered_bytes,
             refuse=self.hl7_intake.refuse_frame,
         )
+        self.audit_trail = AuditForwarder(self.store, data, c.audit, source_id=c.audit.source_id or c.dicom.ae_title, our_address=c.dicom.host)
+        self.dicom.on_security_event = self.audit_trail.record_later
+        self.dicom.on_query = self.audit_trail.record_later
+        self.mllp_tls = None
+        if c.hl7.tls is not None:  # MLLP over TLS beside the plain port
+            self.mllp_tls = MllpServer(
+                c.hl7.host, c.hl7.tls.port, self.hl7_intake.handle, self.metrics,
+                max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
+                max_connections=c.hl7.max_connections, max_buffered_bytes=c.hl7.max_buffered_bytes,
+                refuse=self.hl7_intake.refuse_frame,
+            )
+            self.mllp_tls.ssl_context = tls.for_listener(c.hl7.tls)
+        self.oidc = OidcVerifier(c.security.oidc) if c.security.oidc is not None else None
+        self.http_auth = HttpAuth(
+            TokenRegistry(c.security.tokens),
+            oidc=self.oidc.identity if self.oidc is not None else None,
+            allowed_hosts=set(c.http.allowed_hosts) or default_allowed_hosts(c.http.host),
+            metrics_public=c.http.metrics_public,
+            audit=self.audit,
+            tls=c.http.tls is not None,
+        )
         self.http = HttpServer(
             c.http.host, c.http.port, self.store, self.metrics, self.executor, parse_executor=self.parse_executor,
             ready=self._ready, default_station_ae=c.worklist.default_station_ae,
             default_modality=c.worklist.default_modality, max_body_bytes=c.http.max_body_bytes,
+            access=self.http_auth, ssl_context=tls.for_listener(c.http.tls),
         )
         self.metrics.watch_outbox(self.store.outbox_stats)
-        self.sr_reader = SrReader()
-        self.exams = ExamService(self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox, self.sr_reader)
-        # One thread reads SRs in arrival order (an RDSR and its BMD SR meet here).
+        self.sr_reader = SrReader(timeout=c.reports.reader_timeout_seconds, memory_limit_mb=c.reports.reader_memory_limit_mb)
+        # One thread reads result objects in arrival order (an RDSR, the SRs and
+        # the report images of a study meet here).
         self.exam_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dxagw-exams")
+        self.exams = ExamService(
+            self.store, data, c.reports, self.rules, self.metrics, self.wake_outbox, self.sr_reader,
+            destination_types={name: d.type for name, d in c.destinations.items()},
+            hl7_application=c.hl7.application, hl7_facility=c.hl7.facility, defer=self._defer,
+        )
         exams_api.register(self.http.app, self.exams, self.executor)
         self.dispatcher = Dispatcher(c, self.store, data, self.executor, self.metrics, report_payload=self.exams.payload)
         self.http.dispatcher = self.dispatcher
@@ -87,6 +131,10 @@ class Gateway:
 
     def _ready(self) -> dict[str, bool]:
         return {"dicom": self._running and self.dicom._server is not None, "hl7": self._running and self.mllp._server is not None}
+
+    async def audit(self, event: str, actor: str, detail: dict) -> None:
+        """Record a security event in the audit trail (from the loop, without waiting for the disk)."""
+        self.audit_trail.record_later(event, actor, detail)
 
     def wake_outbox(self) -> None:
         """New outbox rows are committed (callable from any thread)."""
@@ -98,8 +146,21 @@ class Gateway:
         """Called from a pynetdicom thread after an instance is committed
         (its C-STORE success is answered without waiting for what follows)."""
         self.wake_outbox()
-        if kind in ("sr", "dose"):
+        if kind in RESULT_KINDS:
             self.exam_executor.submit(self.exams.on_stored, kind, row_id)
+
+    def _defer(self, seconds: float, fn) -> None:
+        """Run ``fn`` in the exam thread after ``seconds`` (the settle window)."""
+
+        def submit() -> None:
+            try:
+                self.exam_executor.submit(fn)
+            except RuntimeError:  # shutting down: the next start drafts it
+                pass
+
+        timer = threading.Timer(seconds, submit)
+        timer.daemon = True
+        timer.start()
 
     def _on_mpps_dose(self, study_uid: str, dose: dict) -> None:
         """An MPPS carried dose attributes (called from a pynetdicom thread)."""
@@ -109,19 +170,28 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.sr_reader.start()
+        self.audit_trail.start()
         removed = self.spool.clean_incoming()
         if removed:
             log.warning("spool.partial_files_removed", extra=fields(count=removed))
+        # Objects acknowledged before a crash but not read yet, and exams whose
+        # settle window was running: taken up before new objects arrive.
+        self.exam_executor.submit(self.exams.resume)
         await loop.run_in_executor(self.executor, self.dicom.start)
         await self.mllp.start()
+        if self.mllp_tls is not None:
+            await self.mllp_tls.start()
         await self.http.start()
         await self.dispatcher.start()
         self._running = True
+        if not self.http_auth.configured:
+            log.warning("security.no_identities", extra=fields(hint=HOW_TO_ADD))
         log.info(
             "gateway.started",
             extra=fields(
                 ae_title=self.config.dicom.ae_title, dicom_port=self.dicom.port, hl7_port=self.mllp.port,
                 http_port=self.http.port, schema=self.store.schema_version,
+                dicom_tls_port=self.dicom.tls_port, hl7_tls_port=self.mllp_tls.port if self.mllp_tls else None, https=self.config.http.tls is not None,
             ),
         )
 
@@ -131,6 +201,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         await asyncio.gather(
             self.mllp.stop(grace=SHUTDOWN_GRACE),
+            *([self.mllp_tls.stop(grace=SHUTDOWN_GRACE)] if self.mllp_tls is not None else []),
             loop.run_in_executor(None, self.dicom.stop, SHUTDOWN_GRACE),
         )
         await self.dispatcher.stop()
@@ -139,6 +210,7 @@ class Gateway:
         await loop.run_in_executor(None, self.sr_reader.close)
         self.executor.shutdown(wait=True)
         self.parse_executor.shutdown(wait=True)
+        await loop.run_in_executor(None, self.audit_trail.stop)
         self.store.close()
         log.info("gateway.stopped")
 
@@ -151,4 +223,9 @@ class Gateway:
         await self.start()
         await stop.wait()
         log.info("gateway.stopping")
+        # A peer that holds a socket or a thread cannot keep the process up
+        # past the README's 10 s (issue 11: SIGTERM waited 41 s).
+        watchdog = threading.Timer(STOP_DEADLINE, _force_exit)
+        watchdog.daemon = True
+        watchdog.start()
         await self.stop()

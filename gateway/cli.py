@@ -39,6 +39,31 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(patients=args.patients, vendor=args.vendor, data=args.data, keep_running=args.keep_running)
 
 
+def _token_new(args: argparse.Namespace) -> int:
+    from gateway.config import ROLES
+    from gateway.security.tokens import new_token, sha256_hex
+
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    unknown = [r for r in roles if r not in ROLES]
+    if not roles or unknown:
+        print(f"--roles takes a comma-separated list of: {', '.join(ROLES)}", file=sys.stderr)
+        return 2
+    token = new_token()
+    entry = {"name": args.name, "token_sha256": sha256_hex(token), "roles": roles}
+    if args.display_name:
+        entry["display_name"] = args.display_name
+    if args.registration:
+        entry["registration"] = args.registration
+    import json
+
+    line = "- {" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in entry.items()) + "}"
+    print(f"token for {args.name} (shown once; give it to the caller, it is not stored):")
+    print(f"  {token}")
+    print("add this line under security.tokens in the config (it holds only the token's SHA-256):")
+    print(f"  {line}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dxa-gateway", description="DICOM/HL7 gateway for bone densitometry")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--data", default=None, help="folder for the demo (default: a new temporary folder)")
     demo.add_argument("--keep-running", action="store_true", help="leave the gateway up after the summary")
     demo.set_defaults(func=_demo)
+    token = sub.add_parser("token", help="HTTP identities")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    tnew = token_sub.add_parser("new", help="make a bearer token and print its config line")
+    tnew.add_argument("name", help="the identity's name, as the audit trail records it")
+    tnew.add_argument("--roles", required=True, help="comma-separated: orders,radiographer,reporter,admin,viewer,metrics")
+    tnew.add_argument("--display-name", default="", help="for reporters: the name on signed reports")
+    tnew.add_argument("--registration", default="", help='for reporters: e.g. "GMC 1234567"')
+    tnew.set_defaults(func=_token_new)
     args = parser.parse_args(argv)
     return args.func(args)
 

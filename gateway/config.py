@@ -6,6 +6,7 @@ taken from the environment (for secrets).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -19,6 +20,32 @@ DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsSettings(_Model):
+    """A TLS listener (DICOM PS3.15 B.9/B.12, BCP 195: TLS 1.2 or later)."""
+
+    port: int = Field(0, ge=0, le=65535)  # DICOM and HL7: the TLS listener's own port
+    cert: Path
+    key: Path
+    ca: Path | None = None  # CA bundle that client certificates must chain to
+    require_client_cert: bool = True
+
+    @model_validator(mode="after")
+    def _ca(self) -> "TlsSettings":
+        if self.require_client_cert and self.ca is None:
+            raise ValueError("require_client_cert needs ca (the CA client certificates chain to)")
+        return self
+
+
+class ClientTls(_Model):
+    """TLS toward a destination: the CA its certificate chains to (default:
+    the system's), and our client certificate when it asks for one."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    check_hostname: bool = True  # the certificate must name the host we connect to
 
 
 class ServiceAccess(_Model):
@@ -39,13 +66,30 @@ class StorageScpSettings(_Model):
 
     extra_sop_classes: list[str] = []
     duplicate_policy: Literal["keep_first", "replace", "keep_both"] = "keep_first"
+    # A Deflated Explicit VR Little Endian dataset inflating past this is
+    # refused with 0xA700 (a deflate bomb: 200 kB can inflate to 200 MB).
+    max_inflated_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
 
 
 class DicomPeer(_Model):
-    """A peer's listening address, for replies on a new association."""
+    """A known peer (by calling AE title): its listening address, for replies
+    on a new association, and what it must connect from / prove under TLS."""
 
-    host: str
-    port: int = Field(ge=1, le=65535)
+    host: str = ""
+    port: int = Field(0, ge=0, le=65535)
+    addresses: list[str] = []  # source addresses or CIDR networks it may connect from; empty: any
+    tls_subject: str = ""  # e.g. "CN=dxa1.hospital.example,O=Hospital": each attribute must be in its certificate's subject
+    tls_fingerprint: str = ""  # SHA-256 of its certificate (hex, colons allowed)
+
+    @field_validator("addresses")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
 
 
 class CommitmentSettings(_Model):
@@ -69,7 +113,13 @@ class DicomSettings(_Model):
     network_timeout: float = Field(60, gt=0)
     acse_timeout: float = Field(30, gt=0)
     dimse_timeout: float = Field(60, gt=0)
+    # From TCP connect to a complete A-ASSOCIATE-RQ; a slower peer is dropped.
+    association_setup_timeout: float = Field(10, gt=0)
+    # Open connections one source address may hold; more are closed at accept.
+    max_connections_per_address: int = Field(16, ge=1)
     allowed_calling_aes: list[str] = []
+    accept_any_called_ae: bool = False  # else an association to another called AE title is rejected
+    tls: TlsSettings | None = None
     services: dict[Literal["verification", "worklist", "mpps", "storage", "commitment"], ServiceAccess] = {}
     worklist: WorklistSettings = WorklistSettings()
     storage: StorageScpSettings = StorageScpSettings()
@@ -85,6 +135,25 @@ class DicomSettings(_Model):
         return value
 
 
+class Hl7Sender(_Model):
+    """One allowed MLLP sender: MSH-3^MSH-4 (namespace IDs) and optionally where from."""
+
+    sender: str = Field(pattern=r"^[^^|]*\^[^^|]*$")
+    addresses: list[str] = []
+    tls_subject: str = ""  # under MLLP/TLS: attributes its certificate's subject must hold
+    tls_fingerprint: str = ""  # or the SHA-256 of its certificate
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: object) -> object:
+        return {"sender": value} if isinstance(value, str) else value
+
+    @field_validator("addresses")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return DicomPeer._networks(value)
+
+
 class Hl7Settings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(2575, ge=0, le=65535)
@@ -96,6 +165,8 @@ class Hl7Settings(_Model):
     station_ae_field: str = "OBR-21"
     application: str = "DXAGW"
     facility: str = "DXA"
+    allowed_senders: list[Hl7Sender] = []  # "RIS^HOSP" or {sender: "RIS^HOSP", addresses: [...]}; empty: any
+    tls: TlsSettings | None = None
 
     @field_validator("station_ae_field")
     @classmethod
@@ -109,6 +180,79 @@ class HttpSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    metrics_public: bool = False  # /metrics without the `metrics` role
+    allowed_hosts: list[str] = []  # Host header values accepted; empty: the bind address and localhost
+    tls: TlsSettings | None = None
+
+
+ROLES = ("orders", "radiographer", "reporter", "admin", "viewer", "metrics")
+
+
+class TokenEntry(_Model):
+    """One HTTP identity holding a bearer token (or only its SHA-256)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    token: str = ""
+    token_sha256: str = ""
+    roles: list[Literal["orders", "radiographer", "reporter", "admin", "viewer", "metrics"]] = Field(min_length=1)
+    display_name: str = ""  # the reporter's name on a signed report
+    registration: str = ""  # e.g. "GMC 1234567"
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> "TokenEntry":
+        if bool(self.token) == bool(self.token_sha256):
+            raise ValueError("give exactly one of token or token_sha256")
+        if self.token and len(self.token) < 16:
+            raise ValueError("a token is at least 16 characters (make one with `dxa-gateway token new`)")
+        if self.token_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", self.token_sha256):
+            raise ValueError("token_sha256 is 64 hex digits")
+        return self
+
+
+class OidcSettings(_Model):
+    """Bearer tokens issued by an OpenID provider (checked against its JWKS)."""
+
+    issuer: str
+    audience: str
+    roles_claim: str = "roles"
+    name_claim: str = "preferred_username"
+    leeway: float = Field(60, ge=0)  # seconds of clock skew allowed on exp/nbf/iat
+    jwks_cache: float = Field(300, gt=0)  # seconds a fetched key set is reused
+    ca: Path | None = None  # CA bundle for the issuer's HTTPS
+
+
+class SyslogSettings(_Model):
+    """Where ATNA audit messages go: RFC 5424 over UDP, TCP or TLS (RFC 5425)."""
+
+    host: str
+    port: int = Field(6514, ge=1, le=65535)
+    transport: Literal["udp", "tcp", "tls"] = "tls"
+    ca: Path | None = None  # the collector's CA (tls), default the system's
+    cert: Path | None = None  # our client certificate, if the collector asks for one
+    key: Path | None = None
+    check_hostname: bool = True
+
+
+class AuditSettings(_Model):
+    """The audit trail: always in the store; with ``syslog``, also sent as IHE ATNA."""
+
+    syslog: SyslogSettings | None = None
+    source_id: str = ""  # AuditSourceID (default: dicom.ae_title)
+    site_id: str = ""  # AuditEnterpriseSiteID
+
+
+class SecuritySettings(_Model):
+    tokens: list[TokenEntry] = []
+    oidc: OidcSettings | None = None
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique(cls, value: list[TokenEntry]) -> list[TokenEntry]:
+        names = [t.name for t in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"identity names must be unique: {', '.join(dupes)}")
+        return value
 
 
 class StorageSettings(_Model):
@@ -124,13 +268,23 @@ class WorklistDefaults(_Model):
 class ReportsSettings(_Model):
     """BMD reports: release, template, and the serial-comparison settings."""
 
-    auto_release: bool = False  # final at once, without a reporter's signature
+    auto_release: bool = False  # release a preliminary report, marked not clinically evaluated, at once
+    reporters: list[str] = []  # identities entitled to sign; empty: any identity with the reporter role
     template_file: Path | None = None  # a site's own report template ($placeholders)
     menopausal_default: bool | None = None  # for women under 50 when the order says nothing
     lsc_percent: dict[str, float] = {}  # per site, overrides the ISCD defaults
     lsc_absolute: dict[str, float] = {}  # per site, g/cm2, for all scanners
     lsc_per_scanner: dict[str, dict[str, float]] = {}  # serial or model -> site -> g/cm2
     cross_calibrated: list[list[str]] = []  # groups of models/serials whose BMD compare
+    management_file: Path | None = None  # YAML: diagnostic category -> management wording (NOGG-based defaults)
+    recommended_interval: str = ""  # report text for the interval to the next scan (default: UK two-year guidance)
+    table_limit_kg: float | None = Field(None, gt=0)  # the scanner table's weight limit: heavier patients get the forearm (ISCD)
+    # A study's results arrive as several objects (one report image per scan,
+    # SRs a day late): the report is drafted this long after the last one.
+    settle_seconds: float = Field(30.0, ge=0, le=86400)
+    # The result reader process: address-space limit (RLIMIT_AS) and time per object.
+    reader_memory_limit_mb: int = Field(1024, ge=0, le=65536)  # 0: no limit
+    reader_timeout_seconds: float = Field(60.0, gt=0, le=3600)
 
 
 class LoggingSettings(_Model):
@@ -148,6 +302,7 @@ class Destination(_Model):
     url: str = ""  # dicomweb / fhir base URL
     path: str = ""  # folder
     auth: str = ""  # e.g. "Bearer ${TOKEN}"
+    tls: ClientTls | None = None  # dicom, hl7, dicomweb (https) and fhir (https)
     ack_timeout: float = Field(30, gt=0)
     concurrency: int = Field(2, ge=1, le=64)
     retry_base: float = Field(2.0, gt=0)
@@ -199,6 +354,8 @@ class Config(_Model):
     worklist: WorklistDefaults = WorklistDefaults()
     logging: LoggingSettings = LoggingSettings()
     reports: ReportsSettings = ReportsSettings()
+    security: SecuritySettings = SecuritySettings()
+    audit: AuditSettings = AuditSettings()
     destinations: dict[str, Destination] = {}
     routes: list[Route] = []
 
@@ -214,6 +371,18 @@ class Config(_Model):
             (("dicom", "commitment", "wait_for_destinations"), f"no destination named {name!r}")
             for name in self.dicom.commitment.wait_for_destinations
             if name not in self.destinations
+        ]
+        identities = {t.name: t for t in self.security.tokens}
+        if self.security.oidc is None:  # OIDC names are known only when they log in
+            out += [
+                (("reports", "reporters"), f"no identity named {name!r} in security.tokens")
+                for name in self.reports.reporters
+                if name not in identities
+            ]
+        out += [
+            (("reports", "reporters"), f"identity {name!r} does not hold the reporter role")
+            for name in self.reports.reporters
+            if name in identities and "reporter" not in identities[name].roles
         ]
         return out
 

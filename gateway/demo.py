@@ -23,9 +23,10 @@ import yaml
 from gateway.ports import free_port, wait_port
 
 
-def _get_json(url: str):
-    with urllib.request.urlopen(url, timeout=10) as rsp:
-        return json.loads(rsp.read())
+def _get(url: str, token: str) -> bytes:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as rsp:
+        return rsp.read()
 
 
 def _metric(text: str, name: str) -> float:
@@ -47,12 +48,16 @@ def run_demo(patients: int = 5, vendor: str = "hologic", data: str | None = None
     ports = {name: free_port() for name in ("dicom", "hl7", "http", "pacs", "emr")}
     pacs = PacsSimulator(PacsOptions(port=ports["pacs"], ae_title="PACS", folder=str(work / "pacs-received")))
     emr = EmrSimulator(EmrOptions(port=ports["emr"]))
+    from gateway.security.tokens import new_token
+
+    token = new_token()  # this demo's only HTTP identity
     config = {
+        "security": {"tokens": [{"name": "demo", "token": token, "roles": ["viewer", "admin", "metrics"]}]},
         "dicom": {"ae_title": "DXAGW", "host": "127.0.0.1", "port": ports["dicom"]},
         "hl7": {"host": "127.0.0.1", "port": ports["hl7"]},
         "http": {"host": "127.0.0.1", "port": ports["http"]},
         "storage": {"path": str(work / "data"), "min_free_bytes": 0},
-        "reports": {"auto_release": True},
+        "reports": {"auto_release": True, "settle_seconds": 1},  # the simulator sends a study at once
         "destinations": {
             "pacs": {"type": "dicom", "host": "127.0.0.1", "port": ports["pacs"], "ae_title": "PACS"},
             "emr": {"type": "hl7", "host": "127.0.0.1", "port": ports["emr"]},
@@ -87,8 +92,8 @@ def run_demo(patients: int = 5, vendor: str = "hologic", data: str | None = None
         while time.monotonic() < deadline and len(emr.messages) < scanner.stats.get("exams", 0):
             time.sleep(0.2)
         elapsed = time.monotonic() - started
-        metrics = urllib.request.urlopen(f"{http}/metrics", timeout=10).read().decode()
-        outbox = _get_json(f"{http}/api/outbox?limit=1000")
+        metrics = _get(f"{http}/metrics", token).decode()
+        outbox = json.loads(_get(f"{http}/api/outbox?limit=1000", token))
         forwarded = sum(1 for r in outbox if r["state"] == "done" and r["kind"] != "report")
         reports = sum(1 for r in outbox if r["state"] == "done" and r["kind"] == "report")
         rows = [
@@ -102,6 +107,7 @@ def run_demo(patients: int = 5, vendor: str = "hologic", data: str | None = None
             ("exam time p50 / max", f"{scanner.stats.get('exam_s_p50', '-')} / {scanner.stats.get('exam_s_max', '-')} s"),
             ("whole day", f"{elapsed:.1f} s"),
             ("metrics", f"{http}/metrics"),
+            ("API token (viewer, admin, metrics)", f"in {config_path} (curl -H 'Authorization: Bearer ...')"),
             ("data folder", str(work / "data")),
             ("gateway log", str(log_path)),
         ]

@@ -1,38 +1,57 @@
-"""BMD exams: from a stored SR to a released report in the outbox.
+"""BMD exams: from stored result objects to a released report in the outbox.
 
-When a BMD SR is stored, :class:`ExamService` has it read from the spool by
-the SR reader process (gateway/sr_reader.py), which extracts a ``BmdExam``
-(mappings/bmd); the service classifies it, compares
-it with the patient's previous exam and writes the report text.  The report
-is preliminary until a reporter signs it (or ``reports.auto_release``);
-each released version (final, then corrected) is queued for the ``report``
-routes in the same commit; the dispatcher gets the ORU^R01 or the
-FHIR Bundle of a released version at delivery time (:meth:`ExamService.payload`).
+Every SR, image and dose SR is indexed with ``results_state = pending`` in
+the commit that acknowledges it; :class:`ExamService` has each read from the
+spool by the result reader process (gateway/sr_reader.py), which extracts a
+``BmdExam`` (mappings/bmd) from whatever carrier the object has (SR content,
+Hologic report text, GE Image Comments XML).  All result-bearing objects of
+a study make one exam (mappings/bmd/merge.py), updated as later objects
+arrive; the report is drafted ``reports.settle_seconds`` after the last one
+(state ``settling`` until then).  Pending objects and settling exams are
+taken up again at start, so nothing acknowledged is lost to a crash.  The
+service classifies the exam with the clinical context (from the order, and
+from the radiographer), compares it with the patient's previous exam and
+writes the report text.  The report is preliminary until a reporter signs
+it (or ``reports.auto_release``).  Each released version (final, then
+corrected) has its outbound payloads -- the ORU^R01 for HL7 destinations,
+the FHIR Bundle for FHIR ones -- rendered once, in the same commit as the
+version and its outbox rows, and stored with their sha256: every delivery
+attempt sends exactly those bytes (DESIGN.md rule 9).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
+
+import yaml
 
 from gateway.config import ReportsSettings
 from gateway.logs import fields
 from gateway.metrics import Metrics
-from gateway.sr_reader import ReaderFailed, SrReader, SrReading, read_bmd_sr, read_dose_sr
-from gateway.store.exams import ExamRow, NoSuchExam
-from mappings.bmd.classify import Classification, classify
+from gateway.sr_reader import ReaderFailed, SrReader, SrReading, read_dose_sr, read_results
+from gateway.store.exams import ExamRow, NoSuchExam, RenderedPayload, ResultReading
+from mappings.bmd.classify import CATEGORY_TEXT, Classification, classify, menopausal_status
 from mappings.bmd.compare import DEFAULT_LSC_PERCENT, Comparison, LscTable, SiteChange, compare_exams
 from mappings.bmd.fhir_bundle import FhirContext, build_bundle, bundle_json
 from mappings.bmd.hl7_oru import OruContext, build_oru_r01
-from mappings.bmd.models import BmdExam, DoseRecord, RegionResult
-from mappings.bmd.report import render_report
+from mappings.bmd.merge import merge_exams
+from mappings.bmd.models import BmdExam, RegionResult
+from mappings.bmd.report import ReportDetails, render_report
+from mappings.clinical_context import ClinicalContext, ContextError, with_table_limit
+from mappings.worklist import WorklistItem
 from routes.base import JsonBody
 from routes.rules import Rule, RoutedObject, destinations_for
 
 log = logging.getLogger("gateway.exams")
+
+
+NOT_EVALUATED = "NOT CLINICALLY EVALUATED: released automatically, without a reporter's signature."
 
 
 class SignError(ValueError):
@@ -82,6 +101,7 @@ def classification_json(c: Classification) -> dict:
         "lowest_score": _plain(c.lowest_score),
         "sites_used": _plain(c.sites_used),
         "excluded_vertebrae": list(c.excluded_vertebrae),
+        "spine_used": c.spine.site if c.spine is not None and c.used(c.spine) else None,
         "notes": list(c.notes),
         "flags": list(c.flags),
         "prompts": list(c.prompts),
@@ -91,15 +111,61 @@ def classification_json(c: Classification) -> dict:
 def comparison_json(c: Comparison | None) -> dict | None:
     if c is None:
         return None
-    return {"comparable": c.comparable, "reason": c.reason, "previous_date": c.previous_date, "changes": _plain(c.changes)}
+    return {
+        "comparable": c.comparable,
+        "reason": c.reason,
+        "previous_date": c.previous_date,
+        "changes": _plain(c.changes),
+        "interval_days": c.interval_days,
+        "interval_note": c.interval_note,
+        "interval_short": c.interval_short,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who signs a report or edits an exam's context.
+
+    Today the name comes from the request body; when the HTTP side
+    authenticates callers (DESIGN.md rule 8) the identity -- name, role and
+    identifier -- comes from there instead, in ``gateway/http/exams_api.py``
+    (:func:`~gateway.http.exams_api.actor_of`), the one place that builds it.
+    """
+
+    name: str
+    role: str = ""
+    id: str = ""
+
+
+def load_management(path: Path | None) -> dict[str, str]:
+    """``reports.management_file``: YAML mapping of diagnostic category -> wording."""
+    if path is None:
+        return {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError(f"{path}: reports.management_file must map category names to text")
+    unknown = sorted(set(data) - set(CATEGORY_TEXT))
+    if unknown:
+        raise ValueError(f"{path}: unknown categories {', '.join(unknown)} (known: {', '.join(CATEGORY_TEXT)})")
+    return {k: v.strip() for k, v in data.items()}
+
+
+def _hl7_time(iso: str) -> str:
+    """An ISO instant (UTC) -> HL7 DTM with its offset."""
+    at = datetime.fromisoformat(iso).astimezone(timezone.utc)
+    return at.strftime("%Y%m%d%H%M%S+0000")
 
 
 class ExamService:
     def __init__(
         self, store, data_dir: Path, settings: ReportsSettings, rules: tuple[Rule, ...], metrics: Metrics,
-        wake: Callable[[], None], reader: SrReader,
+        wake: Callable[[], None], reader: SrReader, *, destination_types: Mapping[str, str] | None = None,
+        hl7_application: str = "DXAGW", hl7_facility: str = "",
+        defer: Callable[[float, Callable[[], None]], None] | None = None,
     ) -> None:
         self.store = store
+        # defer(seconds, fn): run fn in the exam thread later (the settle window)
+        self.defer = defer
         self.reader = reader
         self.data_dir = data_dir
         self.settings = settings
@@ -107,6 +173,10 @@ class ExamService:
         self.metrics = metrics
         self.wake = wake
         self.template = settings.template_file.read_text(encoding="utf-8") if settings.template_file else None
+        self.management = load_management(settings.management_file)
+        self.destination_types = dict(destination_types or {})
+        self.hl7_application = hl7_application
+        self.hl7_facility = hl7_facility
         self.lsc = LscTable(
             percent={**DEFAULT_LSC_PERCENT, **{k: Decimal(str(v)) for k, v in settings.lsc_percent.items()}},
             absolute={k: Decimal(str(v)) for k, v in settings.lsc_absolute.items()},
@@ -115,18 +185,68 @@ class ExamService:
 
     # -- analysis ----------------------------------------------------------------
 
-    def _analyse(self, exam: BmdExam, exam_id: int | None = None) -> tuple[Classification, Comparison | None, int | None]:
+    def _order(self, exam: BmdExam, row: ExamRow | None) -> tuple[WorklistItem | None, ClinicalContext]:
+        """The order the exam answers and the clinical context: the order's,
+        with the radiographer's (``PUT /api/exams/{id}/context``) over it."""
+        item_json, order_ctx = self.store.order_for_exam(exam.study_instance_uid, exam.accession_number or (row.accession if row else ""))
+        item = WorklistItem.from_json(item_json) if item_json else None
+        ctx = ClinicalContext()
+        for source, data in (("order", order_ctx), ("radiographer", row.context if row is not None else None)):
+            if not data:
+                continue
+            try:
+                ctx = ctx.merged(ClinicalContext.from_dict(data))
+            except ContextError as exc:  # kept by an older version, or edited: say so, use the rest
+                log.warning("exam.context_unreadable", extra=fields(exam=row.id if row else None, source=source, key=exc.key))
+        limit = self.settings.table_limit_kg
+        return item, with_table_limit(ctx, Decimal(str(limit)) if limit else None)
+
+    def _analyse(
+        self, exam: BmdExam, exam_id: int | None = None, context: ClinicalContext | None = None, *, early_repeat: bool = False
+    ) -> tuple[Classification, Comparison | None, int | None]:
+        ctx = context or ClinicalContext()
         age = exam.patient_age if exam.patient_age is not None else age_at(exam.patient_birth_date, exam.exam_date)
         sex = (exam.patient_sex or "").upper()[:1]
-        menopausal = self.settings.menopausal_default if sex == "F" else None
-        classification = classify(exam, age=age, sex=sex, menopausal=menopausal, fragility_fracture=False)
+        # reports.menopausal_default concerns women under 50 only (ISCD; issue 14 defect 2)
+        menopausal = menopausal_status(age, sex, ctx.menopausal, self.settings.menopausal_default)
+        classification = classify(exam, age=age, sex=sex, menopausal=menopausal, context=ctx)
         previous = self.store.previous_exam(exam.patient_id, exam.exam_date or "99999999", exam_id) if exam.patient_id else None
         comparison = None
         if previous is not None and previous.exam:
             comparison = compare_exams(
-                exam, BmdExam.from_dict(previous.exam), lsc=self.lsc, cross_calibrated=self.settings.cross_calibrated
+                exam, BmdExam.from_dict(previous.exam), lsc=self.lsc, cross_calibrated=self.settings.cross_calibrated,
+                early_repeat_requested=early_repeat,
             )
         return classification, comparison, previous.id if previous else None
+
+    def _details(self, item: WorklistItem | None, ctx: ClinicalContext, **signature) -> ReportDetails:
+        referrer = (item.requesting_physician or item.referring_physician) if item else ""
+        return ReportDetails(
+            referrer=referrer,
+            context=ctx,
+            management=self.management,
+            recommended_interval=self.settings.recommended_interval,
+            **signature,
+        )
+
+    def _text(self, exam: BmdExam, classification: Classification, comparison: Comparison | None, status: str, details: ReportDetails) -> str:
+        """The report text, with the reader's technical flags (seed 001 Reporting)."""
+        return render_report(
+            exam, classification, comparison, status=status, template=self.template, technical_notes=tuple(exam.flags), details=details
+        )
+
+    def _preliminary(self, exam: BmdExam, row: ExamRow | None, status: str = "P"):
+        """(classification, comparison, previous id, analysis JSON, report text) before signing."""
+        item, ctx = self._order(exam, row)
+        classification, comparison, previous_id = self._analyse(exam, row.id if row else None, ctx)
+        text = self._text(exam, classification, comparison, status, self._details(item, ctx))
+        analysis = {
+            "classification": classification_json(classification),
+            "comparison": comparison_json(comparison),
+            "previous_exam": previous_id,
+            "context": ctx.to_dict(),
+        }
+        return classification, comparison, previous_id, analysis, text
 
     def _destinations(self, exam_manufacturer: str) -> tuple[str, ...]:
         return destinations_for(self.rules, RoutedObject(kind="report", modality="BMD", manufacturer=exam_manufacturer))
@@ -134,14 +254,155 @@ class ExamService:
     # -- events ------------------------------------------------------------------
 
     def on_stored(self, kind: str, instance_id: int) -> None:
-        """Called (in an executor thread) after an SR or dose SR was stored."""
+        """Called (in the exam thread) after an SR, image or dose SR was stored,
+        and at start for every object still pending."""
         try:
-            if kind == "sr":
-                self._sr(instance_id)
-            elif kind == "dose":
+            if self.store.results_state(instance_id) != "pending":
+                return  # read already (the start-up rescan and a live event met)
+            if kind == "dose":
                 self._dose(instance_id)
+            else:
+                self._results(instance_id)
         except Exception:
             log.exception("exam.error", extra=fields(instance=instance_id))
+
+    def resume(self) -> None:
+        """At start (in the exam thread): read what was acknowledged but not read, and
+        draft or re-schedule the exams whose settle window was running."""
+        count, last = 0, 0
+        while batch := self.store.pending_results(after_id=last):
+            for instance_id, kind in batch:
+                self.on_stored(kind, instance_id)
+            count, last = count + len(batch), batch[-1][0]
+        if count:
+            log.warning("exam.resumed", extra=fields(objects=count))
+        self.draft_due()
+
+    def _now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def _schedule(self, at: datetime) -> None:
+        if self.defer is not None:
+            self.defer(max(0.0, (at - self._now()).total_seconds()) + 0.05, self.draft_due)
+
+    def draft_due(self) -> None:
+        """Draft the report of every exam whose settle window is over; schedule the next."""
+        try:
+            now = self._now()
+            for row in self.store.settling_exams():
+                due = datetime.fromisoformat(row.settle_until) if row.settle_until else now
+                # a window shortened in the config since applies at once
+                due = min(due, datetime.fromisoformat(row.updated_at) + timedelta(seconds=self.settings.settle_seconds))
+                if due > now:
+                    self._schedule(due)
+                    break
+                self._draft(row)
+        except Exception:
+            log.exception("exam.error", extra=fields(step="draft"))
+
+    def _with_dose(self, exam: BmdExam, study_uid: str) -> BmdExam:
+        # The RDSR is the dose record (IR(ME)R): it replaces a dose from the
+        # objects' own attributes; an MPPS dose is used only when there is none.
+        known = self.store.study_dose(study_uid)
+        if known is not None and (known.get("source") == "rdsr" or exam.dose is None):
+            return BmdExam.from_dict({**exam.to_dict(), "dose": known})
+        return exam
+
+    def _study_exam(self, readings: list[ResultReading], study_uid: str) -> tuple[BmdExam | None, str]:
+        """The study's merged exam and the reasons of the objects that could not be read."""
+        parts = [BmdExam.from_dict(r.exam) for r in readings if r.state == "read" and r.exam]
+        unread = [f"{r.sop_instance_uid}: {r.reason}" for r in readings if r.state == "unparsed"]
+        if not parts:
+            return None, "; ".join(r.reason for r in readings if r.state == "unparsed")
+        exam = merge_exams(parts)
+        if unread:
+            exam = BmdExam.from_dict({**exam.to_dict(), "flags": [*exam.flags, *(f"An object of this study could not be read ({u})." for u in unread)]})
+        return self._with_dose(exam, study_uid), ""
+
+    def _results(self, instance_id: int) -> None:
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
+            return
+        rec = inst.record
+        try:
+            reading = self.reader.call(read_results, str(self.data_dir / rec.path))
+        except ReaderFailed as exc:
+            reading = SrReading(None, str(exc))
+        if reading.exam is None and (reading.no_results and rec.kind == "image"):
+            self.store.set_results(instance_id, "none", reading.unparsed or "")
+            return
+        state = "read" if reading.exam is not None else "unparsed"
+        reason = "" if reading.exam is not None else (reading.unparsed or "no BMD results")
+        this = (instance_id, state, reason[:300], reading.exam)
+        row = self.store.study_exam(rec.study_uid)
+        readings = [r for r in self.store.study_readings(rec.study_uid) if r.instance_id != instance_id]
+        readings.append(ResultReading(instance_id, rec.sop_instance_uid, state, reason, reading.exam))
+        exam, why = self._study_exam(readings, rec.study_uid)
+        ident = dict(instance_id=instance_id, sop_instance_uid=rec.sop_instance_uid, study_uid=rec.study_uid, patient_id=rec.patient_id, accession=rec.accession)
+        if exam is None:
+            values = {"state": "unparsed", "reason": why[:300], "exam_date": reading.study_date}
+            if row is None:
+                exam_id = self.store.save_study_exam(reading=this, exam_id=None, values={**ident, **values})
+            elif row.state == "unparsed":
+                exam_id = self.store.save_study_exam(reading=this, exam_id=row.id, values=values)
+            else:
+                exam_id = self.store.save_study_exam(reading=this, exam_id=row.id, values={})
+            self.metrics.exams.labels("unparsed").inc()
+            log.warning("exam.unparsed", extra=fields(exam=exam_id, instance=instance_id, reason=reason[:200]))
+            return
+        classification, comparison, _, analysis, text = self._preliminary(exam, row, "P")
+        values = {
+            "exam": exam.to_dict(), "analysis": analysis, "exam_date": exam.exam_date,
+            "patient_id": exam.patient_id or rec.patient_id, "accession": exam.accession_number or rec.accession,
+        }  # fmt: skip
+        if row is None or row.state in ("settling", "unparsed"):
+            # wait for the study's other scans before drafting the report
+            until = self._now() + timedelta(seconds=self.settings.settle_seconds)
+            values.update(state="settling", reason="", settle_until=until.isoformat(timespec="milliseconds"))
+            if row is None:
+                values.update(ident, patient_id=values["patient_id"], accession=values["accession"])
+            exam_id = self.store.save_study_exam(reading=this, exam_id=row.id if row else None, values=values)
+            log.info("exam.settling", extra=fields(exam=exam_id, instance=instance_id, seconds=self.settings.settle_seconds))
+            self._schedule(until)
+            return
+        # drafted already: a later scan of the study updates it
+        if row.report_status == "P":
+            values["report_text"] = text
+        else:
+            log.warning("exam.after_release", extra=fields(exam=row.id, instance=instance_id))
+            note = "Results arrived after the report was released: review them and amend the report."
+            exam = BmdExam.from_dict({**exam.to_dict(), "flags": [*exam.flags, note]})
+            values["exam"] = exam.to_dict()
+        exam_id = self.store.save_study_exam(reading=this, exam_id=row.id, values=values)
+        self.metrics.exams.labels("updated").inc()
+        log.info("exam.updated", extra=fields(exam=exam_id, instance=instance_id, category=classification.category))
+
+    def _draft(self, row: ExamRow) -> None:
+        """The settle window of ``row`` is over: classify, compare, draft (and maybe release)."""
+        exam, _ = self._study_exam(self.store.study_readings(row.study_uid), row.study_uid)
+        if exam is None:  # cannot happen for a settling exam; keep what it had
+            exam = BmdExam.from_dict(row.exam)
+        release = None
+        render = None
+        status = "P"
+        if self.settings.auto_release:
+            # Released without a reporter: preliminary, and says so (README "Security").
+            release = ("auto-release", self._destinations(exam.device.manufacturer))
+        classification, comparison, _, analysis, text = self._preliminary(exam, row, status)
+        if release:
+            item, ctx = self._order(exam, row)
+            details = self._details(item, ctx, reporter="auto-release", reporter_comment="Released automatically (reports.auto_release) without a reporter's review.")
+            text = self._text(exam, classification, comparison, status, details)
+            text = f"{text.rstrip()}\n\n{NOT_EVALUATED}\n"
+            render = self._renderer(exam, row.accession, item, classification, comparison, text, status, Actor("auto-release"), release[1])
+        values = {"state": "parsed", "exam": exam.to_dict(), "analysis": analysis, "report_status": status, "report_text": text, "settle_until": None}
+        self.store.draft_exam(row.id, values=values, release=release, render=render)
+        self.metrics.exams.labels("parsed").inc()
+        if release:
+            self.metrics.reports.labels("P").inc()
+        log.info("exam.extracted", extra=fields(exam=row.id, objects=len(exam.sources), category=classification.category, released=bool(release)))
+        if release and release[1]:
+            self.wake()
 
     def _dose(self, instance_id: int) -> None:
         inst = self.store.get_instance(instance_id)
@@ -151,10 +412,13 @@ class ExamService:
             dose = self.reader.call(read_dose_sr, str(self.data_dir / inst.record.path))
         except ReaderFailed as exc:
             log.warning("exam.dose_unread", extra=fields(instance=instance_id, reason=str(exc)))
+            self.store.set_results(instance_id, "none", str(exc))
             return
         if dose is None:
+            self.store.set_results(instance_id, "none", "no dose in the dose SR")
             return
         self.store.set_study_dose(inst.record.study_uid, dose)
+        self.store.set_results(instance_id, "none", "dose")
         row = self.store.exam_for_study(inst.record.study_uid)
         # The RDSR is the dose record (IR(ME)R): it replaces a dose from MPPS
         # or from the BMD SR's own attributes.
@@ -182,64 +446,69 @@ class ExamService:
             log.exception("exam.error", extra=fields(study_uid=study_uid))
 
     def _reanalyse(self, row: ExamRow, exam: BmdExam) -> None:
-        classification, comparison, previous_id = self._analyse(exam, row.id)
+        """New data for an exam (dose, context): a preliminary report is
+        rewritten; a released one keeps its text (an amendment makes a new version)."""
         status = row.report_status or "P"
-        text = render_report(exam, classification, comparison, status=status, template=self.template)
-        analysis = {"classification": classification_json(classification), "comparison": comparison_json(comparison), "previous_exam": previous_id}
+        _, _, _, analysis, text = self._preliminary(exam, row, status)
         self.store.update_exam_analysis(row.id, exam=exam.to_dict(), analysis=analysis, report_text=text if status == "P" else row.report_text)
 
-    def _sr(self, instance_id: int) -> None:
-        inst = self.store.get_instance(instance_id)
-        if inst is None:
-            return
-        rec = inst.record
-        common = dict(instance_id=instance_id, sop_instance_uid=rec.sop_instance_uid, study_uid=rec.study_uid, patient_id=rec.patient_id, accession=rec.accession)
-        try:
-            reading = self.reader.call(read_bmd_sr, str(self.data_dir / rec.path))
-        except ReaderFailed as exc:
-            reading = SrReading(None, str(exc))
-        if reading.exam is None:
-            reason = reading.unparsed or "no BMD results"
-            exam_id = self.store.add_exam(**common, exam_date=reading.study_date, state="unparsed", reason=reason[:300])
-            self.metrics.exams.labels("unparsed").inc()
-            log.warning("exam.unparsed", extra=fields(exam=exam_id, instance=instance_id, reason=reason[:200]))
-            return
-        exam = BmdExam.from_dict(reading.exam)
-        if exam.dose is None:
-            dose = self.store.study_dose(rec.study_uid)
-            if dose is not None:
-                exam = BmdExam.from_dict({**exam.to_dict(), "dose": dose})
-        classification, comparison, previous_id = self._analyse(exam)
-        release = None
-        status = "P"
-        if self.settings.auto_release:
-            status = "F"
-            release = ("auto-release", self._destinations(exam.device.manufacturer))
-        text = render_report(exam, classification, comparison, status=status, template=self.template)
-        analysis = {"classification": classification_json(classification), "comparison": comparison_json(comparison), "previous_exam": previous_id}
-        exam_id = self.store.add_exam(
-            **{**common, "patient_id": exam.patient_id or rec.patient_id, "accession": exam.accession_number or rec.accession},
-            exam_date=exam.exam_date,
-            state="parsed",
-            exam=exam.to_dict(),
-            analysis=analysis,
-            report_status=status,
-            report_text=text,
-            release=release,
-        )
-        self.metrics.exams.labels("parsed").inc()
-        if release:
-            self.metrics.reports.labels("F").inc()
-        log.info("exam.extracted", extra=fields(exam=exam_id, instance=instance_id, category=classification.category, released=bool(release)))
-        if release and release[1]:
-            self.wake()
+    def set_context(self, exam_id: int, data: dict, actor: Actor) -> dict:
+        """The radiographer's clinical context (merged over what they gave
+        before); the exam is analysed again.  Raises ContextError, NoSuchExam."""
+        row = self.store.get_exam(exam_id)
+        if row is None:
+            raise NoSuchExam(exam_id)
+        given = ClinicalContext.from_dict({k: v for k, v in data.items() if k != "sources"})
+        if given.is_empty():
+            raise SignError("the context states nothing", 422)
+        given = dataclasses.replace(given, sources=("radiographer",))
+        before = ClinicalContext.from_dict(row.context) if row.context else ClinicalContext()
+        merged = before.merged(given)
+        self.store.set_exam_context(exam_id, merged.to_dict(), actor=actor.name or "api")
+        row = self.store.get_exam(exam_id)
+        if row is not None and row.state == "parsed" and row.exam:
+            self._reanalyse(row, BmdExam.from_dict(row.exam))
+        log.info("exam.context", extra=fields(exam=exam_id, role=actor.role or "-"))
+        return merged.to_dict()
 
-    # -- delivery ------------------------------------------------------------------
+    # -- release: render once, store, send those bytes -------------------------------
+
+    def _renderer(
+        self, exam: BmdExam, accession: str, item: WorklistItem | None, classification: Classification,
+        comparison: Comparison | None, text: str, status: str, actor: Actor, destinations: tuple[str, ...],
+    ):
+        """The release-time renderer: every payload of this version, one per destination."""
+        placer = item.placer_order_number if item else ""
+        filler = (item.filler_order_number if item else "") or accession
+        ordering = (item.requesting_physician or item.referring_physician) if item else ""
+
+        def render(report_id: int, released_at: str):
+            when = _hl7_time(released_at)
+            issued = datetime.fromisoformat(released_at).isoformat(timespec="seconds")
+            for n, destination in enumerate(destinations, start=1):
+                if self.destination_types.get(destination) == "fhir":
+                    ctx = FhirContext(
+                        issued=issued, status=status, placer_order_number=placer,
+                        performer=self.hl7_facility or self.hl7_application, interpreter=actor.name, interpreter_id=actor.id,
+                    )
+                    body = bundle_json(build_bundle(exam, classification, text, ctx)).encode("utf-8")
+                    yield RenderedPayload(destination, "fhir-bundle", f"R{report_id}", body)
+                else:
+                    control_id = f"DXAGWR{report_id}.{n}"  # MSH-10: one per version per destination
+                    oru = OruContext(
+                        message_control_id=control_id, timestamp=when, sending_application=self.hl7_application,
+                        sending_facility=self.hl7_facility, result_status=status, placer_order_number=placer,
+                        filler_order_number=filler, ordering_provider=ordering, interpreter=actor.name,
+                        interpreter_id=actor.id, interpreted_at=when,
+                    )
+                    yield RenderedPayload(destination, "hl7-oru", control_id, build_oru_r01(exam, classification, comparison, text, oru).encode("utf-8"))
+
+        return render
 
     def payload(self, store, ref_table: str, ref_id: int, destination_type: str, control_id: str, now: datetime):
-        """What a released report version is at delivery: an ORU^R01 for HL7
-        destinations (MSH-10 = ``control_id``), a FHIR transaction Bundle for
-        FHIR ones.  Built from the stored version, so a resend is the same."""
+        """A version released before payloads were stored (schema 3): rendered
+        now, as the gateway used to.  Versions released since are sent from
+        ``report_payloads`` by the dispatcher and never come here."""
         if ref_table != "reports":
             return None
         report = store.get_report(ref_id)
@@ -247,12 +516,14 @@ class ExamService:
         if row is None or not row.exam:
             return None
         exam = BmdExam.from_dict(row.exam)
-        classification, comparison, _ = self._analyse(exam, row.id)
+        item, ctx = self._order(exam, row)
+        classification, comparison, _ = self._analyse(exam, row.id, ctx)
+        log.warning("report.rendered_at_delivery", extra=fields(report=ref_id))
         if destination_type == "fhir":
             issued = datetime.fromisoformat(report.released_at).isoformat(timespec="seconds")
             bundle = build_bundle(exam, classification, report.text, FhirContext(issued=issued, status=report.status, placer_order_number=row.accession))
             return JsonBody(bundle_json(bundle).encode("utf-8"))
-        ctx = OruContext(
+        ctx_ = OruContext(
             message_control_id=control_id,
             timestamp=now.strftime("%Y%m%d%H%M%S"),
             sending_application="DXAGW",
@@ -260,32 +531,47 @@ class ExamService:
             placer_order_number=row.accession,
             filler_order_number=row.accession,
         )
-        return build_oru_r01(exam, classification, comparison, report.text, ctx).encode("utf-8")
+        return build_oru_r01(exam, classification, comparison, report.text, ctx_).encode("utf-8")
 
     # -- signing -------------------------------------------------------------------
 
-    def sign(self, exam_id: int, reporter: str, amendment: str = "") -> int:
-        """Release the report: final, or corrected when it was final already."""
+    def sign(
+        self, exam_id: int, reporter: str | Actor, amendment: str = "", *, comment: str = "", early_repeat: bool = False,
+        today: date | None = None,
+    ) -> int:
+        """Release the report: final, or corrected when it was final already.
+
+        The report text, the ORU^R01 and the FHIR Bundle of this version are
+        rendered here, stored with their hashes in the same commit as the
+        version and its outbox rows, and sent as they are (DESIGN.md rule 9).
+        """
+        actor = reporter if isinstance(reporter, Actor) else Actor(reporter)
         row = self.store.get_exam(exam_id)
         if row is None:
             raise NoSuchExam(exam_id)
+        if row.state == "settling":
+            raise SignError("the exam is waiting for the rest of its study (reports.settle_seconds): no report yet")
         if row.state != "parsed":
             raise SignError("an unparsed exam has no report to sign")
-        if not reporter.strip():
+        if not actor.name.strip():
             raise SignError("a named reporter is required", 422)
         exam = BmdExam.from_dict(row.exam)
-        classification, comparison, _ = self._analyse(exam, row.id)
+        item, ctx = self._order(exam, row)
+        classification, comparison, _ = self._analyse(exam, row.id, ctx, early_repeat=early_repeat)
         if row.report_status in ("F", "C"):
             if not amendment.strip():
                 raise SignError("the report is final: send an amendment to correct it")
             status = "C"
         else:
             status = "F"
-        text = render_report(exam, classification, comparison, status=status, template=self.template)
-        if amendment.strip():
-            text = f"{text.rstrip()}\n\nAmendment ({reporter}): {amendment.strip()}\n"
-        text = f"{text.rstrip()}\n\nReported by: {reporter}\n"
-        report_id = self.store.release_report(exam_id, status=status, text=text, reporter=reporter, destinations=self._destinations(exam.device.manufacturer))
+        details = self._details(
+            item, ctx, reporter=actor.name.strip(), reporter_role=actor.role, reporter_comment=comment,
+            amendment=amendment, signed_on=(today or datetime.now(timezone.utc).date()).isoformat(),
+        )
+        text = self._text(exam, classification, comparison, status, details)
+        destinations = self._destinations(exam.device.manufacturer)
+        render = self._renderer(exam, row.accession, item, classification, comparison, text, status, actor, destinations)
+        report_id = self.store.release_report(exam_id, status=status, text=text, reporter=actor.name.strip(), destinations=destinations, render=render)
         self.metrics.reports.labels(status).inc()
         log.info("report.released", extra=fields(exam=exam_id, report=report_id, status=status))
         self.wake()

@@ -101,6 +101,9 @@ class Metrics:
         self.mllp_errors = Counter("dxagw_mllp_errors", "MLLP framing errors by reason", ["reason"], registry=r)
         self.mllp_buffered = Gauge("dxagw_mllp_buffered_bytes", "Bytes of MLLP frames held over all connections", registry=r)
         self.mllp_connections = Gauge("dxagw_mllp_connections", "Open MLLP connections", registry=r)
+        self._mllp_servers: list = []
+        self.mllp_buffered.set_function(lambda: sum(s.buffered for s in self._mllp_servers))
+        self.mllp_connections.set_function(lambda: sum(len(s._connections) for s in self._mllp_servers))
         self.cfind = Counter("dxagw_mwl_queries", "MWL C-FIND requests by result", ["result"], registry=r)
         self.cfind_latency = Histogram(
             "dxagw_mwl_query_seconds", "MWL C-FIND time from request to final response", buckets=LATENCY_BUCKETS, registry=r
@@ -108,6 +111,14 @@ class Metrics:
         self.cfind_matches = Counter("dxagw_mwl_matches", "Worklist items returned", registry=r)
         self.associations = Counter(
             "dxagw_associations", "DICOM associations by calling AE and result", ["calling_ae", "result"], registry=r
+        )
+        # reason from a closed set: per_address_limit
+        self.dicom_connections_refused = Counter(
+            "dxagw_dicom_connections_refused", "DICOM connections closed at accept, by reason", ["reason"], registry=r
+        )
+        # defect from a closed set (docs/tolerated-defects.md)
+        self.tolerated_defects = Counter(
+            "dxagw_tolerated_defects", "Received values accepted despite a known device defect, by defect", ["defect"], registry=r
         )
         self.fhir_requests = Counter("dxagw_fhir_requests", "FHIR intake requests by status code", ["code"], registry=r)
         self.instances = Counter(
@@ -133,9 +144,13 @@ class Metrics:
         self.outbox_latency = Histogram(
             "dxagw_outbox_delivery_seconds", "Time to deliver one row (its successful attempt)", ["destination"], buckets=LATENCY_BUCKETS, registry=r
         )
-        self.exams = Counter("dxagw_exams", "BMD SRs read, by result (parsed, unparsed)", ["state"], registry=r)
+        self.exams = Counter("dxagw_exams", "BMD exams, by event (parsed: report drafted, updated: a later object of the study, unparsed)", ["state"], registry=r)
         self.reports = Counter("dxagw_reports_released", "Reports released, by status (F final, C corrected)", ["status"], registry=r)
         self.api_requests = Counter("dxagw_api_requests", "Admin API requests by route and status", ["route", "code"], registry=r)
+
+    def watch_mllp(self, server) -> None:
+        """Count an MLLP listener (plain or TLS) in the connection and buffer gauges."""
+        self._mllp_servers.append(server)
 
     def watch_worklist(self, count: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_WorklistCollector(count))

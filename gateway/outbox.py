@@ -20,6 +20,7 @@ from typing import Callable
 
 from gateway.config import Config, Destination
 from gateway.logs import fields
+from gateway.security import tls
 from gateway.metrics import Metrics
 from gateway.store import OutboxRow, Store
 from mappings.hl7_status import build_status_message
@@ -46,14 +47,15 @@ def backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float
 
 
 def make_sender(name: str, dest: Destination, default_calling_ae: str) -> Sender:
+    context = tls.for_destination(dest.tls)  # None: plain TCP (or https with the system's CAs)
     if dest.type == "dicom":
-        return DicomSender(dest.host, dest.port, dest.ae_title, dest.calling_ae_title or default_calling_ae, timeout=dest.ack_timeout)
+        return DicomSender(dest.host, dest.port, dest.ae_title, dest.calling_ae_title or default_calling_ae, timeout=dest.ack_timeout, tls=context)
     if dest.type == "hl7":
-        return MllpSender(dest.host, dest.port, timeout=dest.ack_timeout)
+        return MllpSender(dest.host, dest.port, timeout=dest.ack_timeout, tls=context)
     if dest.type == "fhir":
-        return FhirSender(dest.url, auth=dest.auth, timeout=dest.ack_timeout)
+        return FhirSender(dest.url, auth=dest.auth, timeout=dest.ack_timeout, tls=context)
     if dest.type == "dicomweb":
-        return StowSender(dest.url, auth=dest.auth, timeout=dest.ack_timeout)
+        return StowSender(dest.url, auth=dest.auth, timeout=dest.ack_timeout, tls=context)
     return FolderSender(dest.path)
 
 
@@ -206,6 +208,13 @@ class Dispatcher:
                 mpps_uid=mpps.sop_instance_uid,
                 mpps_attributes=mpps.attributes,
             )
+        if row.ref_table == "reports":
+            # DESIGN.md rule 9: the bytes rendered when the version was released
+            stored = await self._db(self.store.report_payload, row.ref_id, row.destination)
+            if stored is not None:
+                if stored.format == "fhir-bundle":
+                    return Delivery(outbox_id=row.id, kind=row.kind, resource_json=stored.body, control_id=stored.control_id)
+                return Delivery(outbox_id=row.id, kind=row.kind, message=stored.body, control_id=stored.control_id)
         if self.report_payload is not None:
             control_id = f"DXAGW{row.id}"
             payload = await self._db(self.report_payload, self.store, row.ref_table, row.ref_id, dest.type, control_id, datetime.now())

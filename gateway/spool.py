@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from mappings.instances import InstanceHeader, valid_uid
+from routes.base import PathOutsideRoot, path_inside
 
 CHUNK = 1024 * 1024
 
@@ -59,7 +60,12 @@ class Spool:
         for uid in (header.study_uid, header.series_uid, header.sop_instance_uid):
             if not valid_uid(uid):
                 raise ValueError("invalid UID for a file name")
-        return self.files / header.study_uid / header.series_uid / header.sop_instance_uid
+        parts = (header.study_uid, header.series_uid, header.sop_instance_uid)
+        try:
+            path_inside(self.files, *parts)
+        except PathOutsideRoot as exc:
+            raise ValueError(f"spool file name: {exc}") from None
+        return self.files.joinpath(*parts)  # as the index keeps it: relative to the root
 
     def incoming_file(self) -> "IncomingFile":
         return IncomingFile(self.incoming)

@@ -2,7 +2,10 @@
 
 Takes a ServiceRequest with its Patient contained, or a transaction Bundle
 holding both; validates them with fhir.resources (R4B models) and maps them
-to the same actions an HL7 order gives.  Pure: dicts in, actions out.
+to the same actions an HL7 order gives.  ``priority`` and the Observations
+(height, weight, pregnancy) and AllergyIntolerances of ``supportingInfo``
+become the worklist's Patient Medical attributes (docs/fhir.md).  Pure:
+dicts in, actions out.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
 from mappings.hl7_orders import OrderKey, SetOrderStatus, UpsertOrder
+from mappings.patient_medical import FHIR_PRIORITY, HEIGHT_CODES, PREGNANCY_CODES, WEIGHT_CODES, MeasureError, height_m, pregnancy_status, weight_kg
 from mappings.worklist import CANCELLED, COMPLETED, DEFAULT_MODALITY, SCHEDULED, Code, WorklistItem, derived_uid
 
 STATION_AE_EXTENSION = "http://dxa-gateway.org/fhir/StructureDefinition/scheduled-station-ae"
@@ -150,6 +154,7 @@ def service_request_actions(body: dict, *, default_station_ae: str = "", default
         raise FhirOrderError([Issue("invalid", "the body must be a JSON object")], status=400)
     kind = body.get("resourceType")
     patients: dict[str, Patient] = {}
+    others: dict[str, object] = {}  # Observation, AllergyIntolerance entries by reference
     requests: list[ServiceRequest] = []
     if kind == "Bundle":
         bundle = _validate(Bundle, body, "Bundle")
@@ -165,6 +170,10 @@ def service_request_actions(body: dict, *, default_station_ae: str = "", default
                         patients[key] = res
             elif res.get_resource_type() == "ServiceRequest":
                 requests.append(res)
+            elif res.get_resource_type() in ("Observation", "AllergyIntolerance"):
+                for key in (entry.fullUrl, f"{res.get_resource_type()}/{res.id}" if res.id else None):
+                    if key:
+                        others[key] = res
         if not requests:
             raise FhirOrderError([Issue("required", "the Bundle holds no ServiceRequest", "Bundle.entry")])
     elif kind == "ServiceRequest":
@@ -203,6 +212,8 @@ def service_request_actions(body: dict, *, default_station_ae: str = "", default
         requester = sr.requester.display if sr.requester and sr.requester.display else ""
         item = WorklistItem(
             **patient,
+            **_supporting_info(sr, others),
+            requested_procedure_priority=FHIR_PRIORITY.get(sr.priority or "", ""),
             accession_number=accession,
             requested_procedure_id=accession,
             requested_procedure_description=description,
@@ -223,3 +234,54 @@ def service_request_actions(body: dict, *, default_station_ae: str = "", default
         )
         actions.append(UpsertOrder(items=(item,), key=key))
     return tuple(actions)
+
+
+def _codes(concept) -> set[str]:
+    return {c.code for c in (concept.coding or []) if c.code} if concept is not None else set()
+
+
+def _supporting_info(sr: ServiceRequest, others: dict[str, object]) -> dict:
+    """Height, weight, pregnancy (Observation) and allergies (AllergyIntolerance) the order points to.
+
+    ``supportingInfo`` references a contained resource or one in the same
+    Bundle; references to anything else are not followed (docs/fhir.md).
+    """
+    contained = {f"#{r.id}": r for r in (sr.contained or []) if r.id}
+    out: dict = {}
+    allergies: list[str] = []
+    for n, ref in enumerate(sr.supportingInfo or []):
+        res = contained.get(ref.reference or "") or others.get(ref.reference or "")
+        where = f"ServiceRequest.supportingInfo[{n}]"
+        if res is None:
+            continue
+        kind = res.get_resource_type()
+        if kind == "AllergyIntolerance":
+            verification = _codes(res.verificationStatus)
+            if verification & {"refuted", "entered-in-error"}:
+                continue
+            text = (res.code.text if res.code and res.code.text else "") or next(
+                (c.display or c.code for c in (res.code.coding or []) if c.display or c.code), ""
+            ) if res.code else ""
+            if text and text not in allergies:
+                allergies.append(text[:64])
+        elif kind == "Observation":
+            if res.status in ("entered-in-error", "cancelled"):
+                continue
+            codes = _codes(res.code)
+            try:
+                if codes & HEIGHT_CODES and res.valueQuantity is not None:
+                    q = res.valueQuantity
+                    out.setdefault("patient_size", height_m(str(q.value), q.code or q.unit or ""))
+                elif codes & WEIGHT_CODES and res.valueQuantity is not None:
+                    q = res.valueQuantity
+                    out.setdefault("patient_weight", weight_kg(str(q.value), q.code or q.unit or ""))
+                elif codes & PREGNANCY_CODES and res.valueCodeableConcept is not None:
+                    status = next((pregnancy_status(c) for c in _codes(res.valueCodeableConcept) if pregnancy_status(c)), None)
+                    if status is None:
+                        raise FhirOrderError([Issue("value", "the pregnancy status answer is not a known code", f"{where}.valueCodeableConcept")])
+                    out.setdefault("pregnancy_status", status)
+            except MeasureError as exc:
+                raise FhirOrderError([Issue("value", str(exc), f"{where}.valueQuantity")]) from None
+    if allergies:
+        out["allergies"] = tuple(allergies)
+    return out

@@ -11,6 +11,9 @@ applies in one transaction.  Field mapping follows IHE RAD TF-2 (Table
 * OMI: one item per IPC (IPC-1 accession, IPC-2 requested procedure ID,
   IPC-3 Study Instance UID, IPC-4 SPS ID, IPC-5 modality, IPC-7 station
   name, IPC-8 location, IPC-9 station AE), TQ1-7 start.
+* Both: AL1-3 allergies; OBX body height / weight / pregnancy status to
+  Patient's Size, Weight and Pregnancy Status; TQ1-9, OBR-27.6 or ORC-7.6
+  priority to Requested Procedure Priority (docs/hl7-interface.md).
 
 Pure: the caller passes the options; nothing here reads a clock.
 """
@@ -22,6 +25,16 @@ from dataclasses import dataclass, field
 
 from mappings.hl7_bounds import Location, bound_item, bound_value
 from mappings.hl7_text import CHARSETS, Encoding, Hl7Error, decode_message, unescape
+from mappings.patient_medical import (
+    HEIGHT_CODES,
+    HL7_PRIORITY,
+    PREGNANCY_CODES,
+    WEIGHT_CODES,
+    MeasureError,
+    height_m,
+    pregnancy_status,
+    weight_kg,
+)
 from mappings.worklist import (
     CANCELLED,
     COMPLETED,
@@ -416,6 +429,7 @@ def _order_actions(msg: _Message, header: Header, options: OrderOptions) -> list
     referring = _xcn(pv1, 8) if pv1 else ""
     admission = pv1.get(19) if pv1 else ""
     station_seg, station_field, station_comp = _field_ref(options.station_ae_field)
+    medical = _patient_medical(msg)
 
     groups: list[list[_Segment]] = []
     for seg in msg.segments:
@@ -474,9 +488,12 @@ def _order_actions(msg: _Message, header: Header, options: OrderOptions) -> list
         if not start[0]:
             start = _ts(msg.segments[0], 7)
         requesting = _xcn(orc, 12) or _xcn(obr, 16)
+        priority = _priority(tq1, obr, orc)
         zds = next((s for s in group if s.id == "ZDS"), None)
         base = dict(
             patient,
+            **medical,
+            requested_procedure_priority=priority,
             referring_physician=referring,
             requesting_physician=requesting,
             admission_id=admission,
@@ -594,6 +611,55 @@ def _locations(
             "sps_description": ("IPC", i, 6, 2),
         }
     return where
+
+
+def _priority(tq1: _Segment | None, obr: _Segment, orc: _Segment) -> str:
+    """TQ1-9, else OBR-27.6 / ORC-7.6 (TQ priority), as Requested Procedure Priority.
+
+    HL7 Table 0027 codes without a DICOM equivalent (PRN) give no priority.
+    """
+    for seg, n, comp in ((tq1, 9, 1), (obr, 27, 6), (orc, 7, 6)):
+        if seg is not None and seg.get(n, comp):
+            return HL7_PRIORITY.get(seg.get(n, comp).strip().upper(), "")
+    return ""
+
+
+def _patient_medical(msg: _Message) -> dict:
+    """AL1 allergies and OBX height, weight and pregnancy, wherever they are in the message.
+
+    IHE RAD TF-2 4.4 (RAD-4): OBX-3 ``^BODY HEIGHT`` / ``^BODY WEIGHT`` (or
+    their LOINC codes), OBX-5 value, OBX-6 unit (UCUM; m and kg when empty).
+    """
+    out: dict = {}
+    allergies = []
+    for seg in msg.segments:
+        if seg.id == "AL1":
+            allergen = seg.get(3, 2) or seg.get(3, 1)
+            if allergen and allergen not in allergies:
+                allergies.append(allergen[:64])
+        elif seg.id == "OBX":
+            if seg.get(11).upper() in ("D", "X", "W"):  # deleted, cannot be obtained, wrong (HL7 Table 0085)
+                continue
+            code, text = seg.get(3, 1).strip().upper(), seg.get(3, 2).strip().upper()
+            value = seg.get(5, 1)
+            if not value:
+                continue
+            try:
+                if code in HEIGHT_CODES or (not code and text in HEIGHT_CODES):
+                    out.setdefault("patient_size", height_m(value, seg.get(6, 1)))
+                elif code in WEIGHT_CODES or (not code and text in WEIGHT_CODES):
+                    out.setdefault("patient_weight", weight_kg(value, seg.get(6, 1)))
+                elif code in PREGNANCY_CODES or (not code and text in PREGNANCY_CODES):
+                    status = pregnancy_status(value)
+                    if status is None:
+                        raise seg.error(5, f"OBX-5 pregnancy answer {value[:16]!r} is not a known code", code=103)
+                    out.setdefault("pregnancy_status", status)
+            except MeasureError as exc:
+                n = 5 if exc.part == "value" else 6
+                raise seg.error(n, f"OBX-{n}: {exc}", code=102 if n == 5 else 103) from None
+    if allergies:
+        out["allergies"] = tuple(allergies)
+    return out
 
 
 def _adt_actions(msg: _Message, header: Header) -> list[Action]:

@@ -6,10 +6,11 @@ Pure: a header dataset (read without pixel data) in, an
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
+
+from mappings.uids import UidError, check_uid, is_safe_uid
 
 # Storage SOP classes a DXA scanner sends (PS3.4 Annex B.5), by kind.
 SOP_CLASS_KIND: dict[str, str] = {
@@ -31,8 +32,6 @@ SOP_CLASS_KIND: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.104.1": "pdf",  # Encapsulated PDF
 }
 STORAGE_SOP_CLASSES = tuple(SOP_CLASS_KIND)
-# PS3.5 9.1: a UID is digits and dots, components without leading zeros, <= 64 chars.
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
 # What :func:`read_header` reads: a C-STORE handler need decode nothing else.
@@ -43,7 +42,8 @@ HEADER_KEYWORDS = (
 
 
 def valid_uid(value: str) -> bool:
-    return bool(value) and len(value) <= 64 and bool(_UID.match(value))
+    """A UID safe to store and to use as a file name (mappings/uids.py)."""
+    return is_safe_uid(value)
 
 
 def kind_of(sop_class: str) -> str:
@@ -61,6 +61,7 @@ class InstanceHeader:
     modality: str
     manufacturer: str
     kind: str
+    uid_defects: tuple[str, ...] = ()  # tolerated defects of its UIDs (mappings/uids.py)
 
 
 class HeaderError(ValueError):
@@ -90,9 +91,12 @@ def read_header(ds: Dataset, *, sop_class: str, sop_instance: str) -> InstanceHe
         raise HeaderError("SOPClassUID", "does not match the C-STORE request")
     if ds_instance != sop_instance:
         raise HeaderError("SOPInstanceUID", "does not match the C-STORE request")
-    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
-        if not valid_uid(_s(ds, keyword)):
-            raise HeaderError(keyword, "missing or not a valid UID")
+    defects: list[str] = []
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        try:
+            defects += check_uid(_s(ds, keyword)).defects
+        except UidError as exc:
+            raise HeaderError(keyword, f"missing or not a valid UID: {exc.reason}") from None
     return InstanceHeader(
         sop_class_uid=ds_class,
         sop_instance_uid=ds_instance,
@@ -103,4 +107,5 @@ def read_header(ds: Dataset, *, sop_class: str, sop_instance: str) -> InstanceHe
         modality=_s(ds, "Modality"),
         manufacturer=_s(ds, "Manufacturer"),
         kind=kind_of(ds_class),
+        uid_defects=tuple(defects),
     )

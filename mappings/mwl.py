@@ -18,101 +18,14 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
-from mappings.worklist import ACTIVE_STATUSES
+from mappings.uids import uid_problem
+from mappings.worklist import ACTIVE_STATUSES, MWL_ATTRIBUTES, SPS_ATTRIBUTES
 
-# PS3.4 Table K.6-1 return keys, plus the Patient Medical and Visit keys the
-# densitometers ask for.  A key outside these is "unsupported".
-TOP_LEVEL_KEYS = frozenset(
-    {
-        "SpecificCharacterSet",
-        "TimezoneOffsetFromUTC",
-        "ScheduledProcedureStepSequence",
-        "RequestedProcedureID",
-        "RequestedProcedureDescription",
-        "RequestedProcedureCodeSequence",
-        "StudyInstanceUID",
-        "StudyDate",
-        "StudyTime",
-        "ReferencedStudySequence",
-        "RequestedProcedurePriority",
-        "PatientTransportArrangements",
-        "ReasonForTheRequestedProcedure",
-        "RequestedProcedureComments",
-        "AccessionNumber",
-        "IssuerOfAccessionNumberSequence",
-        "RequestingPhysician",
-        "RequestingService",
-        "ReferringPhysicianName",
-        "PlacerOrderNumberImagingServiceRequest",
-        "FillerOrderNumberImagingServiceRequest",
-        "ImagingServiceRequestComments",
-        "AdmissionID",
-        "IssuerOfAdmissionIDSequence",
-        "CurrentPatientLocation",
-        "ReferencedPatientSequence",
-        "InstitutionName",
-        "InstitutionAddress",
-        "InstitutionalDepartmentName",
-        "PatientName",
-        "PatientID",
-        "IssuerOfPatientID",
-        "IssuerOfPatientIDQualifiersSequence",
-        "OtherPatientIDs",
-        "OtherPatientIDsSequence",
-        "PatientBirthDate",
-        "PatientBirthTime",
-        "PatientSex",
-        "PatientAge",
-        "PatientSize",
-        "PatientWeight",
-        "EthnicGroup",
-        "PatientComments",
-        "MedicalAlerts",
-        "Allergies",
-        "PregnancyStatus",
-        "LastMenstrualDate",
-        "SpecialNeeds",
-        "PatientState",
-        "ConfidentialityConstraintOnPatientDataDescription",
-        "AdditionalPatientHistory",
-        "PatientBreedDescription",
-        "PatientSpeciesDescription",
-        "ResponsiblePerson",
-        "PatientAddress",
-        "PatientTelephoneNumbers",
-        "MilitaryRank",
-        "ResponsibleOrganization",
-        "NamesOfIntendedRecipientsOfResults",
-        "AdmittingDiagnosesDescription",
-        "StudyComments",
-        "ReasonForRequestedProcedureCodeSequence",
-        "PerformedProcedureStepID",
-    }
-)
-SPS_KEYS = frozenset(
-    {
-        "ScheduledStationAETitle",
-        "ScheduledStationName",
-        "ScheduledProcedureStepLocation",
-        "ScheduledProcedureStepStartDate",
-        "ScheduledProcedureStepStartTime",
-        "ScheduledProcedureStepEndDate",
-        "ScheduledProcedureStepEndTime",
-        "ScheduledPerformingPhysicianName",
-        "ScheduledProcedureStepDescription",
-        "ScheduledProtocolCodeSequence",
-        "ScheduledProcedureStepID",
-        "ScheduledProcedureStepStatus",
-        "Modality",
-        "AnatomicalOrientationType",
-        "RequestedContrastAgent",
-        "PreMedication",
-        "CommentsOnTheScheduledProcedureStep",
-        "ScheduledStationNameCodeSequence",
-        "ScheduledStationClassCodeSequence",
-        "ScheduledStationGeographicLocationCodeSequence",
-    }
-)
+# PS3.4 Table K.6-1 return keys (the worklist IOD's attributes, kept from
+# whatever order arrives: mappings.worklist).  A key outside these is
+# "unsupported".
+TOP_LEVEL_KEYS = MWL_ATTRIBUTES
+SPS_KEYS = SPS_ATTRIBUTES
 # VRs on which * and ? are wildcards (PS3.4 C.2.2.2.4).
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 RANGE_VRS = frozenset({"DA", "TM", "DT"})
@@ -195,6 +108,13 @@ def _check_value(elem: DataElement) -> None:
     if elem.VR == "SQ":
         return
     value = _query_value(elem)
+    if elem.VR == "UI" and value:
+        # PS3.4 C.2.2.2.2: a list of UIDs; each must be a safe UID (mappings/uids.py)
+        for uid in value.split("\\"):
+            problem = uid_problem(uid.strip())
+            if problem:
+                raise QueryError(elem.tag, f"{elem.keyword}: not a valid UID ({problem})")
+        return
     if not value or elem.VR not in RANGE_VRS:
         return
     pattern = {"DA": _DA, "TM": _TM, "DT": _DT}[elem.VR]
@@ -310,19 +230,35 @@ def _match_range(vr: str, query: str, value: str) -> bool:
     return (lo is None or value >= lo) and (hi is None or value <= hi)
 
 
+def is_universal(elem: DataElement) -> bool:
+    """A key that matches everything: zero length, or a sequence of such keys.
+
+    PS3.4 C.2.2.2.3 (universal matching) and C.2.2.2.6: a sequence key
+    whose item holds only universal keys (at any depth) matches every
+    candidate -- one without the sequence, with it empty, or with items.
+    """
+    if elem.VR != "SQ":
+        return _query_value(elem) == ""
+    if not elem.value:
+        return True
+    return all(is_universal(sub) for sub in elem.value[0] if _is_return_key(sub))
+
+
 def _match_element(elem: DataElement, candidate: Dataset, opts: MatchOptions) -> bool:
-    if elem.tag not in candidate:
-        return _query_value(elem) == "" if elem.VR != "SQ" else not elem.value or len(elem.value[0]) == 0
-    cand = candidate[elem.tag]
     if elem.VR == "SQ":
-        # PS3.4 C.2.2.2.6 sequence matching: an empty item is universal;
-        # otherwise some item must match every key of the query item.
-        if not elem.value or len(elem.value[0]) == 0:
+        if is_universal(elem):
             return True
-        return any(_match_dataset(elem.value[0], item, opts) for item in (cand.value or []))
+        if elem.tag not in candidate:
+            return False
+        # PS3.4 C.2.2.2.6 sequence matching: some item of the candidate's
+        # sequence must match every key of the query item.
+        return any(_match_dataset(elem.value[0], item, opts) for item in (candidate[elem.tag].value or []))
     query = _query_value(elem)
     if query == "":
         return True  # C.2.2.2.3 universal matching
+    if elem.tag not in candidate:
+        return False  # a value cannot match an absent attribute
+    cand = candidate[elem.tag]
     values = [v.strip() for v in _str_values(cand.value)]
     vr = elem.VR
     if vr in RANGE_VRS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from decimal import Decimal, InvalidOperation
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
@@ -28,6 +29,107 @@ STATUSES = (SCHEDULED, IN_PROGRESS, COMPLETED, DISCONTINUED, CANCELLED)
 ACTIVE_STATUSES = (SCHEDULED, IN_PROGRESS)
 
 DEFAULT_MODALITY = "BMD"  # PS3.3 C.7.3.1.1.1: Bone Mineral Densitometry
+
+# The Modality Worklist IOD's attributes (PS3.4 Table K.6-1, with the
+# Patient Medical (PS3.3 C.2.4) and Visit keys the densitometers ask for):
+# an item keeps each one that arrives and the MWL returns it when asked.
+MWL_ATTRIBUTES = frozenset(
+    {
+        "SpecificCharacterSet",
+        "TimezoneOffsetFromUTC",
+        "ScheduledProcedureStepSequence",
+        "RequestedProcedureID",
+        "RequestedProcedureDescription",
+        "RequestedProcedureCodeSequence",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "ReferencedStudySequence",
+        "RequestedProcedurePriority",
+        "PatientTransportArrangements",
+        "ReasonForTheRequestedProcedure",
+        "RequestedProcedureComments",
+        "AccessionNumber",
+        "IssuerOfAccessionNumberSequence",
+        "RequestingPhysician",
+        "RequestingService",
+        "ReferringPhysicianName",
+        "PlacerOrderNumberImagingServiceRequest",
+        "FillerOrderNumberImagingServiceRequest",
+        "ImagingServiceRequestComments",
+        "AdmissionID",
+        "IssuerOfAdmissionIDSequence",
+        "CurrentPatientLocation",
+        "ReferencedPatientSequence",
+        "InstitutionName",
+        "InstitutionAddress",
+        "InstitutionalDepartmentName",
+        "PatientName",
+        "PatientID",
+        "IssuerOfPatientID",
+        "IssuerOfPatientIDQualifiersSequence",
+        "OtherPatientIDs",
+        "OtherPatientIDsSequence",
+        "PatientBirthDate",
+        "PatientBirthTime",
+        "PatientSex",
+        "PatientAge",
+        "PatientSize",
+        "PatientWeight",
+        "EthnicGroup",
+        "PatientComments",
+        "MedicalAlerts",
+        "Allergies",
+        "PregnancyStatus",
+        "LastMenstrualDate",
+        "SpecialNeeds",
+        "PatientState",
+        "ConfidentialityConstraintOnPatientDataDescription",
+        "AdditionalPatientHistory",
+        "PatientBreedDescription",
+        "PatientSpeciesDescription",
+        "ResponsiblePerson",
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "MilitaryRank",
+        "ResponsibleOrganization",
+        "NamesOfIntendedRecipientsOfResults",
+        "AdmittingDiagnosesDescription",
+        "StudyComments",
+        "ReasonForRequestedProcedureCodeSequence",
+        "PerformedProcedureStepID",
+    }
+)
+#: The attributes of a Scheduled Procedure Step Sequence item (PS3.4 Table K.6-1).
+SPS_ATTRIBUTES = frozenset(
+    {
+        "ScheduledStationAETitle",
+        "ScheduledStationName",
+        "ScheduledProcedureStepLocation",
+        "ScheduledProcedureStepStartDate",
+        "ScheduledProcedureStepStartTime",
+        "ScheduledProcedureStepEndDate",
+        "ScheduledProcedureStepEndTime",
+        "ScheduledPerformingPhysicianName",
+        "ScheduledProcedureStepDescription",
+        "ScheduledProtocolCodeSequence",
+        "ScheduledProcedureStepID",
+        "ScheduledProcedureStepStatus",
+        "Modality",
+        "AnatomicalOrientationType",
+        "RequestedContrastAgent",
+        "PreMedication",
+        "CommentsOnTheScheduledProcedureStep",
+        "ScheduledStationNameCodeSequence",
+        "ScheduledStationClassCodeSequence",
+        "ScheduledStationGeographicLocationCodeSequence",
+    }
+)
+
+# Requested Procedure Priority (0040,1003), PS3.3 C.4.11 (enumerated values).
+PRIORITIES = ("STAT", "HIGH", "ROUTINE", "MEDIUM", "LOW")
+# Pregnancy Status (0010,21C0), PS3.3 C.2.4 (enumerated values).
+NOT_PREGNANT, POSSIBLY_PREGNANT, DEFINITELY_PREGNANT, PREGNANCY_UNKNOWN = 1, 2, 3, 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +164,16 @@ class WorklistItem:
     placer_order_number: str = ""
     filler_order_number: str = ""
     admission_id: str = ""
+    requested_procedure_priority: str = ""  # one of PRIORITIES, or empty
+    # Patient Medical (PS3.3 C.2.4)
+    medical_alerts: tuple[str, ...] = ()
+    allergies: tuple[str, ...] = ()
+    pregnancy_status: int | None = None  # 1 not, 2 possibly, 3 definitely pregnant, 4 unknown
+    patient_size: str = ""  # DS, metres
+    patient_weight: str = ""  # DS, kilograms
+    special_needs: str = ""
+    patient_state: str = ""
+    confidentiality_constraint: str = ""
     # Scheduled Procedure Step (PS3.3 C.4.10)
     sps_id: str = ""
     station_ae: str = ""
@@ -73,6 +185,11 @@ class WorklistItem:
     sps_description: str = ""
     sps_location: str = ""
     status: str = SCHEDULED
+    requested_contrast_agent: str = ""
+    # Every other attribute of the MWL IOD that arrived, as DICOM JSON (PS3.18
+    # F.2) text: top level, and inside the Scheduled Procedure Step item.
+    other_attributes: str = ""
+    other_sps_attributes: str = ""
     # Where it came from
     character_set: str = ""  # DICOM Specific Character Set of the source text
     source: str = ""  # hl7, fhir, api
@@ -84,7 +201,8 @@ class WorklistItem:
     def to_json(self) -> dict:
         """A plain dict for storage (orjson-serialisable)."""
         data = dataclasses.asdict(self)
-        data["other_patient_ids"] = list(self.other_patient_ids)
+        for name in ("other_patient_ids", "medical_alerts", "allergies"):
+            data[name] = list(getattr(self, name))
         return data
 
     @classmethod
@@ -92,7 +210,8 @@ class WorklistItem:
         data = dict(data)
         code = data.get("requested_procedure_code")
         data["requested_procedure_code"] = Code(**code) if code else None
-        data["other_patient_ids"] = tuple(data.get("other_patient_ids") or ())
+        for name in ("other_patient_ids", "medical_alerts", "allergies"):
+            data[name] = tuple(data.get(name) or ())  # hashable: the item is a cache key
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -152,6 +271,23 @@ def item_to_dataset(item: WorklistItem) -> Dataset:
     ds.EthnicGroup = item.ethnic_group
     if item.other_patient_ids:
         ds.OtherPatientIDs = list(item.other_patient_ids)
+    # Patient Medical (PS3.3 C.2.4): only what the order said
+    if item.medical_alerts:
+        ds.MedicalAlerts = list(item.medical_alerts)
+    if item.allergies:
+        ds.Allergies = list(item.allergies)
+    if item.pregnancy_status is not None:
+        ds.PregnancyStatus = item.pregnancy_status
+    if item.patient_size:
+        ds.PatientSize = item.patient_size
+    if item.patient_weight:
+        ds.PatientWeight = item.patient_weight
+    if item.special_needs:
+        ds.SpecialNeeds = item.special_needs
+    if item.patient_state:
+        ds.PatientState = item.patient_state
+    if item.confidentiality_constraint:
+        ds.ConfidentialityConstraintOnPatientDataDescription = item.confidentiality_constraint
     # Visit
     ds.AdmissionID = item.admission_id
     # Imaging Service Request
@@ -167,6 +303,8 @@ def item_to_dataset(item: WorklistItem) -> Dataset:
         [_code_item(item.requested_procedure_code)] if item.requested_procedure_code else []
     )
     ds.StudyInstanceUID = item.study_instance_uid
+    if item.requested_procedure_priority:
+        ds.RequestedProcedurePriority = item.requested_procedure_priority
     # Scheduled Procedure Step (PS3.4 K.6.1.2.2: one item)
     sps = Dataset()
     sps.ScheduledStationAETitle = item.station_ae
@@ -180,8 +318,20 @@ def item_to_dataset(item: WorklistItem) -> Dataset:
     sps.ScheduledProcedureStepID = item.sps_id
     sps.ScheduledProcedureStepStatus = item.status
     sps.ScheduledProtocolCodeSequence = Sequence([])
+    if item.requested_contrast_agent:
+        sps.RequestedContrastAgent = item.requested_contrast_agent
+    _merge_json(sps, item.other_sps_attributes)
     ds.ScheduledProcedureStepSequence = Sequence([sps])
+    _merge_json(ds, item.other_attributes)
     return ds
+
+
+def _merge_json(ds: Dataset, text: str) -> None:
+    """Add the attributes kept as DICOM JSON text to ``ds`` (they win)."""
+    if not text:
+        return
+    for elem in Dataset.from_json(text):
+        ds.add(elem)
 
 
 def _values(value: object) -> tuple[str, ...]:
@@ -220,6 +370,12 @@ def item_from_dataset(ds: Dataset, *, source: str = "api") -> WorklistItem:
     status = _text(sps, "ScheduledProcedureStepStatus") or SCHEDULED
     if status not in STATUSES:
         raise ItemError("ScheduledProcedureStepStatus", f"unknown status {status!r}")
+    priority = _text(ds, "RequestedProcedurePriority").strip()
+    if priority and priority not in PRIORITIES:
+        raise ItemError("RequestedProcedurePriority", f"not one of {', '.join(PRIORITIES)} (PS3.3 C.4.11)")
+    pregnancy = ds.get("PregnancyStatus")
+    if pregnancy is not None and pregnancy != "" and pregnancy not in (1, 2, 3, 4):
+        raise ItemError("PregnancyStatus", "not 1, 2, 3 or 4 (PS3.3 C.2.4)")
     return WorklistItem(
         patient_id=_text(ds, "PatientID"),
         patient_name=_text(ds, "PatientName"),
@@ -238,6 +394,15 @@ def item_from_dataset(ds: Dataset, *, source: str = "api") -> WorklistItem:
         placer_order_number=_text(ds, "PlacerOrderNumberImagingServiceRequest"),
         filler_order_number=_text(ds, "FillerOrderNumberImagingServiceRequest"),
         admission_id=_text(ds, "AdmissionID"),
+        requested_procedure_priority=priority,
+        medical_alerts=_values(ds.get("MedicalAlerts")),
+        allergies=_values(ds.get("Allergies")),
+        pregnancy_status=int(pregnancy) if pregnancy not in (None, "") else None,
+        patient_size=_decimal(ds, "PatientSize"),
+        patient_weight=_decimal(ds, "PatientWeight"),
+        special_needs=_text(ds, "SpecialNeeds"),
+        patient_state=_text(ds, "PatientState"),
+        confidentiality_constraint=_text(ds, "ConfidentialityConstraintOnPatientDataDescription"),
         sps_id=_text(sps, "ScheduledProcedureStepID"),
         station_ae=_text(sps, "ScheduledStationAETitle"),
         station_name=_text(sps, "ScheduledStationName"),
@@ -248,6 +413,96 @@ def item_from_dataset(ds: Dataset, *, source: str = "api") -> WorklistItem:
         sps_description=_text(sps, "ScheduledProcedureStepDescription"),
         sps_location=_text(sps, "ScheduledProcedureStepLocation"),
         status=status,
+        requested_contrast_agent=_text(sps, "RequestedContrastAgent"),
+        other_attributes=_others(ds, MWL_ATTRIBUTES - MODELLED_ATTRIBUTES, keep_code_sequence=True),
+        other_sps_attributes=_others(sps, SPS_ATTRIBUTES - MODELLED_SPS_ATTRIBUTES),
         character_set=_text(ds, "SpecificCharacterSet"),
         source=source,
     )
+
+
+#: Attributes the item holds in its own fields; the rest go to other_attributes.
+MODELLED_ATTRIBUTES = frozenset(
+    {
+        "SpecificCharacterSet",
+        "PatientName",
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "EthnicGroup",
+        "OtherPatientIDs",
+        "AdmissionID",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+        "RequestingPhysician",
+        "PlacerOrderNumberImagingServiceRequest",
+        "FillerOrderNumberImagingServiceRequest",
+        "RequestedProcedureID",
+        "RequestedProcedureDescription",
+        "RequestedProcedureCodeSequence",
+        "StudyInstanceUID",
+        "RequestedProcedurePriority",
+        "ScheduledProcedureStepSequence",
+        "MedicalAlerts",
+        "Allergies",
+        "PregnancyStatus",
+        "PatientSize",
+        "PatientWeight",
+        "SpecialNeeds",
+        "PatientState",
+        "ConfidentialityConstraintOnPatientDataDescription",
+    }
+)
+MODELLED_SPS_ATTRIBUTES = frozenset(
+    {
+        "ScheduledStationAETitle",
+        "ScheduledStationName",
+        "ScheduledProcedureStepLocation",
+        "ScheduledProcedureStepStartDate",
+        "ScheduledProcedureStepStartTime",
+        "Modality",
+        "ScheduledPerformingPhysicianName",
+        "ScheduledProcedureStepDescription",
+        "ScheduledProcedureStepID",
+        "ScheduledProcedureStepStatus",
+        "RequestedContrastAgent",
+    }
+)
+_CODE_KEYS = {"CodeValue", "CodingSchemeDesignator", "CodeMeaning"}
+
+
+def _decimal(ds: Dataset, keyword: str) -> str:
+    """A DS value as written ("" when absent); refuses what is not a number."""
+    text = _text(ds, keyword).strip()
+    if not text:
+        return ""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ItemError(keyword, "not a decimal number") from None
+    if not value.is_finite() or value < 0 or len(text) > 16:
+        raise ItemError(keyword, "not a decimal string of up to 16 characters (PS3.5 6.2)")
+    whole, dot, fraction = text.partition(".")
+    if dot and fraction and set(fraction) == {"0"} and "e" not in text.lower():
+        return whole  # a DICOM JSON number 72 reads back as "72.0"
+    return text
+
+
+def _others(ds: Dataset, keywords: frozenset, *, keep_code_sequence: bool = False) -> str:
+    """The attributes of ``keywords`` present in ``ds`` with a value, as DICOM JSON text.
+
+    A Requested Procedure Code Sequence that says more than the one code
+    the item models (more items, other attributes) is kept whole as well.
+    """
+    kept = Dataset()
+    for elem in ds:
+        if elem.keyword not in keywords or elem.value is None or elem.value == "":
+            continue
+        if elem.VR == "SQ" and not elem.value:
+            continue
+        kept.add(elem)
+    code_seq = ds.get("RequestedProcedureCodeSequence") if keep_code_sequence else None
+    if code_seq and (len(code_seq) > 1 or any(e.keyword not in _CODE_KEYS for e in code_seq[0])):
+        kept.add(ds["RequestedProcedureCodeSequence"])
+    return kept.to_json() if len(kept) else ""

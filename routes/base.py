@@ -60,3 +60,25 @@ async def idle(sender: Sender) -> None:
     hook = getattr(sender, "idle", None)
     if hook is not None:
         await hook()
+
+
+class PathOutsideRoot(ValueError):
+    """A file name built from received values that would leave its folder."""
+
+
+def path_inside(root: Path, *parts: str) -> Path:
+    """``root / parts``, refused unless it resolves inside ``root``.
+
+    Every writer naming files after received values goes through this:
+    each part must be one plain name (no separator, not ``.`` or ``..``),
+    and the resolved path (symlinks followed) must stay under the resolved
+    root.
+    """
+    for part in parts:
+        if not part or part in (".", "..") or "/" in part or "\\" in part or "\0" in part:
+            raise PathOutsideRoot("not a plain file name")
+    base = root.resolve()
+    target = base.joinpath(*parts).resolve()
+    if not target.is_relative_to(base) or target == base:
+        raise PathOutsideRoot("resolves outside its folder")
+    return target

@@ -47,8 +47,9 @@ def store_outcome(status: int) -> None:
 
 
 class DicomSender:
-    def __init__(self, host: str, port: int, called_ae: str, calling_ae: str, *, timeout: float) -> None:
+    def __init__(self, host: str, port: int, called_ae: str, calling_ae: str, *, timeout: float, tls=None) -> None:
         self.host = host
+        self.tls = tls  # ssl.SSLContext for DICOM TLS (PS3.15 B.9), or None
         self.port = port
         self.called_ae = called_ae
         self.calling_ae = calling_ae
@@ -80,7 +81,8 @@ class DicomSender:
             for syntax in syntaxes:
                 ae.add_requested_context(sop_class, [syntax])
         ae.add_requested_context(ModalityPerformedProcedureStep)
-        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
+        tls_args = (self.tls, self.host) if self.tls is not None else None
+        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)], tls_args=tls_args)
         if not assoc.is_established:
             reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no answer"
             raise Retry(f"association {reason}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from routes.base import Delivery, Refused
+from routes.base import Delivery, PathOutsideRoot, Refused, path_inside
 
 
 def _write(target: Path, data: bytes | None, source: Path | None) -> None:
@@ -38,16 +38,22 @@ class FolderSender:
 
     async def send(self, delivery: Delivery) -> None:
         if delivery.path is not None:
-            target, data, source = self.root / delivery.path.name, None, delivery.path
+            name, data, source = delivery.path.name, None, delivery.path
         elif delivery.message is not None:
-            target, data, source = self.root / f"{delivery.control_id or delivery.outbox_id}.hl7", delivery.message, None
+            name, data, source = f"{delivery.control_id or delivery.outbox_id}.hl7", delivery.message, None
         elif delivery.resource_json:
-            target, data, source = self.root / f"{delivery.outbox_id}.json", delivery.resource_json, None
+            name, data, source = f"{delivery.outbox_id}.json", delivery.resource_json, None
         elif delivery.resource is not None:
-            target, data, source = self.root / f"{delivery.outbox_id}.json", orjson.dumps(delivery.resource), None
+            name, data, source = f"{delivery.outbox_id}.json", orjson.dumps(delivery.resource), None
         elif delivery.mpps_attributes:
-            target, data, source = self.root / f"{delivery.mpps_uid}.{delivery.outbox_id}.json", delivery.mpps_attributes, None
+            name, data, source = f"{delivery.mpps_uid}.{delivery.outbox_id}.json", delivery.mpps_attributes, None
         else:
             raise Refused("nothing to write")
+        # Names come from received values (MSH-10, an MPPS SOP Instance UID):
+        # never a path outside the folder.
+        try:
+            target = path_inside(self.root, name)
+        except PathOutsideRoot as exc:
+            raise Refused(f"file name {exc}") from None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, _write, target, data, source)

@@ -27,8 +27,9 @@ def read_msa(ack: bytes) -> tuple[str, str, str]:
 
 
 class MllpSender:
-    def __init__(self, host: str, port: int, *, timeout: float) -> None:
+    def __init__(self, host: str, port: int, *, timeout: float, tls=None) -> None:
         self.host = host
+        self.tls = tls  # ssl.SSLContext for MLLP over TLS, or None
         self.port = port
         self.timeout = timeout
         self._reader: asyncio.StreamReader | None = None
@@ -39,7 +40,7 @@ class MllpSender:
             return
         try:
             self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, limit=MAX_ACK_BYTES), self.timeout
+                asyncio.open_connection(self.host, self.port, limit=MAX_ACK_BYTES, ssl=self.tls), self.timeout
             )
         except (OSError, asyncio.TimeoutError) as exc:
             raise Retry(f"cannot connect: {type(exc).__name__}") from None

@@ -23,15 +23,17 @@ def _outcome(status: int, body: str) -> None:
 
 
 class _HttpSender:
-    def __init__(self, url: str, *, auth: str = "", timeout: float = 30) -> None:
+    def __init__(self, url: str, *, auth: str = "", timeout: float = 30, tls=None) -> None:
         self.url = url.rstrip("/")
+        self.tls = tls  # ssl.SSLContext for an https URL (our client certificate, the peer's CA), or None
         self.headers = {"Authorization": auth} if auth else {}
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout, headers=self.headers)
+            connector = aiohttp.TCPConnector(ssl=self.tls) if self.tls is not None else None
+            self._session = aiohttp.ClientSession(timeout=self.timeout, headers=self.headers, connector=connector)
         return self._session
 
     async def close(self) -> None:

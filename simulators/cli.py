@@ -13,6 +13,7 @@ SIGINT/SIGTERM and then report.
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import signal
 import sys
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vendor", choices=["hologic", "ge"], default="hologic")
     s.add_argument("--gateway-host", default="127.0.0.1")
     s.add_argument("--gateway-port", type=int, default=11112)
+    s.add_argument("--tls-ca", default="", help="DICOM TLS: the gateway's CA certificate (PEM)")
+    s.add_argument("--tls-cert", default="", help="DICOM TLS: our client certificate (PEM)")
+    s.add_argument("--tls-key", default="", help="DICOM TLS: our client key (PEM)")
     s.add_argument("--called-ae", default="DXAGW", help="the gateway's AE title")
     s.add_argument("--ae-title", default="DXA1", help="this scanner's AE title (the Scheduled Station AE Title queried)")
     s.add_argument("--mwl", type=_endpoint, metavar="AE@HOST:PORT", help="worklist SCP (default: the gateway)")
@@ -77,8 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, help="makes pixel data, UIDs and made-up patients reproducible")
     s.add_argument("--unscheduled", action="store_true", help="scan made-up patients when the worklist has too few hits")
     s.add_argument("--images", type=int, default=2, help="report images per exam (default 2)")
+    s.add_argument(
+        "--results", choices=["sr", "images", "both"], default="sr",
+        help="where the results go: the BMD SR (default), only report images one per scan (a Hologic without the SR option), or both",
+    )
+    s.add_argument("--modality", default="OT", help="Modality of the result images with --results images/both (Hologic: OT, or BD)")
     s.add_argument("--date", help="scheduled date to query, YYYYMMDD (default today)")
     s.add_argument("--timeout", type=float, default=30.0, help="network/DIMSE timeout in seconds")
+    s.add_argument("--ihe-keys", action="store_true", help="ask the worklist for the full IHE Scheduled Workflow return-key set (RAD-5), nested code sequences included")
     _common(s)
 
     r = sub.add_parser("ris", help="RIS/HIS: HL7 ORM/OMI/ADT over MLLP or FHIR ServiceRequest")
@@ -86,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", type=int, default=2575)
     r.add_argument("--format", choices=["orm", "omi", "fhir"], default="orm")
     r.add_argument("--fhir-url", default="", help="FHIR base URL (POST {url}/ServiceRequest)")
+    r.add_argument("--token", default=os.environ.get("DXA_TOKEN", ""), help="bearer token for --format fhir (default: $DXA_TOKEN)")
+    r.add_argument("--tls-ca", default="", help="MLLP over TLS: the gateway's CA certificate (PEM)")
+    r.add_argument("--tls-cert", default="", help="MLLP over TLS: our client certificate (PEM)")
+    r.add_argument("--tls-key", default="", help="MLLP over TLS: our client key (PEM)")
     r.add_argument("--count", type=int, default=1, help="orders to send")
     r.add_argument("--station-ae", default="DXA1")
     r.add_argument("--seed", type=int, default=1)
@@ -178,8 +192,14 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             unscheduled=args.unscheduled,
             images=args.images,
+            results=args.results,
+            modality=args.modality,
             date=args.date or "",
             timeout=args.timeout,
+            ihe_keys=args.ihe_keys,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
         sim = ScannerSimulator(opts)
         signal.signal(signal.SIGTERM, lambda *_: sim.stop())
@@ -198,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             format=args.format,
             fhir_url=args.fhir_url,
+            token=args.token,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
             count=args.count,
             station_ae=args.station_ae,
             seed=args.seed,

@@ -162,6 +162,35 @@ def build_bmd_sr(vendor: str, header: Dataset, rng: random.Random) -> Dataset:
     return _ensure_header(ds, header)
 
 
+def build_result_objects(vendor: str, header: Dataset, rng: random.Random, *, results: str = "images", modality: str = "OT") -> list[Dataset]:
+    """The results of one plausible exam as the scanner sends them.
+
+    ``results``: ``images`` -- report images only, one per scan (Hologic: text
+    in (0019,1000); GE: XML in Image Comments), as a Hologic without the
+    licensed SR option sends them; ``both`` -- the same images and the SR.
+    Each image gets a real-looking RGB page (DOMAIN.md section 2: ~1200x1320
+    at the sites; smaller here).
+    """
+    from mappings.bmd import samples  # noqa: PLC0415
+
+    exam = samples.random_exam(vendor, header, rng)
+    images = samples.hologic_report_images(exam, modality=modality) if vendor == "hologic" else samples.ge_report_images(exam)
+    for ds in images:
+        rows, cols = rng.randrange(480, 800, 16), rng.randrange(400, 832, 16)
+        ds.Rows, ds.Columns = rows, cols
+        ds.PixelData = report_pixels(rng, rows, cols).tobytes()
+        ds.StationName = header.get("StationName", "") or "DXA"
+        if "PatientAge" not in header and "PatientAge" in ds:
+            del ds.PatientAge
+    objs = [_ensure_header(ds, header) for ds in images]
+    if results == "both":
+        sr = samples.hologic_sr(exam) if vendor == "hologic" else samples.ge_sr(exam)
+        if "PatientAge" not in header and "PatientAge" in sr:
+            del sr.PatientAge
+        objs.append(_ensure_header(sr, header))
+    return objs
+
+
 def build_dose_sr(header: Dataset, rng: random.Random) -> Dataset:
     samples = _samples()
     if samples is not None and hasattr(samples, "build_dose_sr"):

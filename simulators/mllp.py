@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 START = b"\x0b"
 END = b"\x1c\x0d"
@@ -18,12 +19,24 @@ def frame(message: bytes) -> bytes:
     return START + message + END
 
 
-class MllpClient:
-    """Blocking MLLP client: one connection, many messages, one ACK each."""
+def client_tls(ca: str, cert: str = "", key: str = "") -> ssl.SSLContext:
+    """TLS 1.2+ toward the gateway: its CA, and our client certificate if given."""
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert:
+        ctx.load_cert_chain(cert, key or None)
+    return ctx
 
-    def __init__(self, host: str, port: int, timeout: float = 30.0, max_frame: int = MAX_FRAME) -> None:
+
+class MllpClient:
+    """Blocking MLLP client: one connection, many messages, one ACK each
+    (over TLS when given an ``ssl.SSLContext``)."""
+
+    def __init__(self, host: str, port: int, timeout: float = 30.0, max_frame: int = MAX_FRAME, tls: ssl.SSLContext | None = None) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=host)
         self.buf = b""
         self.max_frame = max_frame
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulators import orders as om
-from simulators.mllp import MllpClient
+from simulators.mllp import MllpClient, client_tls
 from simulators.report import ConformanceReport
 
 
@@ -35,6 +35,10 @@ class RisOptions:
     port: int = 2575
     format: str = "orm"  # orm | omi | fhir
     fhir_url: str = ""
+    token: str = ""  # bearer token for the FHIR endpoint
+    tls_ca: str = ""  # MLLP over TLS: the gateway's CA (PEM); with tls_cert/tls_key our client certificate
+    tls_cert: str = ""
+    tls_key: str = ""
     count: int = 1
     station_ae: str = "DXA1"
     seed: int = 1
@@ -123,7 +127,7 @@ class RisSimulator:
         t0 = time.perf_counter()
         client = None
         try:
-            client = MllpClient(o.host, o.port, timeout=o.timeout)
+            client = MllpClient(o.host, o.port, timeout=o.timeout, tls=client_tls(o.tls_ca, o.tls_cert, o.tls_key) if o.tls_ca else None)
             r.add("connect", True, f"{o.host}:{o.port}")
         except OSError as exc:
             r.add("connect", False, f"{o.host}:{o.port}: {exc}")
@@ -138,7 +142,7 @@ class RisSimulator:
                     # reconnect once so one dropped link does not fail the rest
                     client.close()
                     try:
-                        client = MllpClient(o.host, o.port, timeout=o.timeout)
+                        client = MllpClient(o.host, o.port, timeout=o.timeout, tls=client_tls(o.tls_ca, o.tls_cert, o.tls_key) if o.tls_ca else None)
                     except OSError:
                         return
                     continue
@@ -172,16 +176,19 @@ class RisSimulator:
         t0 = time.perf_counter()
         for kind, body in bodies:
             start = time.perf_counter()
-            ok, detail = post_json(url, body, o.timeout)
+            ok, detail = post_json(url, body, o.timeout, token=o.token)
             latencies.append(time.perf_counter() - start)
             r.add(f"POST {kind}", ok, detail)
             self.sent.append((body["id"], kind))
         _stats(r, latencies, time.perf_counter() - t0)
 
 
-def post_json(url: str, body: dict, timeout: float) -> tuple[bool, str]:
+def post_json(url: str, body: dict, timeout: float, token: str = "") -> tuple[bool, str]:
     data = json.dumps(body).encode("utf-8")
-    req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"})
+    headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status = resp.status

@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -71,9 +72,15 @@ class ScannerOptions:
     seed: int | None = None
     unscheduled: bool = False
     images: int = 2
+    results: str = "sr"  # sr: results in the BMD SR; images: only in report images (one per scan); both
+    modality: str = "OT"  # of the result images (Hologic: OT, BD at one site)
     date: str = ""  # YYYYMMDD to query (default today)
     timeout: float = 30.0
     max_pdu: int = 1048576
+    ihe_keys: bool = False  # ask for the full IHE Scheduled Workflow return-key set (RAD-5)
+    tls_ca: str = ""  # DICOM TLS toward every endpoint: the gateway's CA (PEM); with tls_cert/tls_key our certificate
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def endpoint(self, which: str) -> Endpoint:
         ep = getattr(self, which)
@@ -199,7 +206,12 @@ class ScannerSimulator:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.options.timeout
         for abstract, ts in contexts:
             ae.add_requested_context(abstract, ts)
-        return ae.associate(ep.host, ep.port, ae_title=ep.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)] + (handlers or []))
+        tls_args = None
+        if self.options.tls_ca:
+            from simulators.mllp import client_tls
+
+            tls_args = (client_tls(self.options.tls_ca, self.options.tls_cert, self.options.tls_key), ep.host)
+        return ae.associate(ep.host, ep.port, ae_title=ep.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)] + (handlers or []), tls_args=tls_args)
 
     # -- 1. worklist ----------------------------------------------------------
 
@@ -221,6 +233,29 @@ class ScannerSimulator:
         q.ScheduledProcedureStepSequence = Sequence([sps])
         return q
 
+    def ihe_worklist_query(self) -> Dataset:
+        """The RAD-5 query of IHE RAD TF-2 4.5 (Table 4.5-3): every required return key.
+
+        The code and reference sequences are asked with an item of empty
+        (universal) keys, as IHE modalities ask them (PS3.4 C.2.2.2.6).
+        """
+        o = self.options
+        q = Dataset()
+        q.SpecificCharacterSet = ""
+        for kw in IHE_RETURN_KEYS:
+            q.add_new(kw, dictionary_VR(kw), None)  # zero length, whatever the VR
+        for kw, sub in IHE_SEQUENCE_KEYS.items():
+            setattr(q, kw, Sequence([_empty_item(sub)]))
+        sps = Dataset()
+        for kw in IHE_SPS_RETURN_KEYS:
+            sps.add_new(kw, dictionary_VR(kw), None)
+        sps.ScheduledStationAETitle = o.ae_title
+        sps.ScheduledProcedureStepStartDate = o.date or time.strftime("%Y%m%d")
+        sps.Modality = "BMD"
+        sps.ScheduledProtocolCodeSequence = Sequence([_empty_item(CODE_KEYS)])
+        q.ScheduledProcedureStepSequence = Sequence([sps])
+        return q
+
     def query_worklist(self) -> list[Dataset]:
         o = self.options
         r = self._report
@@ -231,7 +266,7 @@ class ScannerSimulator:
             return []
         items: list[Dataset] = []
         final = None
-        query = self.worklist_query()
+        query = self.ihe_worklist_query() if o.ihe_keys else self.worklist_query()
         try:
             for status, identifier in assoc.send_c_find(query, MWL_FIND):
                 final = status_of(status)
@@ -260,6 +295,8 @@ class ScannerSimulator:
                     problems.append(f"modality {sps.Modality!r} != BMD")
                 if not sps.get("ScheduledProcedureStepID"):
                     problems.append("SPS ID empty")
+            if o.ihe_keys:
+                problems += [f"requested key {kw} not returned (PS3.4 C.4.1.1.3.2)" for kw in _missing_keys(query, item)]
             if not str(item.get("SpecificCharacterSet", "") or "").strip() and _has_non_ascii(item):
                 problems.append("non-ASCII text without a Specific Character Set (PS3.3 C.12.1.1.2)")
             r.add(f"MWL item {i + 1} [{item.get('AccessionNumber', '')}] matches the query", not problems, "; ".join(problems) or str(item.get("PatientID", "")))
@@ -305,10 +342,13 @@ class ScannerSimulator:
     def build_objects(self, exam: Exam) -> list[Dataset]:
         o = self.options
         rng = random.Random(f"{self.seed}-exam-{exam.index}-{exam.header.get('StudyInstanceUID', '')}")
-        objs = [
-            datasets.build_report_image(o.vendor, exam.header, rng, index=n, station_ae=o.ae_title) for n in range(o.images)
-        ]
-        objs.append(datasets.build_bmd_sr(o.vendor, exam.header, rng))
+        if o.results in ("images", "both"):
+            objs = datasets.build_result_objects(o.vendor, exam.header, rng, results=o.results, modality=o.modality)
+        else:
+            objs = [
+                datasets.build_report_image(o.vendor, exam.header, rng, index=n, station_ae=o.ae_title) for n in range(o.images)
+            ]
+            objs.append(datasets.build_bmd_sr(o.vendor, exam.header, rng))
         objs.append(datasets.build_dose_sr(exam.header, rng))
         for ds in objs:
             ds.StudyInstanceUID = exam.header.StudyInstanceUID
@@ -547,6 +587,52 @@ class ScannerSimulator:
             block=False,
             evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_event_report), (evt.EVT_CONN_OPEN, set_nodelay)],
         )
+
+
+# IHE RAD TF-2 Table 4.5-3 (RAD-5 Modality Worklist return keys, R and R+).
+IHE_RETURN_KEYS = (
+    "PatientName", "PatientID", "IssuerOfPatientID", "OtherPatientIDs", "PatientBirthDate", "PatientSex",
+    "PatientWeight", "PatientSize", "ConfidentialityConstraintOnPatientDataDescription",
+    "PatientState", "PregnancyStatus", "MedicalAlerts", "Allergies", "SpecialNeeds",
+    "AdmissionID", "CurrentPatientLocation",
+    "AccessionNumber", "RequestingPhysician", "ReferringPhysicianName",
+    "RequestedProcedureID", "RequestedProcedureDescription", "StudyInstanceUID",
+    "RequestedProcedurePriority", "PatientTransportArrangements",
+)
+CODE_KEYS = ("CodeValue", "CodingSchemeDesignator", "CodeMeaning")
+REFERENCE_KEYS = ("ReferencedSOPClassUID", "ReferencedSOPInstanceUID")
+IHE_SEQUENCE_KEYS = {
+    "RequestedProcedureCodeSequence": CODE_KEYS,
+    "ReferencedStudySequence": REFERENCE_KEYS,
+    "ReferencedPatientSequence": REFERENCE_KEYS,
+}
+IHE_SPS_RETURN_KEYS = (
+    "ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime", "Modality",
+    "ScheduledPerformingPhysicianName", "ScheduledProcedureStepDescription", "ScheduledStationName",
+    "ScheduledProcedureStepLocation", "PreMedication", "ScheduledProcedureStepID", "RequestedContrastAgent",
+    "ScheduledProcedureStepStatus",
+)
+
+
+def _empty_item(keywords) -> Dataset:
+    ds = Dataset()
+    for kw in keywords:
+        ds.add_new(kw, dictionary_VR(kw), None)
+    return ds
+
+
+def _missing_keys(query: Dataset, item: Dataset, prefix: str = "") -> list[str]:
+    """Requested keys absent from a response (an SCP returns every key it supports)."""
+    out = []
+    for elem in query:
+        if elem.keyword == "SpecificCharacterSet":
+            continue
+        if elem.tag not in item:
+            out.append(prefix + elem.keyword)
+        elif elem.VR == "SQ" and elem.value and len(elem.value[0]):
+            for n, sub in enumerate(item[elem.tag].value or []):
+                out += _missing_keys(elem.value[0], sub, f"{prefix}{elem.keyword}[{n}].")
+    return out
 
 
 def _ref(ds: Dataset) -> Dataset:

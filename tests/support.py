@@ -1,4 +1,18 @@
-"""Test helpers: free ports, the real daemon as a subprocess, MLLP, dcmtk."""
+"""Test helpers: free ports, the real daemon as a subprocess, MLLP, dcmtk.
+
+HTTP needs a credential (README "Security").  ``start_daemon`` configures one
+test identity holding every role, ``TEST_TOKEN``; send it on every call:
+
+    status, body, headers = daemon.request("POST", "/api/worklist", {"...": ...})
+    urllib.request.Request(daemon.http + path, headers=daemon.headers)   # or by hand
+    auth_headers(daemon)                                                 # the same dict
+
+``daemon.request`` sends JSON bodies as ``application/json`` (pass
+``content_type=`` for DICOM JSON / FHIR JSON, ``raw=`` for bytes) and returns
+(status, parsed JSON or text, response headers) without raising on 4xx/5xx.
+Extra identities for a test: ``start_daemon(tmp, {"security": {"tokens":
+[...]}})`` adds them beside the test identity (``test_token=False`` leaves it out).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +26,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import urllib.error
+import urllib.request
+
+import orjson
 import yaml
 
 from gateway.ports import free_port, wait_port  # noqa: F401 (the tests import them from here)
@@ -37,10 +55,20 @@ class Daemon:
     hl7_port: int
     http_port: int
     ae_title: str = "DXAGW"
+    token: str = ""
 
     @property
     def http(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The test identity's credential (every role)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def request(self, method: str, path: str, body: object = None, *, raw: bytes | None = None, content_type: str = "application/json", headers: dict | None = None, token: str | None = None, timeout: float = 10):
+        """One HTTP call as the test identity (or ``token``): (status, JSON or text, headers)."""
+        return http_request(self.http + path, method, body, raw=raw, content_type=content_type, headers=headers, token=self.token if token is None else token, timeout=timeout)
 
     def log_text(self) -> str:
         return (self.dir / "gateway.log").read_text(errors="replace")
@@ -57,8 +85,39 @@ class Daemon:
         return self.proc.returncode
 
 
-def start_daemon(tmp: Path, overrides: dict | None = None) -> Daemon:
-    """Start ``dxa-gateway run`` with a config in ``tmp`` on free ports."""
+TEST_TOKEN = "test-token-holding-every-role-0001"
+ALL_ROLES = ["orders", "radiographer", "reporter", "admin", "viewer", "metrics"]
+TEST_IDENTITY = {"name": "test", "token": TEST_TOKEN, "roles": ALL_ROLES, "display_name": "Dr Test Reporter", "registration": "GMC 0000001"}
+
+
+def auth_headers(daemon: "Daemon") -> dict[str, str]:
+    """``Authorization`` for the daemon's test identity."""
+    return daemon.headers
+
+
+def http_request(url: str, method: str = "GET", body: object = None, *, raw: bytes | None = None, content_type: str = "application/json", headers: dict | None = None, token: str = "", timeout: float = 10):
+    """(status, parsed JSON or text, headers) of one HTTP call; 4xx/5xx do not raise."""
+    hdrs = {"Authorization": f"Bearer {token}"} if token else {}
+    data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
+    if method in ("POST", "PUT", "PATCH") or data is not None:
+        hdrs["Content-Type"] = content_type
+    hdrs.update(headers or {})
+    req = urllib.request.Request(url, data=data if data is not None else (b"" if method in ("POST", "PUT", "PATCH") else None), method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as rsp:
+            status, text, rh = rsp.status, rsp.read(), rsp.headers
+    except urllib.error.HTTPError as exc:
+        status, text, rh = exc.code, exc.read(), exc.headers
+    try:
+        parsed = orjson.loads(text) if text else None
+    except orjson.JSONDecodeError:
+        parsed = text.decode("utf-8", "replace")
+    return status, parsed, rh
+
+
+def start_daemon(tmp: Path, overrides: dict | None = None, *, test_token: bool = True) -> Daemon:
+    """Start ``dxa-gateway run`` with a config in ``tmp`` on free ports,
+    with the test identity (``TEST_TOKEN``, every role) unless ``test_token=False``."""
     tmp.mkdir(parents=True, exist_ok=True)
     ports = {"dicom": free_port(), "hl7": free_port(), "http": free_port()}
     config = {
@@ -72,6 +131,9 @@ def start_daemon(tmp: Path, overrides: dict | None = None) -> Daemon:
             config.setdefault(section, {}).update(values)
         else:
             config[section] = values
+    if test_token:
+        security = config.setdefault("security", {})
+        security["tokens"] = [TEST_IDENTITY, *security.get("tokens", [])]
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     log = open(tmp / "gateway.log", "ab")
@@ -81,7 +143,7 @@ def start_daemon(tmp: Path, overrides: dict | None = None) -> Daemon:
         stderr=subprocess.STDOUT,
         cwd=tmp,
     )
-    daemon = Daemon(proc, tmp, path, ports["dicom"], ports["hl7"], ports["http"])
+    daemon = Daemon(proc, tmp, path, ports["dicom"], ports["hl7"], ports["http"], token=TEST_TOKEN if test_token else "")
     try:
         for port in ports.values():
             wait_port(port)

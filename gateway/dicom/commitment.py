@@ -20,11 +20,13 @@ from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from gateway.config import DicomSettings
+from gateway.dicom.tolerance import note_defects
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.spool import Spool, sha256_of
 from gateway.store import Store
 from mappings.instances import valid_uid
+from mappings.uids import check_dataset_uids
 
 log = logging.getLogger("gateway.commitment")
 
@@ -34,6 +36,7 @@ COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"  # the well-known SOP instance (P
 NO_SUCH_OBJECT = 0x0112
 CLASS_INSTANCE_CONFLICT = 0x0119
 PROCESSING_FAILURE = 0x0110
+INVALID_ARGUMENT_VALUE = 0x0115  # PS3.7 10.1.4.1.10: N-ACTION action information refused
 
 
 def _status(status: int, comment: str) -> Dataset:
@@ -64,8 +67,13 @@ class CommitmentScp:
                 (str(item.ReferencedSOPClassUID), str(item.ReferencedSOPInstanceUID))
                 for item in info.get("ReferencedSOPSequence") or []
             ]
+            problem, defects = check_dataset_uids(info)
         except Exception:
             return _status(PROCESSING_FAILURE, "cannot decode the action information"), None
+        if problem is not None:
+            log.warning("commitment.refused", extra=fields(status="0x0115", reason=f"{problem.path}: {problem.reason}", calling_ae=calling))
+            return _status(INVALID_ARGUMENT_VALUE, f"{problem.path.rsplit('.', 1)[-1]}: not a valid UID"), None
+        note_defects(self.metrics, defects, service="commitment", calling_ae=calling)
         if not valid_uid(transaction):
             return _status(0x0120, "TransactionUID is required"), None
         if not refs:
@@ -168,7 +176,7 @@ class CommitmentScp:
 
     def _report_on_new_association(self, calling: str, info: Dataset, event_type: int) -> bool:
         peer = self.settings.peers.get(calling)
-        if peer is None:
+        if peer is None or not peer.host or not peer.port:
             log.warning("commitment.no_peer_address", extra=fields(calling_ae=calling))
             return False
         ae = AE(ae_title=self.settings.ae_title)

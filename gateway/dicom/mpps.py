@@ -16,11 +16,13 @@ from pydicom.uid import generate_uid
 from pynetdicom import evt
 from pynetdicom.sop_class import ModalityPerformedProcedureStep
 
+from gateway.dicom.tolerance import note_defects
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.store import DuplicateInstance, NoSuchInstance, Store
 from mappings.mpps import (
     DUPLICATE_INSTANCE,
+    INVALID_ATTRIBUTE_VALUE,
     NO_SUCH_INSTANCE,
     PROCESSING_FAILURE,
     MppsError,
@@ -30,12 +32,16 @@ from mappings.mpps import (
     step_keys,
 )
 from mappings.bmd.dose import dose_from_attributes
+from mappings.uids import UidError, check_dataset_uids, check_uid
 from mappings.bmd.models import BmdExam
 from routes.rules import Rule, RoutedObject, destinations_for
 
 log = logging.getLogger("gateway.mpps")
 
 MPPS_UID = str(ModalityPerformedProcedureStep)
+# PS3.7 Annex C: the SOP Instance UID is not a valid one (here: not a safe
+# one, mappings/uids.py); the step is neither created nor changed.
+INVALID_OBJECT_INSTANCE = 0x0117
 
 
 def _status(status: int, comment: str = "") -> Dataset:
@@ -77,6 +83,31 @@ class MppsScp:
                 out[kind] = names
         return out
 
+    def _check_uids(self, op: str, uid: str, ds: Dataset | None, calling: str) -> Dataset | None:
+        """A refusal if the step's UID or a UID in its attributes is unsafe; counts tolerated defects."""
+        defects: tuple[str, ...] = ()
+        try:
+            defects = check_uid(uid).defects
+        except UidError as exc:
+            log.warning("mpps.refused", extra=fields(op=op, status="0x0117", reason=f"SOP Instance UID: {exc.reason}", calling_ae=calling))
+            self.metrics.mpps.labels(op, "refused").inc()
+            return _status(INVALID_OBJECT_INSTANCE, f"SOP Instance UID is not a valid UID: {exc.reason}")
+        if ds is not None:
+            try:
+                problem, more = check_dataset_uids(ds)
+            except Exception as exc:  # pydicom may raise anything converting a broken value
+                log.warning("mpps.refused", extra=fields(op=op, reason=type(exc).__name__, calling_ae=calling))
+                return _status(PROCESSING_FAILURE, "cannot decode the attribute list")
+            if problem is not None:
+                log.warning("mpps.refused", extra=fields(op=op, status="0x0106", reason=f"{problem.path}: {problem.reason}", calling_ae=calling))
+                self.metrics.mpps.labels(op, "refused").inc()
+                status = _status(INVALID_ATTRIBUTE_VALUE, f"{problem.path.rsplit('.', 1)[-1]}: not a valid UID")
+                status.OffendingElement = problem.tag
+                return status
+            defects += more
+        note_defects(self.metrics, defects, service="mpps", calling_ae=calling)
+        return None
+
     def handle_create(self, event: evt.Event):
         calling = event.assoc.requestor.ae_title.strip()
         if str(event.request.AffectedSOPClassUID) != MPPS_UID:
@@ -84,6 +115,13 @@ class MppsScp:
         uid = str(event.request.AffectedSOPInstanceUID or "") or generate_uid()
         try:
             ds = event.attribute_list
+        except Exception as exc:
+            log.warning("mpps.refused", extra=fields(op="create", reason=type(exc).__name__, calling_ae=calling))
+            return _status(PROCESSING_FAILURE, "cannot decode the attribute list"), None
+        refusal = self._check_uids("create", uid, ds, calling)
+        if refusal is not None:
+            return refusal, None
+        try:
             status = check_create(ds)
         except MppsError as exc:
             log.warning("mpps.refused", extra=fields(op="create", status=f"0x{exc.status:04X}", reason=exc.comment, calling_ae=calling))
@@ -119,6 +157,9 @@ class MppsScp:
             modification = event.modification_list
         except Exception:
             return _status(PROCESSING_FAILURE, "cannot decode the modification list"), None
+        refusal = self._check_uids("set", uid, modification, calling)
+        if refusal is not None:
+            return refusal, None
         result: dict[str, Dataset] = {}
 
         def update(current: bytes) -> tuple[bytes, str]:

@@ -230,7 +230,11 @@ def assoc_run_reactor(self: Association) -> None:
         context_id, msg = self.dimse.get_msg(block=False)
         idle = msg is None
         if msg:
-            self._serve_request(msg, context_id)
+            self._dxagw_serving = True  # read by DicomServer.stop: work in flight
+            try:
+                self._serve_request(msg, context_id)
+            finally:
+                self._dxagw_serving = False
 
         if self.is_established and self.acse.is_release_requested():
             self.acse.send_release(is_response=True)

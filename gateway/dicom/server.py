@@ -7,9 +7,12 @@ peer (DESIGN.md rule 4).
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
+import threading
 import time
+import weakref
 
 from typing import Callable
 
@@ -29,6 +32,8 @@ from gateway.dicom.mpps import MppsScp
 from gateway.dicom.mwl import MWL_UID, WorklistFindHandler
 from gateway.dicom.storage import StorageScp, discard_partial
 from gateway.logs import fields
+from gateway.security import tls
+from gateway.security.peers import PeerCertificate, dicom_refusal
 from gateway.metrics import Metrics
 from gateway.spool import Spool
 from gateway.store import Store
@@ -86,6 +91,69 @@ def no_dataset_logging() -> None:
     _config.LOG_RESPONSE_IDENTIFIERS = False
 
 
+class ConnectionLimit:
+    """At most ``per_address`` open connections from one source address.
+
+    Installed as the server's ``verify_request`` (the socketserver hook run
+    on each accepted socket): a connection over the cap is closed at once,
+    before pynetdicom gives it a thread or an association slot, so one
+    address holding idle sockets cannot use up ``maximum_associations``.
+    A socket counts until it is closed (pynetdicom closes it when the
+    association ends).
+    """
+
+    def __init__(self, per_address: int, metrics: Metrics) -> None:
+        self.per_address = per_address
+        self.metrics = metrics
+        self._open: dict[str, weakref.WeakSet] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, request, client_address) -> bool:
+        host = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+        with self._lock:
+            if len(self._open) > 1000:  # forget addresses with nothing open
+                self._open = {h: held for h, held in self._open.items() if self._live(held)}
+            held = self._open.setdefault(host, weakref.WeakSet())
+            if self._live(held) >= self.per_address:
+                refused = True
+            else:
+                held.add(request)
+                refused = False
+        if refused:
+            self.metrics.dicom_connections_refused.labels("per_address_limit").inc()
+            log.warning("dicom.connection_refused", extra=fields(reason="max_connections_per_address", peer=host, limit=self.per_address))
+        return not refused
+
+    @staticmethod
+    def _live(held: weakref.WeakSet) -> int:
+        for sock in list(held):
+            if sock.fileno() == -1:
+                held.discard(sock)
+        return len(held)
+
+
+def _shut_socket(assoc) -> None:
+    """Shut the association's TCP connection down under its threads.
+
+    A thread blocked reading from or writing to it returns at once, and
+    pynetdicom's state machine sees a closed connection (PS3.8 Evt17).
+    """
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _busy(assoc) -> bool:
+    """True while an association has a request in flight (being received or served)."""
+    return assoc.is_established and (
+        getattr(assoc, "_dxagw_serving", False) or getattr(assoc.dimse, "message", None) is not None
+    )
+
+
 class DicomServer:
     def __init__(
         self,
@@ -112,8 +180,13 @@ class DicomServer:
         acceptor.install()
         command_set.install()
         self.ae = self._make_ae()
+        # (event, actor, detail) -> None, from pynetdicom's threads: the audit trail.
+        self.on_security_event: Callable[[str, str, dict], None] = lambda event, actor, detail: store.audit(event, actor, detail)
+        self.on_query: Callable[[str, str, dict], None] = lambda event, actor, detail: None  # set by the Gateway
         self._server = None
+        self._tls_server = None
         self.port = settings.port
+        self.tls_port = settings.tls.port if settings.tls else None
 
     def _make_ae(self) -> AE:
         s = self.settings
@@ -145,7 +218,7 @@ class DicomServer:
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_SOP_EXTENDED, self._on_sop_extended),
             (evt.EVT_C_ECHO, self._on_echo),
-            (evt.EVT_C_FIND, self.mwl.handle),
+            (evt.EVT_C_FIND, self._find),
             (evt.EVT_C_STORE, self.storage.handle),
             (evt.EVT_N_CREATE, self.mpps.handle_create),
             (evt.EVT_N_SET, self.mpps.handle_set),
@@ -155,32 +228,71 @@ class DicomServer:
         self._server = self.ae.start_server(
             (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
         )
+        self._server.verify_request = ConnectionLimit(self.settings.max_connections_per_address, self.metrics)
         self.port = self._server.server_address[1]
+        if self.settings.tls is not None:  # DICOM TLS beside the plain port (PS3.15 B.9)
+            context = tls.for_listener(self.settings.tls, lazy_handshake=True)
+            context.on_failure = self._on_tls_failure
+            self._tls_server = self.ae.start_server(
+                (self.settings.host, self.settings.tls.port), block=False, evt_handlers=handlers, ssl_context=context
+            )
+            self._tls_server.verify_request = self._server.verify_request  # one per-address count for both ports
+            self.tls_port = self._tls_server.server_address[1]
 
     def stop(self, grace: float = 8.0) -> None:
-        """Stop accepting; let running associations finish, then abort them."""
+        """Stop accepting; let requests in flight finish, then end every association.
+
+        Bounded whatever peers do (README: SIGTERM ends within 10 s): a
+        connection still setting up, or an established association with
+        nothing in flight, is closed at once; one receiving or serving a
+        request gets up to ``grace`` seconds, then is aborted; a peer that
+        then neither reads nor closes has its connection shut under it.
+        """
         if self._server is None:
             return
-        self._server.shutdown()
+        server, self._server = self._server, None
+        server.shutdown()
+        if self._tls_server is not None:
+            self._tls_server.shutdown()
+            self._tls_server = None
         deadline = time.monotonic() + grace
-        # Wait for established associations only: a connection that never
-        # sent an A-ASSOCIATE-RQ (a port probe) has no work in flight.
-        while time.monotonic() < deadline and any(
-            a.is_acceptor and a.is_established for a in self.ae.active_associations
-        ):
-            time.sleep(0.05)
         for assoc in self.ae.active_associations:
-            assoc.abort()
-        self._server = None
+            if not assoc.is_established:
+                _shut_socket(assoc)
+        while time.monotonic() < deadline and any(_busy(a) for a in self.ae.active_associations):
+            time.sleep(0.05)
+        remaining = list(self.ae.active_associations)
+        for assoc in remaining:
+            if assoc.is_established:
+                assoc.abort(block=False)  # PS3.8 7.3: A-ABORT, then close
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end and any(a.is_alive() for a in remaining):
+            time.sleep(0.02)
+        for assoc in remaining:
+            _shut_socket(assoc)
+            assoc.dul.kill_dul()  # not Association.kill(): it loops until Sta1
+            assoc._kill = True
+        end = time.monotonic() + 1.0
+        for assoc in remaining:  # DUL threads are not daemons: they must end
+            assoc.dul.join(max(0.0, end - time.monotonic()))
+            assoc.join(max(0.0, end - time.monotonic()))
 
     # -- association events --------------------------------------------------
 
-    @staticmethod
-    def _on_connect(event: evt.Event) -> None:
-        # pynetdicom leaves Nagle on: every response would wait for a delayed ACK.
-        sock = getattr(event.assoc.dul.socket, "socket", None)
+    def _on_connect(self, event: evt.Event) -> None:
+        s = self.settings
+        dul = event.assoc.dul
+        # PS3.8 9.1.5: the ARTIM timer bounds the wait for the A-ASSOCIATE-RQ
+        # (pynetdicom uses acse_timeout); transport.py bounds each read and
+        # the whole request by the set-up deadline.
+        dul.artim_timer.timeout = min(s.acse_timeout, s.association_setup_timeout)
+        setattr(dul.socket, transport.SETUP_DEADLINE, time.monotonic() + s.association_setup_timeout)
+        sock = getattr(dul.socket, "socket", None)
         if sock is not None:
             try:
+                # pynetdicom's accepted sockets block with no timeout, sends included.
+                sock.settimeout(s.network_timeout)
+                # pynetdicom leaves Nagle on: every response would wait for a delayed ACK.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
@@ -201,6 +313,8 @@ class DicomServer:
         """
         assoc = event.assoc
         calling = assoc.requestor.primitive.calling_ae_title.strip()
+        if self._refused_peer(assoc, calling):
+            return
         proposed = assoc.requestor.primitive.presentation_context_definition_list
         wanted = {self.service_of(str(cx.abstract_syntax)) for cx in proposed}
         allowed = {svc for svc in wanted if svc != "other" and self._allowed(calling, svc)}
@@ -214,6 +328,45 @@ class DicomServer:
             assoc.acceptor.supported_contexts = [
                 cx for cx in self.ae.supported_contexts if self.service_of(str(cx.abstract_syntax)) in allowed
             ]
+
+    def _on_tls_failure(self, address: str, reason: str) -> None:
+        """A TLS handshake on the DICOM TLS port failed (no or a foreign certificate, not TLS)."""
+        log.warning("dicom.tls_refused", extra=fields(address=address, reason=reason))
+        self.on_security_event("dicom.tls_refused", f"?@{address}", {"reason": f"TLS: {reason}"[:200]})
+
+    def _find(self, event: evt.Event):
+        """MWL C-FIND, audited as a Query (PS3.15 A.5.3.10) with the identifier as received."""
+        try:
+            identifier = event.request.Identifier
+            raw = identifier.getvalue() if identifier is not None else b""
+            self.on_query(
+                "dicom.query",
+                f"{event.assoc.requestor.ae_title.strip()}@{event.assoc.requestor.address}",
+                {"sop_class": str(event.request.AffectedSOPClassUID), "transfer_syntax": str(event.context.transfer_syntax), "query": base64.b64encode(raw[:65536]).decode()},
+            )
+        except Exception:
+            log.exception("dicom.audit_failed")
+        yield from self.mwl.handle(event)
+
+    def _refused_peer(self, assoc, calling: str) -> bool:
+        """Reject (and audit) a called AE that is not ours, or a known calling
+        AE from an address or certificate dicom.peers does not allow it
+        (gateway/security/peers.py; PS3.8 9.3.4 reasons 0x07 / 0x03)."""
+        called = assoc.requestor.primitive.called_ae_title.strip()
+        address = assoc.requestor.address
+        cert = PeerCertificate.of(getattr(assoc.dul.socket, "socket", None))
+        refusal = dicom_refusal(self.settings, called, calling, address, cert)
+        if refusal is None:
+            return False
+        log.warning("dicom.association_refused", extra=fields(calling_ae=calling, called_ae=called, address=address, reason=refusal.text))
+        self.metrics.associations.labels(self.metrics.ae_label(calling), "refused").inc()
+        try:
+            self.on_security_event("dicom.association_refused", f"{calling}@{address}", {"called_ae": called, "reason": refusal.text, "tls_subject": cert.subject})
+        except Exception:
+            log.exception("dicom.audit_failed")
+        assoc.acse.send_reject(0x01, 0x01, refusal.reason)
+        _flush(assoc)
+        return True
 
     @staticmethod
     def _on_close(event: evt.Event) -> None:

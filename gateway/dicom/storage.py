@@ -11,16 +11,20 @@ from __future__ import annotations
 import errno
 import logging
 import time
+import zlib
 from pathlib import Path
 from typing import Callable
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pynetdicom import evt
 
 from gateway.config import DicomSettings
 from gateway.logs import fields
 from gateway.metrics import Metrics
+from gateway.dicom.deflate import DEFLATED, InflateLimit, inflated_copy
+from gateway.dicom.tolerance import note_defects
 from gateway.spool import IncomingFile, Spool
 from gateway.store import InstanceRecord, Store
 from mappings.instances import HEADER_KEYWORDS, HeaderError, read_header
@@ -56,10 +60,25 @@ class StorageScp:
         self.route_keywords = {kw for rule in rules for kw, _ in rule.keywords}
         self.header_tags = sorted(set(HEADER_KEYWORDS) | self.route_keywords)
 
-    def _refuse(self, status: int, reason: str, calling: str, **extra: object) -> int:
+    def _refuse(self, status: int, reason: str, calling: str, comment: str = "", **extra: object) -> int | Dataset:
         self.metrics.store_refusals.labels(f"0x{status:04X}").inc()
         log.warning("store.refused", extra=fields(status=f"0x{status:04X}", reason=reason, calling_ae=calling, **extra))
-        return status
+        if not comment:
+            return status
+        rsp = Dataset()
+        rsp.Status = status
+        rsp.ErrorComment = comment[:64]  # PS3.7 C.4.2: LO
+        return rsp
+
+    def _read(self, temp: Path, transfer_syntax: str) -> Dataset:
+        """The header of the received dataset; a deflated one is inflated, bounded, first."""
+        if transfer_syntax != DEFLATED:
+            return dcmread(temp, stop_before_pixels=True, specific_tags=self.header_tags)
+        inflated = inflated_copy(temp, self.spool.incoming, self.settings.storage.max_inflated_bytes)
+        try:
+            return dcmread(inflated, stop_before_pixels=True, specific_tags=self.header_tags)
+        finally:
+            inflated.unlink(missing_ok=True)
 
     def handle(self, event: evt.Event) -> int:
         started = time.perf_counter()
@@ -71,8 +90,16 @@ class StorageScp:
             return self._refuse(OUT_OF_RESOURCES, "free space under storage.min_free_bytes", calling)
         temp = Path(event.dataset_path)
         try:
-            ds = dcmread(temp, stop_before_pixels=True, specific_tags=self.header_tags)
+            ds = self._read(temp, str(event.context.transfer_syntax))
             header = read_header(ds, sop_class=sop_class, sop_instance=sop_instance)
+        except InflateLimit as exc:
+            # PS3.4 B.2.3: Refused, Out of Resources; the comment names the limit.
+            return self._refuse(
+                OUT_OF_RESOURCES, f"deflated dataset inflates past {exc.limit} bytes", calling,
+                comment="inflates past dicom.storage.max_inflated_bytes", limit=exc.limit,
+            )
+        except zlib.error:
+            return self._refuse(CANNOT_UNDERSTAND, "not a valid deflate stream", calling)
         except HeaderError as exc:
             status = DATASET_MISMATCH if exc.keyword in ("SOPClassUID", "SOPInstanceUID") else CANNOT_UNDERSTAND
             return self._refuse(status, exc.reason, calling, attribute=exc.keyword, sop_instance_uid=sop_instance)
@@ -81,6 +108,7 @@ class StorageScp:
         except Exception as exc:  # pydicom may raise anything on broken data
             return self._refuse(CANNOT_UNDERSTAND, f"cannot read the dataset: {type(exc).__name__}", calling)
 
+        note_defects(self.metrics, header.uid_defects, service="storage", calling_ae=calling)
         existing = self.store.current_instances(header.sop_instance_uid)
         if existing and self.policy == "keep_first":
             log.info("store.duplicate_kept_first", extra=fields(sop_instance_uid=sop_instance, calling_ae=calling, first=existing[0].id))

@@ -9,6 +9,14 @@ and refuses a declared length over the limit: the connection is closed,
 which pynetdicom treats as a lost peer (the association is aborted, a
 partial C-STORE is discarded), before any memory is taken for it.
 
+It also bounds the time a read may take (pynetdicom's accepted sockets
+block with no timeout, so a peer sending half a PDU held its socket, and
+a thread, for good): until the association is established the whole
+A-ASSOCIATE-RQ must arrive by the set-up deadline the server puts on the
+socket (:data:`SETUP_DEADLINE`); afterwards each call, a PDU header or a
+PDU body, must complete within the network timeout.  A peer too slow is
+treated as one that closed its connection (PS3.8 9.1.5: as on ARTIM expiry).
+
 ``DULServiceProvider._read_pdu_data`` then copied each P-DATA-TF PDU three
 times more before its fragments reached the spool file (appended to the
 6-byte header, turned into bytes, sliced per PDV item), and again for the
@@ -24,6 +32,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import time
 
 from pynetdicom import evt
 from pynetdicom.dul import DULServiceProvider
@@ -38,28 +47,69 @@ LOGGER = logging.getLogger("pynetdicom.dul")
 
 PDU_HEADER = 6  # PS3.8 9.3.1: type, reserved, 4-byte length
 _limit = 64 * 1024 * 1024
+# Attribute of an AssociationSocket: time.monotonic() by which an acceptor's
+# association must be established (set by the server on connect).
+SETUP_DEADLINE = "dxagw_setup_deadline"
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _read_deadline(self: AssociationSocket) -> tuple[float | None, str]:
+    """(monotonic deadline, phase) for one read on this socket."""
+    setup = getattr(self, SETUP_DEADLINE, None)
+    if setup is not None and not self.assoc.is_established:
+        return setup, "association_setup"
+    timeout = self.assoc.network_timeout
+    return (time.monotonic() + timeout if timeout else None), "pdu"
 
 
 def _recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
-    """Read ``nr_bytes`` (fewer only if the peer closed), or refuse an oversized PDU."""
+    """Read ``nr_bytes`` (fewer if the peer closed or was too slow), or refuse an oversized PDU."""
     sock: socket.socket = self.socket
     if nr_bytes > _limit:
         log.warning("dicom.pdu_too_large", extra=fields(declared=nr_bytes, limit=_limit))
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        _shut(sock)
         return bytearray()
+    deadline, phase = _read_deadline(self)
     buf = bytearray(nr_bytes)
     view = memoryview(buf)
     got = 0
-    while got < nr_bytes:
-        n = sock.recv_into(view[got:], nr_bytes - got)
-        if not n:  # the connection is broken: return what we have, as pynetdicom does
-            del view
-            return buf[:got]
-        got += n
+    try:
+        while got < nr_bytes:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                sock.settimeout(remaining)
+            n = sock.recv_into(view[got:], nr_bytes - got)
+            if not n:  # the connection is broken: return what we have, as pynetdicom does
+                break
+            got += n
+    except TimeoutError:
+        log.warning("dicom.read_timeout", extra=fields(phase=phase, received=got, expected=nr_bytes, peer=_peer(sock)))
+        _shut(sock)
+    finally:
+        if deadline is not None:
+            try:
+                sock.settimeout(self.assoc.network_timeout)  # what sends wait for
+            except OSError:
+                pass
+    if got < nr_bytes:
+        del view
+        return buf[:got]
     return buf
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return ""
 
 
 P_DATA_TF = 0x04

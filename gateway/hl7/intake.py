@@ -21,19 +21,23 @@ import time
 from concurrent.futures import Executor
 from datetime import datetime
 
+from gateway.clinical import keep_order_context
 from gateway.logs import fields
 from gateway.metrics import Metrics, message_type_label
 from gateway.store import InboundMessage, Store, UnknownOrder
+from mappings.clinical_context import context_from_hl7
 from mappings.hl7_ack import build_ack
 from mappings.hl7_orders import Header, OrderOptions, parse_message, read_header, split_message
 from mappings.hl7_text import CHARSETS, Hl7Error, decode_message
+from gateway.security.peers import PeerCertificate, hl7_sender_refusal
 
 log = logging.getLogger("gateway.hl7")
 
 
 class Hl7Intake:
-    def __init__(self, store: Store, options: OrderOptions, executor: Executor, metrics: Metrics) -> None:
+    def __init__(self, store: Store, options: OrderOptions, executor: Executor, metrics: Metrics, allowed_senders: list | None = None) -> None:
         self.store = store
+        self.allowed_senders = list(allowed_senders or [])  # hl7.allowed_senders (gateway/security/peers.py)
         self.options = options
         self.executor = executor
         self.metrics = metrics
@@ -52,10 +56,10 @@ class Hl7Intake:
         codec = CHARSETS.get(header.charset, ("utf-8", ""))[0] if header else "utf-8"
         return ack.encode(codec, errors="replace")
 
-    async def handle(self, raw: bytes, peer: str) -> bytes:
+    async def handle(self, raw: bytes, peer: str, cert: PeerCertificate | None = None) -> bytes:
         """One framed message in, its ACK out (handled in the executor)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.handle_sync, raw, peer)
+        return await loop.run_in_executor(self.executor, self.handle_sync, raw, peer, cert)
 
     async def refuse_frame(self, raw: bytes, reason: str, peer: str) -> bytes:
         """AR for a frame the listener could not take whole (``raw``: its start)."""
@@ -75,7 +79,7 @@ class Hl7Intake:
         log.warning("hl7.refused", extra=fields(type=message_type_label(header), ack="AR", hl7_error=102, reason=reason, peer=peer))
         return self._ack(header, "AR", error)
 
-    def handle_sync(self, raw: bytes, peer: str) -> bytes:
+    def handle_sync(self, raw: bytes, peer: str, cert: PeerCertificate | None = None) -> bytes:
         """One framed message in, its ACK out; blocking."""
         started = time.perf_counter()
         header: Header | None = None
@@ -84,6 +88,13 @@ class Hl7Intake:
             parsed = parse_message(raw, self.options)
             header = parsed.header
             msg_type = message_type_label(header)
+            refusal = hl7_sender_refusal(self.allowed_senders, header.sending_application, header.sending_facility, peer.rsplit(":", 1)[0], cert or PeerCertificate())
+            if refusal is not None:
+                # HL7 v2.5.1 Table 0357 has no "not authorized": 103, MSH-3 not in the table of allowed senders.
+                self.store.audit("hl7.sender_refused", f"{header.sending_application}^{header.sending_facility}@{peer}", {"reason": refusal, "type": msg_type})
+                error = Hl7Error(refusal, code=103, segment="MSH", field=3, ack_code="AR")
+                error.header = header
+                raise error
             message = InboundMessage(
                 source="hl7",
                 sender=header.sender,
@@ -92,6 +103,8 @@ class Hl7Intake:
                 raw=raw,
             )
             result = self.store.apply_inbound(message, parsed.actions)
+            if result.item_ids and not result.duplicate and header.message_type in ("ORM", "OMI"):  # an order's own context
+                keep_order_context(self.store, result.item_ids, lambda: context_from_hl7(raw, self.options.default_charset))
             code = result.ack_code
             ack = self._ack(header, code, text="duplicate message, already processed" if result.duplicate else "")
             log.info(

@@ -21,6 +21,7 @@ from typing import Awaitable, Callable
 from gateway.hl7.framing import Frame, MllpFramer, StrayStart, TooLarge, Unframed
 from gateway.logs import fields
 from gateway.metrics import Metrics
+from gateway.security.peers import PeerCertificate
 from mappings.hl7_text import frame
 
 log = logging.getLogger("gateway.mllp")
@@ -78,14 +79,15 @@ class MllpServer:
         self.max_connections = max_connections
         self.max_buffered_bytes = max_buffered_bytes
         self.buffered = 0  # frame bytes held over all connections
-        metrics.mllp_buffered.set_function(lambda: self.buffered)
-        metrics.mllp_connections.set_function(lambda: len(self._connections))
+        metrics.watch_mllp(self)
         self._server: asyncio.base_events.Server | None = None
+        self.ssl_context = None  # set for the MLLP/TLS listener (gateway/security/tls.py)
         self._connections: set[asyncio.Task] = set()
         self._busy: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=STREAM_LIMIT)
+        tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": 30.0} if self.ssl_context is not None else {}
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=STREAM_LIMIT, **tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self, grace: float = 8.0) -> None:
@@ -114,6 +116,8 @@ class MllpServer:
         framer = MllpFramer(self.max_bytes)
         held = 0  # this connection's share of self.buffered
         peak = 0
+        # Under TLS, what the peer's certificate proved (gateway/security/peers.py).
+        cert = {"cert": PeerCertificate.of(writer.get_extra_info("ssl_object"))} if self.ssl_context is not None else {}
         try:
             while True:
                 try:
@@ -150,7 +154,7 @@ class MllpServer:
                             await self._answer(writer, self.refuse(event.message, "frame holds a start block (0x0B) before its end", peer), len(event.message))
                     elif isinstance(event, Frame):
                         peak = max(peak, len(event.message))
-                        await self._answer(writer, self.handler(event.message, peer), len(event.message))
+                        await self._answer(writer, self.handler(event.message, peer, **cert), len(event.message))
                 if framer.broken:
                     break
         except (ConnectionError, asyncio.CancelledError):

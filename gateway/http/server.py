@@ -13,9 +13,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from gateway.clinical import keep_order_context
+from gateway.http import auth
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.store import InboundMessage, Store, UnknownOrder
+from mappings.clinical_context import context_from_fhir_body
 from mappings.fhir_orders import FhirOrderError, Issue, operation_outcome, service_request_actions
 from mappings.worklist import CANCELLED, STATUSES, ItemError, item_from_dataset, item_to_dataset
 
@@ -47,6 +50,8 @@ class HttpServer:
         default_modality: str = "BMD",
         max_body_bytes: int = 8 * 1024 * 1024,
         parse_executor: Executor | None = None,
+        access: auth.HttpAuth | None = None,
+        ssl_context=None,
     ) -> None:
         self.host = host
         self.port = port
@@ -60,6 +65,9 @@ class HttpServer:
         self.default_station_ae = default_station_ae
         self.default_modality = default_modality
         self.app = web.Application(client_max_size=max_body_bytes)
+        self.ssl_context = ssl_context
+        if access is not None:
+            access.install(self.app)
         self.app.add_routes(
             [
                 web.get("/healthz", self.healthz),
@@ -73,6 +81,7 @@ class HttpServer:
                 web.post("/api/outbox/retry", self.outbox_retry_all),
                 web.post("/api/outbox/{id}/retry", self.outbox_retry_one),
                 web.get("/api/destinations", self.destinations),
+                web.get("/api/audit", self.audit_list),
                 web.post("/fhir/ServiceRequest", self.fhir_service_request),
                 web.post("/fhir", self.fhir_service_request),
             ]
@@ -84,7 +93,7 @@ class HttpServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=5.0)
+        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=5.0, ssl_context=self.ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked
 
@@ -138,7 +147,7 @@ class HttpServer:
         if isinstance(outcome, web.Response):
             return outcome
         item = outcome
-        actor = request.headers.get("X-Actor", request.remote or "api")
+        actor = auth.actor(request)
         ids = await self._db(self.store.add_worklist_items, [item], sender="api", actor=actor)
         self.metrics.api_requests.labels("worklist.create", "201").inc()
         log.info("api.worklist_created", extra=fields(id=ids[0]))
@@ -203,7 +212,7 @@ class HttpServer:
     async def worklist_delete(self, request: web.Request) -> web.Response:
         """Take an item off the worklist: it becomes CANCELLED, kept for audit."""
         row_id = self._id(request)
-        actor = request.headers.get("X-Actor", request.remote or "api")
+        actor = auth.actor(request)
         done = await self._db(self.store.set_worklist_status, row_id, CANCELLED, actor=actor) if row_id is not None else False
         if not done:
             return _problem(404, "no such worklist item")
@@ -249,14 +258,14 @@ class HttpServer:
             return _problem(404, "no such outbox row")
         if row.state != "dead":
             return _problem(409, f"row is {row.state}; only dead letters are requeued")
-        actor = request.headers.get("X-Actor", request.remote or "api")
+        actor = auth.actor(request)
         return self._requeued(await self._db(self.store.retry_outbox, row_id=row_id, actor=actor))
 
     async def outbox_retry_all(self, request: web.Request) -> web.Response:
         destination = request.query.get("destination")
         if destination and destination not in self.destination_config:
             return _problem(404, "no such destination")
-        actor = request.headers.get("X-Actor", request.remote or "api")
+        actor = auth.actor(request)
         return self._requeued(await self._db(self.store.retry_outbox, destination=destination, actor=actor))
 
     async def destinations(self, request: web.Request) -> web.Response:
@@ -276,13 +285,22 @@ class HttpServer:
             )
         return _json(out)
 
+    async def audit_list(self, request: web.Request) -> web.Response:
+        """The audit trail, newest first: ?event=prefix&actor=name&limit=n."""
+        try:
+            limit = min(int(request.query.get("limit", "100")), 1000)
+        except ValueError:
+            return _problem(400, "limit is a whole number")
+        rows = await self._db(self.store.list_audit, event=request.query.get("event"), actor=request.query.get("actor"), limit=limit)
+        return _json(rows)
+
     # -- FHIR intake ---------------------------------------------------------
 
     async def fhir_service_request(self, request: web.Request) -> web.Response:
         raw = await request.read()
         try:
             body, actions = await self._cpu(self._fhir_actions, raw)
-            message = InboundMessage(source="fhir", sender=request.remote or "?", message_id="", message_type=body.get("resourceType", "?"), raw=raw)
+            message = InboundMessage(source="fhir", sender=auth.actor(request), message_id="", message_type=body.get("resourceType", "?"), raw=raw)
             try:
                 result = await self._db(self.store.apply_inbound, message, actions)
             except UnknownOrder:
@@ -291,6 +309,8 @@ class HttpServer:
             self.metrics.fhir_requests.labels(str(exc.status)).inc()
             log.warning("fhir.refused", extra=fields(status=exc.status, reason=str(exc)[:200]))
             return _json(operation_outcome(exc.issues), status=exc.status, content_type=FHIR_JSON)
+        if result.item_ids and not result.duplicate:
+            await self._db(keep_order_context, self.store, result.item_ids, lambda: context_from_fhir_body(body))
         self.metrics.fhir_requests.labels("201").inc()
         first = result.item_ids[0] if result.item_ids else 0
         log.info("fhir.accepted", extra=fields(items=list(result.item_ids)))

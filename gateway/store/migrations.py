@@ -162,4 +162,43 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX reports_exam ON reports (exam_id);
     """,
+    # 4: the few open steps scheduled on several stations (Scheduled Station
+    # AE Title is 1-n, PS3.4 Table K.6-1), found without scanning the rest
+    """
+    CREATE INDEX wl_multi_station ON worklist_items (start_date)
+        WHERE status IN ('SCHEDULED', 'IN PROGRESS') AND instr(station_ae, '\\') > 0;
+    """,
+    # 5: what was signed is what is sent (DESIGN.md rule 9): every outbound
+    # payload of a released report version, rendered once with its hash; and
+    # the clinical context of orders and exams (README: "The clinical context")
+    """
+    CREATE TABLE report_payloads (
+        id INTEGER PRIMARY KEY,
+        report_id INTEGER NOT NULL REFERENCES reports (id),
+        destination TEXT NOT NULL,
+        format TEXT NOT NULL,             -- hl7-oru, fhir-bundle
+        control_id TEXT NOT NULL,         -- MSH-10 of the ORU (or the Bundle's version key)
+        body BLOB NOT NULL,               -- the exact bytes every attempt sends
+        sha256 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (report_id, destination)
+    );
+    CREATE TABLE order_contexts (
+        worklist_item_id INTEGER PRIMARY KEY REFERENCES worklist_items (id),
+        context BLOB NOT NULL,            -- ClinicalContext as JSON, from the order (HL7 OBX/NTE/DG1, FHIR)
+        updated_at TEXT NOT NULL
+    );
+    ALTER TABLE exams ADD COLUMN context BLOB;  -- ClinicalContext from the radiographer (PUT /api/exams/{id}/context)
+    """,
+    # 6: the durable hand-off to the result reader (issue 11 item 7) and one
+    #    exam per study with a settle window (issue 12 item 3)
+    """
+    ALTER TABLE instances ADD COLUMN results_state TEXT NOT NULL DEFAULT '';
+        -- '' not a result carrier; pending (set with the index row, before the ack);
+        -- read; none (no results in it); unparsed (results_reason says why)
+    ALTER TABLE instances ADD COLUMN results_reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE instances ADD COLUMN results BLOB;  -- BmdExam JSON of this object alone
+    CREATE INDEX inst_results_pending ON instances (results_state) WHERE results_state = 'pending';
+    ALTER TABLE exams ADD COLUMN settle_until TEXT;  -- state settling: draft the report after this
+    """,
 ]

@@ -31,7 +31,7 @@ from gateway.store import (
     UnknownOrder,
     WorklistRow,
 )
-from gateway.store.exams import ExamStore
+from gateway.store.exams import RESULT_KINDS, ExamStore
 from gateway.store.migrations import MIGRATIONS
 from mappings.mpps import StepKeys
 from mappings.hl7_orders import Action, MergePatient, OrderKey, SetOrderStatus, UpdatePatient, UpsertOrder
@@ -43,6 +43,11 @@ MAX_IDLE_READERS = 8
 
 
 T = TypeVar("T")
+
+
+# Open rows whose Scheduled Station AE Title has several values (index
+# wl_multi_station, migration 4, has this WHERE word for word).
+_MULTI_STATION = "status IN ('SCHEDULED', 'IN PROGRESS') AND instr(station_ae, '\\') > 0"
 
 
 class _Pending:
@@ -314,13 +319,17 @@ class SqliteStore(ExamStore):
         # partial index only when the query's WHERE visibly implies the
         # index's (status IN ('SCHEDULED', 'IN PROGRESS')).
         statuses = [s for s in flt.statuses if s in _OPEN] or list(_OPEN)
+        multi_station = None
         where = ["status IN ('SCHEDULED', 'IN PROGRESS')"]
         if len(statuses) == 1:
             where.append("status = 'SCHEDULED'" if statuses[0] == "SCHEDULED" else "status = 'IN PROGRESS'")
         args: list = []
         if flt.station_ae is not None:
-            where.append("station_ae = ?")
-            args.append(flt.station_ae)
+            # Scheduled Station AE Title is 1-n (PS3.4 Table K.6-1): a
+            # multi-valued one is stored joined by "\\" and matched in full
+            # by mappings.mwl: those rows come from a second branch (index
+            # wl_multi_station), so the first keeps its station index.
+            multi_station = flt.station_ae
         if flt.modality is not None:
             where.append("modality = ?")
             args.append(flt.modality)
@@ -342,10 +351,18 @@ class SqliteStore(ExamStore):
         if flt.study_uids:
             where.append(f"study_uid IN ({', '.join('?' * len(flt.study_uids))})")
             args.extend(flt.study_uids)
-        sql = f"SELECT id, created_at, updated_at, item FROM worklist_items WHERE {' AND '.join(where)} ORDER BY start_date, start_time, id"
+        columns = "id, created_at, updated_at, item, start_date, start_time"
+        sql = f"SELECT {columns} FROM worklist_items WHERE {' AND '.join(where)}"
+        if multi_station is not None:
+            sql = (
+                f"SELECT {columns} FROM worklist_items WHERE station_ae = ? AND {' AND '.join(where)}"
+                f" UNION ALL SELECT {columns} FROM worklist_items INDEXED BY wl_multi_station WHERE {_MULTI_STATION} AND {' AND '.join(where)}"
+            )
+            args = [multi_station, *args, *args]
+        sql += " ORDER BY start_date, start_time, id"
         with self._read() as conn:
             for row in conn.execute(sql, args):
-                yield self._row(row)
+                yield self._row(row[:4])
 
     def count_worklist_by_status(self) -> dict[str, int]:
         rows = self._query("SELECT status, COUNT(*) FROM worklist_items GROUP BY status")
@@ -493,12 +510,16 @@ class SqliteStore(ExamStore):
                     "UPDATE instances SET is_current = 0 WHERE sop_instance_uid = ? AND is_current = 1",
                     (record.sop_instance_uid,),
                 )
+            # A result carrier is handed to the result reader in this same
+            # commit, so an acknowledged object is read even after a crash.
             row_id = conn.execute(
-                f"INSERT INTO instances (received_at, is_current, {self._INSTANCE_COLUMNS})"
-                f" VALUES (?, 1, {', '.join('?' * len(values))})",
-                (now, *values),
+                f"INSERT INTO instances (received_at, is_current, results_state, {self._INSTANCE_COLUMNS})"
+                f" VALUES (?, 1, ?, {', '.join('?' * len(values))})",
+                (now, "pending" if record.kind in RESULT_KINDS else "", *values),
             ).lastrowid
             self._enqueue(conn, destinations, record.kind, "instances", row_id, record.study_uid, now)
+            # PS3.15 A.5.3.7 DICOM Instances Transferred, forwarded by gateway/audit_atna.py
+            self._audit(conn, now, "instance.received", record.calling_ae, {"instance": row_id, "study_uid": record.study_uid, "patient_id": record.patient_id, "sop_class": record.sop_class_uid})
             return row_id
 
         # Many associations store at once: one commit (one fsync) for all.
@@ -680,6 +701,21 @@ class SqliteStore(ExamStore):
                 " WHERE id = ?",
                 (state, error[:500], now, next_attempt_at, state, now, row_id),
             )
+            if state == "done":  # PS3.15 A.5.3.7 / A.5.3.4: instances transferred out, export
+                self._audit_delivery(conn, row_id, now)
+
+    def _audit_delivery(self, conn: sqlite3.Connection, row_id: int, now: str) -> None:
+        row = conn.execute("SELECT destination, kind, ref_table, ref_id, order_key FROM outbox WHERE id = ?", (row_id,)).fetchone()
+        if row is None:
+            return
+        destination, kind, ref_table, ref_id, order_key = row
+        patient = None
+        if ref_table == "instances":
+            patient = conn.execute("SELECT patient_id FROM instances WHERE id = ?", (ref_id,)).fetchone()
+        elif ref_table == "reports":
+            patient = conn.execute("SELECT e.patient_id FROM reports r JOIN exams e ON e.id = r.exam_id WHERE r.id = ?", (ref_id,)).fetchone()
+        detail = {"outbox": row_id, "destination": destination, "kind": kind, "ref_table": ref_table, "ref_id": ref_id, "study_uid": order_key, "patient_id": patient[0] if patient else ""}
+        self._audit(conn, now, "outbox.delivered", destination, detail)
 
     def resume_in_flight(self) -> int:
         """After a crash or restart, rows that were being sent go again."""
@@ -765,6 +801,33 @@ class SqliteStore(ExamStore):
         now = _now()
         with self._transaction() as conn:
             self._audit(conn, now, event, actor, detail)
+
+    def audit_many(self, rows: list[tuple[str, str, dict]]) -> None:
+        """Several (event, actor, detail) rows in one commit."""
+        now = _now()
+        with self._transaction() as conn:
+            for event, actor, detail in rows:
+                self._audit(conn, now, event, actor, detail)
+
+    def max_audit_id(self) -> int:
+        return self._query_one("SELECT COALESCE(MAX(id), 0) FROM audit")[0]
+
+    def audit_since(self, after_id: int, limit: int = 200) -> list[dict]:
+        """Audit rows after ``after_id``, oldest first (the ATNA forwarder's tail)."""
+        rows = self._query("SELECT id, at, event, actor, detail FROM audit WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+        return [{"id": r[0], "at": r[1], "event": r[2], "actor": r[3], "detail": orjson.loads(r[4])} for r in rows]
+
+    def list_audit(self, *, event: str | None = None, actor: str | None = None, limit: int = 100) -> list[dict]:
+        """The newest audit rows first, optionally of one event (prefix) or actor."""
+        where, args = [], []
+        if event:
+            where.append("event LIKE ?")
+            args.append(event.replace("%", "") + "%")
+        if actor:
+            where.append("actor = ?")
+            args.append(actor)
+        sql = "SELECT id, at, event, actor, detail FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+        return [{"id": r[0], "at": r[1], "event": r[2], "actor": r[3], "detail": orjson.loads(r[4])} for r in self._query(sql, (*args, limit))]
 
     def raw_message(self, source: str, sender: str, message_id: str) -> bytes | None:
         row = self._query_one(

@@ -88,6 +88,19 @@ STUDY_REPORT: Code = ("38269-7", LOINC, "DXA Bone density Study report")
 FRAX_MAJOR: Code = ("90265-0", LOINC, "FRAX 10-year major osteoporotic fracture probability")
 FRAX_HIP: Code = ("90266-8", LOINC, "FRAX 10-year hip fracture probability")
 RADIOLOGY_CATEGORY: Code = ("LP29684-5", LOINC, "Radiology")
+# FRAX without BMD: the LOINC codes do not say whether BMD was used, so the
+# without-BMD figures go under local codes (the with-BMD ones under LOINC).
+FRAX_MAJOR_NO_BMD: Code = ("frax_major_without_bmd", "99DXAGW", "FRAX 10-year major osteoporotic fracture probability without BMD")
+FRAX_HIP_NO_BMD: Code = ("frax_hip_without_bmd", "99DXAGW", "FRAX 10-year hip fracture probability without BMD")
+
+
+def frax_items(frax) -> list[tuple[Code, object]]:
+    """(code, value) of every FRAX figure given: with BMD under LOINC, without under local codes."""
+    pairs = [
+        (FRAX_MAJOR, frax.major_with_bmd), (FRAX_HIP, frax.hip_with_bmd),
+        (FRAX_MAJOR_NO_BMD, frax.major_without_bmd), (FRAX_HIP_NO_BMD, frax.hip_without_bmd),
+    ]  # fmt: skip
+    return [(code, value) for code, value in pairs if value is not None]
 
 # (site, laterality) -> {measure: LOINC code}
 _SPINE = {"bmd": "24966-4", "t_score": "38267-1", "z_score": "85394-5"}
@@ -98,6 +111,9 @@ _FEMUR = {"bmd": "24701-5", "t_score": "38263-0", "z_score": "80934-3"}
 _FEMUR_L = {"bmd": "80954-1", "t_score": "80948-3", "z_score": "80940-0"}
 _FEMUR_R = {"bmd": "80953-3", "t_score": "80947-5", "z_score": "80939-2"}
 _RADIUS = {"bmd": "24890-6", "t_score": "38265-5", "z_score": "80932-7"}
+# Radius and Ulna - left / right (the OHDSI LOINC listing DOMAIN.md section 3 draws on)
+_RADIUS_L = {"bmd": "80952-5", "t_score": "80944-2", "z_score": "80936-8"}
+_RADIUS_R = {"bmd": "80951-7", "t_score": "80943-4", "z_score": "80935-0"}
 LOINC_BY_SITE: dict[tuple[str, str | None], dict[str, str]] = {
     ("L1-L4", None): _SPINE,
     (m.TOTAL_HIP, None): _HIP,
@@ -107,9 +123,34 @@ LOINC_BY_SITE: dict[tuple[str, str | None], dict[str, str]] = {
     (m.NECK, "L"): _FEMUR_L,
     (m.NECK, "R"): _FEMUR_R,
     (m.RADIUS_33, None): _RADIUS,
-    (m.RADIUS_33, "L"): _RADIUS,
-    (m.RADIUS_33, "R"): _RADIUS,
+    (m.RADIUS_33, "L"): _RADIUS_L,
+    (m.RADIUS_33, "R"): _RADIUS_R,
 }
+def loinc_codes(site: str, laterality: str | None, diagnostic_spine: str | None) -> dict[str, str]:
+    """LOINC codes of a region's measures.  The lumbar-spine codes go on the
+    spine total the diagnosis used (``diagnostic_spine``, e.g. ``L1,L2,L4``),
+    and on no other spine total: the coded result is what the diagnosis used."""
+    if len(m.spine_vertebrae(site)) > 1 or site == m.SPINE_TOTAL:
+        return dict(_SPINE) if site == diagnostic_spine else {}
+    return LOINC_BY_SITE.get((site, laterality), {})
+
+
+# WHO category: SNOMED CT beside the local code, where a disorder concept fits.
+# Normal, the Z-score ranges and "no category" have no agreed concept: local only.
+CATEGORY_SCT: dict[str, tuple[str, str]] = {
+    "osteopenia": ("312894000", "Osteopenia (disorder)"),
+    "osteoporosis": ("64859006", "Osteoporosis (disorder)"),
+    "established_osteoporosis": ("443165006", "Pathological fracture due to osteoporosis (disorder)"),
+}
+
+# Dose (DICOM PS3.16 CID 10050 / TID 10001 concepts)
+DCM_URL = "http://dicom.nema.org/resources/ontology/DCM"
+DOSE_CODES = {
+    "dap": ("113722", "DCM", "Dose Area Product Total"),
+    "dose_rp_total": ("113725", "DCM", "Dose (RP) Total"),
+    "entrance_dose": ("entrance_dose", "99DXAGW", "Entrance dose"),
+}
+
 MEASURE_NAMES = {"bmd": "BMD", "t_score": "T-score", "z_score": "Z-score"}
 MEASURE_UNITS = {"bmd": "g/cm2", "t_score": "1", "z_score": "1"}
 
@@ -126,7 +167,7 @@ BODY_SITES = {
 
 def scan_of_site(site: str) -> str:
     """Scan type (spine, hip, forearm, body) of a site name."""
-    if m.spine_vertebrae(site):
+    if m.spine_vertebrae(site) or site == m.SPINE_TOTAL:
         return SPINE
     if site in m.HIP_SITES:
         return HIP

@@ -6,12 +6,17 @@ Defaults are the ISCD minimum acceptable precision figures (5.3% spine,
 5.0% total hip, 6.9% femoral neck); a site's own LSC in g/cm2 overrides
 them, per scanner (serial number or model) or for all scanners.  Only exams
 from the same scanner model, or models declared cross-calibrated, are
-compared; BMD is compared, never T-scores.
+compared; BMD is compared, never T-scores.  A different serial number of
+the same model is a different scanner: it needs cross-calibration too.
+A change equal to the LSC is significant ("equals or exceeds", ISCD).
+The interval since the previous exam is reported and checked against the
+UK minimum of two years, unless the reporter asked for an earlier scan.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Iterable, Mapping
 
@@ -24,7 +29,8 @@ DEFAULT_LSC_PERCENT: Mapping[str, Decimal] = {
     m.TOTAL_HIP: Decimal("5.0"),
     m.NECK: Decimal("6.9"),
 }
-COMPARED_SITES = (m.NECK, m.TOTAL_HIP, m.RADIUS_33, m.TOTAL_BODY)
+COMPARED_SITES = (m.NECK, m.TOTAL_HIP, m.RADIUS_33, m.TOTAL_BODY, m.TOTAL_BODY_LESS_HEAD)
+MIN_INTERVAL_YEARS = 2  # UK guidance (seed 001): repeat DXA not sooner than two years
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,21 +94,71 @@ class Comparison:
     reason: str
     previous_date: str = ""
     changes: tuple[SiteChange, ...] = ()
+    interval_days: int | None = None  # from the previous exam to this one
+    interval_note: str = ""  # the interval, and whether it is short of the minimum
+    interval_short: bool = False  # under the minimum and not requested
 
     @property
     def significant_loss(self) -> bool:
         return any(c.significant and c.change < 0 for c in self.changes)
 
 
-def _same_scanner(a: BmdExam, b: BmdExam, cross_calibrated: Iterable[Iterable[str]]) -> bool:
+def _same_scanner(a: BmdExam, b: BmdExam, cross_calibrated: Iterable[Iterable[str]]) -> tuple[bool, str]:
+    """(comparable, why): the same machine, or scanners declared cross-calibrated.
+
+    Same model and manufacturer with different serial numbers is two
+    machines (ISCD: cross-calibrate when a scanner is replaced or added).
+    Without serial numbers on both exams the model decides.
+    """
     ma, mb = a.device.model.strip().lower(), b.device.model.strip().lower()
-    if ma and ma == mb and a.device.manufacturer.strip().lower() == b.device.manufacturer.strip().lower():
-        return True
+    sa, sb = a.device.serial.strip().lower(), b.device.serial.strip().lower()
+    same_model = bool(ma) and ma == mb and a.device.manufacturer.strip().lower() == b.device.manufacturer.strip().lower()
     for group in cross_calibrated:
         names = {str(x).strip().lower() for x in group}
-        if {ma, mb} <= names or {a.device.serial.lower(), b.device.serial.lower()} <= names:
-            return True
-    return False
+        if (sa and sb and {sa, sb} <= names) or (ma and mb and {ma, mb} <= names):
+            return True, "cross-calibrated scanners"
+    if same_model and sa and sb:
+        if sa == sb:
+            return True, "same scanner"
+        return False, f"not comparable: another {a.device.model} (serial {b.device.serial}, then {a.device.serial}) without cross-calibration"
+    if same_model:
+        return True, "same scanner model (serial number not recorded on both exams)"
+    return False, (
+        f"not comparable: different scanners ({b.device.manufacturer} {b.device.model} "
+        f"then {a.device.manufacturer} {a.device.model}) without cross-calibration"
+    )
+
+
+def _days(earlier: str, later: str) -> int | None:
+    try:
+        d0 = date(int(earlier[:4]), int(earlier[4:6]), int(earlier[6:8]))
+        d1 = date(int(later[:4]), int(later[4:6]), int(later[6:8]))
+    except (ValueError, IndexError):
+        return None
+    return (d1 - d0).days
+
+
+def interval(previous_date: str, current_date: str, *, requested: bool = False, minimum_years: int = MIN_INTERVAL_YEARS) -> tuple[int | None, str, bool]:
+    """(days, note, short): the interval since the previous exam and whether it
+    is under the UK minimum (two years, seed 001) without the reporter's request."""
+    days = _days(previous_date, current_date)
+    if days is None:
+        return None, "Interval since the previous examination unknown (date missing).", False
+    years, months = divmod(round(days / 30.4375), 12)
+    span = f"{years} year{'s' if years != 1 else ''} {months} month{'s' if months != 1 else ''}" if years else f"{months} month{'s' if months != 1 else ''}"
+    try:
+        due = date(int(previous_date[:4]) + minimum_years, int(previous_date[4:6]), min(int(previous_date[6:8]), 28))
+        short = date(int(current_date[:4]), int(current_date[4:6]), int(current_date[6:8])) < due
+    except ValueError:
+        short = days < minimum_years * 365
+    if not short:
+        return days, f"Interval since the previous examination: {span}.", False
+    if requested:
+        return days, f"Interval since the previous examination: {span}, under {minimum_years} years, at the reporter's request.", False
+    return days, (
+        f"Interval since the previous examination: {span}, under the {minimum_years}-year minimum (UK guidance): "
+        "changes may not exceed the LSC; confirm the early scan was requested."
+    ), True
 
 
 def _comparable_sites(exam: BmdExam) -> dict[tuple[str, str | None], RegionResult]:
@@ -119,19 +175,19 @@ def compare_exams(
     *,
     lsc: LscTable = LscTable(),
     cross_calibrated: Iterable[Iterable[str]] = (),
+    early_repeat_requested: bool = False,
 ) -> Comparison:
     """Per-site BMD change from ``previous`` to ``current``.
 
     ``cross_calibrated`` lists groups of model names (or serials) whose
-    results may be compared with each other.
+    results may be compared with each other; ``early_repeat_requested``
+    says the reporter asked for a scan before the two-year minimum.
     """
-    if not _same_scanner(current, previous, cross_calibrated):
-        return Comparison(
-            False,
-            f"not comparable: different scanners ({previous.device.manufacturer} {previous.device.model} "
-            f"then {current.device.manufacturer} {current.device.model}) without cross-calibration",
-            previous.exam_date,
-        )
+    days, note, short = interval(previous.exam_date, current.exam_date, requested=early_repeat_requested)
+    timing = dict(interval_days=days, interval_note=note, interval_short=short)
+    ok, why = _same_scanner(current, previous, cross_calibrated)
+    if not ok:
+        return Comparison(False, why, previous.exam_date, **timing)
     before, now = _comparable_sites(previous), _comparable_sites(current)
     changes = []
     for key, cur in now.items():
@@ -143,9 +199,9 @@ def compare_exams(
         pct = delta * 100 / prev.bmd if prev.bmd else Decimal(0)
         lsc_abs, lsc_pct = lsc.lookup(cur.site, current)
         if lsc_abs is not None:
-            significant: bool | None = abs(delta) > lsc_abs
+            significant: bool | None = abs(delta) >= lsc_abs  # "equals or exceeds" (ISCD)
         elif lsc_pct is not None:
-            significant = abs(pct) > lsc_pct
+            significant = abs(pct) >= lsc_pct
         else:
             significant = None
         changes.append(
@@ -162,5 +218,5 @@ def compare_exams(
             )
         )
     if not changes:
-        return Comparison(False, "not comparable: no site measured on both exams", previous.exam_date)
-    return Comparison(True, "same scanner model" if current.device.model == previous.device.model else "cross-calibrated scanners", previous.exam_date, tuple(changes))
+        return Comparison(False, "not comparable: no site measured on both exams", previous.exam_date, **timing)
+    return Comparison(True, why, previous.exam_date, tuple(changes), **timing)

@@ -2,9 +2,14 @@
 
 Modelled on the US Core DiagnosticReport-bone-density-report example:
 a DiagnosticReport coded 83311-1 with category LP29684-5, one Observation
-per region measure (LOINC where one exists plus a local code naming the
-site; UCUM ``g/cm2`` and ``1``), FRAX Observations (90265-0, 90266-8), the
-report text as ``presentedForm`` and the category as ``conclusionCode``.
+per region measure (LOINC where one exists -- the lumbar-spine codes on the
+spine total the diagnosis used -- plus a local code naming the site; UCUM
+``g/cm2`` and ``1``), FRAX Observations (90265-0, 90266-8), the radiation
+dose as Observations (DICOM 113722 / 113725), the report text as
+``presentedForm``, the category as ``conclusionCode`` (local code, SNOMED CT
+beside it where one fits), ``performer`` (the service) and
+``resultsInterpreter`` (the reporting clinician).  An amendment is status
+``amended``.
 Entries are conditional (Patient: create-if-none-exist; Observation and
 DiagnosticReport: conditional update by identifier), so a resent or
 corrected report replaces the earlier one.  ``fullUrl`` UUIDs derive from
@@ -47,10 +52,14 @@ class FhirContext:
     accession_system: str = "urn:dxa-gateway:accession"
     placer_order_number: str = ""
     placer_system: str = "urn:dxa-gateway:placer"
+    performer: str = ""  # the DXA service (organisation) that performed the exam
+    interpreter: str = ""  # the reporting clinician as signed
+    interpreter_id: str = ""  # their identifier, when the identity provider gives one
+    practitioner_system: str = "urn:dxa-gateway:practitioner"
 
 
 def _coding(code: tuple[str, str, str]) -> dict[str, str]:
-    system = {"LN": LOINC_URL, "UCUM": UCUM_URL, "SCT": c.SCT}.get(code[1], LOCAL_URL)
+    system = {"LN": LOINC_URL, "UCUM": UCUM_URL, "SCT": c.SCT, "DCM": c.DCM_URL}.get(code[1], LOCAL_URL)
     return {"system": system, "code": code[0], "display": code[2]}
 
 
@@ -116,6 +125,14 @@ def _observation(exam, ctx, subject, codes, value: Decimal, unit: str, body_site
     return obs
 
 
+def _category_codings(classification: Classification) -> list[dict[str, str]]:
+    codings = [{"system": LOCAL_URL, "code": classification.category, "display": classification.category_text}]
+    sct = c.CATEGORY_SCT.get(classification.category)
+    if sct:
+        codings.append({"system": c.SCT, "code": sct[0], "display": sct[1]})
+    return codings
+
+
 def build_bundle(exam: BmdExam, classification: Classification, report_text: str, ctx: FhirContext) -> dict:
     """A transaction Bundle (dict) with Patient, Observations and the DiagnosticReport."""
     patient_url = _uuid(exam, "patient")
@@ -129,8 +146,9 @@ def build_bundle(exam: BmdExam, classification: Classification, report_text: str
         entries.append(_entry(url, obs, "PUT", f"Observation?identifier={ident['system']}|{ident['value']}"))
         results.append({"reference": url})
 
+    spine = classification.spine.site if classification.spine is not None else None
     for r in exam.regions:
-        loinc = c.LOINC_BY_SITE.get((r.site, r.laterality), {})
+        loinc = c.loinc_codes(r.site, r.laterality, spine)
         scan = c.scan_of_site(r.site)
         body = c.BODY_SITES["femur" if r.site == "neck" else scan]
         for measure in ("bmd", "t_score", "z_score"):
@@ -142,10 +160,16 @@ def build_bundle(exam: BmdExam, classification: Classification, report_text: str
             ident = f"{exam.sop_instance_uid}/{local[0]}"
             add_obs(local[0], _observation(exam, ctx, patient_url, codes, value, c.MEASURE_UNITS[measure], body, local[2], ident))
     if exam.frax is not None:
-        for code, value in ((c.FRAX_MAJOR, exam.frax.major_with_bmd), (c.FRAX_HIP, exam.frax.hip_with_bmd)):
+        for code, value in c.frax_items(exam.frax):
+            ident = f"{exam.sop_instance_uid}/{code[0]}"
+            add_obs(code[0], _observation(exam, ctx, patient_url, [code], value, "%", None, code[2], ident))
+    if exam.dose is not None:
+        for measure, unit in (("dap", exam.dose.dap_units), ("dose_rp_total", exam.dose.dose_rp_units), ("entrance_dose", exam.dose.entrance_dose_units)):
+            value = getattr(exam.dose, measure)
             if value is not None:
-                ident = f"{exam.sop_instance_uid}/{code[0]}"
-                add_obs(code[0], _observation(exam, ctx, patient_url, [code], value, "%", None, code[2], ident))
+                code = c.DOSE_CODES[measure]
+                ident = f"{exam.sop_instance_uid}/dose.{measure}"
+                add_obs(f"dose.{measure}", _observation(exam, ctx, patient_url, [code], value, unit or "1", None, code[2], ident))
 
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
@@ -157,7 +181,7 @@ def build_bundle(exam: BmdExam, classification: Classification, report_text: str
         "issued": ctx.issued,
         "result": results,
         "conclusion": classification.category_text,
-        "conclusionCode": [{"coding": [{"system": LOCAL_URL, "code": classification.category, "display": classification.category_text}]}],
+        "conclusionCode": [{"coding": _category_codings(classification)}],
         "presentedForm": [
             {
                 "contentType": "text/plain; charset=utf-8",
@@ -176,6 +200,13 @@ def build_bundle(exam: BmdExam, classification: Classification, report_text: str
         )
     if ctx.placer_order_number:
         report["basedOn"] = [{"identifier": {"system": ctx.placer_system, "value": ctx.placer_order_number}, "type": "ServiceRequest"}]
+    if ctx.performer:
+        report["performer"] = [{"display": ctx.performer}]
+    if ctx.interpreter:
+        interpreter: dict[str, Any] = {"display": ctx.interpreter}
+        if ctx.interpreter_id:
+            interpreter["identifier"] = {"system": ctx.practitioner_system, "value": ctx.interpreter_id}
+        report["resultsInterpreter"] = [interpreter]
     when = _datetime(exam, ctx.timezone)
     if when:
         report["effectiveDateTime"] = when

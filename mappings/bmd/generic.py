@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from pydicom.dataset import Dataset
 
-from mappings.bmd.collect import RegionCollector, UnparseableSr, exam_from_dataset, frax_result, is_yes, to_decimal
+from mappings.bmd.collect import RegionCollector, UnparseableSr, exam_from_dataset, frax_result, is_yes, read_cell, to_decimal
 from mappings.bmd.labels import (
     DEFAULT_TABLES,
     LATERALITY_CONCEPTS,
@@ -128,6 +128,13 @@ def _text_item(item: Dataset, ctx: _Context, tables: LabelTables, out: WalkResul
         out.has_vfa = out.has_vfa or is_yes(text)
     elif field_name:
         out.meta.setdefault(field_name, text)
+    elif ctx.site and tables.measure(meaning) in ("t_score", "z_score", "pct_young_adult", "pct_age_matched"):
+        # GE enCORE sends BMD_TSCORE / BMD_ZSCORE as TEXT items (DOMAIN.md section 2)
+        cell = read_cell(text)
+        if cell.unreadable:
+            out.collect.flags.append(f"{meaning} {cell.unreadable!r} could not be read.")
+        elif cell.value is not None:
+            out.collect.add(ctx.site, ctx.laterality, tables.measure(meaning), cell.value)
 
 
 def _walk(items, ctx: _Context, depth: int, tables: LabelTables, out: WalkResult) -> None:
@@ -190,4 +197,5 @@ def parse_generic(ds: Dataset, tables: LabelTables = DEFAULT_TABLES, *, layout: 
         has_vfa=found.has_vfa,
         has_body_composition=found.has_body_composition,
         stated_age=found.meta.get("age", ""),
+        flags=tuple(found.collect.flags),
     )

@@ -1,11 +1,15 @@
 """BMD results -> HL7 v2.5.1 ORU^R01 (ER7, segments separated by CR).
 
-MSH, PID, PV1, ORC, OBR (panel 83311-1, accession in OBR-18, result status
-OBR-25), then OBX TX lines of the report text (38269-7), OBX NM per region
-for BMD / T-score / Z-score (LOINC where one exists, always a local code
-naming the site as the alternate identifier; UCUM units ``g/cm2``, ``1``),
-OBX NM for FRAX (90265-0, 90266-8) and changes since the previous exam, and
-OBX CWE for the diagnostic category.  Every value is escaped (HL7 v2.5
+MSH, PID, PV1, ORC, OBR (panel 83311-1; ORC-2/OBR-2 the order's placer
+number, ORC-3/OBR-3 the filler number, OBR-16 the ordering provider,
+OBR-18 accession, OBR-25 result status -- ``C`` for an amendment --, OBR-32
+the principal result interpreter), then OBX TX lines of the report text
+(38269-7), OBX NM per region for BMD / T-score / Z-score (LOINC where one
+exists -- the lumbar-spine codes on the spine total the diagnosis used,
+vertebrae named --, always a local code naming the site; UCUM units
+``g/cm2``, ``1``), OBX NM for FRAX (90265-0, 90266-8) and changes since
+the previous exam, and OBX CWE for the diagnostic category (local code,
+SNOMED CT beside it where one fits).  Every value is escaped (HL7 v2.5
 section 2.7: \\F\\ \\S\\ \\T\\ \\R\\ \\E\\).  The timestamp comes from ``ctx``.
 """
 
@@ -45,6 +49,10 @@ class OruContext:
     sex: str = ""
     processing_id: str = "P"
     charset: str = "UNICODE UTF-8"
+    ordering_provider: str = ""  # DICOM PN of the order's requesting / referring clinician
+    interpreter: str = ""  # the reporting clinician (name as signed)
+    interpreter_id: str = ""  # their identifier, when the identity provider gives one
+    interpreted_at: str = ""  # HL7 DTM of the signature
 
 
 def _cx(*components: str) -> str:
@@ -64,6 +72,19 @@ def _ce(code: tuple[str, str, str], alt: tuple[str, str, str] | None = None) -> 
     """CWE: identifier^text^coding system[^alternate identifier^text^system]."""
     parts = [code[0], code[2], code[1]] + ([alt[0], alt[2], alt[1]] if alt else [])
     return _cx(*parts)
+
+
+def _xcn(pn: str) -> str:
+    """DICOM PN (Family^Given^Middle^Prefix^Suffix) -> XCN (id^family^given^middle^suffix^prefix)."""
+    c = (pn.split("^") + [""] * 5)[:5]
+    return _cx("", c[0], c[1], c[2], c[4], c[3])
+
+
+def _ndl(name: str, ident: str, when: str) -> str:
+    """NDL for OBR-32: CNN (id&family&given) ^ start date/time (HL7 v2.5.1 2.A.47)."""
+    parts = name.split("^") if "^" in name else [name]
+    cnn = "&".join(escape(x) for x in [ident, *parts[:2]]).rstrip("&")
+    return "^".join(x for x in (cnn, escape(when)) if x) if cnn else ""
 
 
 def _obx_nm(set_id: int, ident: str, sub_id: str, value: str, unit: tuple[str, str, str], status: str, when: str) -> str:
@@ -120,10 +141,12 @@ def build_oru_r01(
                 3: _cx(ctx.filler_order_number),
                 4: _ce(c.PANEL),
                 7: when,
+                16: _xcn(ctx.ordering_provider) if ctx.ordering_provider else "",
                 18: escape(exam.accession_number),
                 22: escape(ctx.timestamp),
                 24: "RAD",
                 25: status,
+                32: _ndl(ctx.interpreter, ctx.interpreter_id, ctx.interpreted_at) if ctx.interpreter else "",
             },
         )
     )
@@ -135,8 +158,9 @@ def build_oru_r01(
     lines = report_text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     for line in lines:
         add(_segment("OBX", {1: "", 2: "TX", 3: _ce(c.STUDY_REPORT), 4: "1", 5: escape(line), 11: status, 14: when}))
+    spine = classification.spine.site if classification.spine is not None else None
     for k, r in enumerate(exam.regions, start=1):
-        loinc = c.LOINC_BY_SITE.get((r.site, r.laterality), {})
+        loinc = c.loinc_codes(r.site, r.laterality, spine)
         for measure in ("bmd", "t_score", "z_score"):
             value = getattr(r, measure)
             if value is None:
@@ -146,15 +170,16 @@ def build_oru_r01(
             unit = (c.MEASURE_UNITS[measure], "UCUM", c.MEASURE_UNITS[measure])
             add(_obx_nm(0, ident, str(k), str(value), unit, status, when))
     if exam.frax is not None:
-        for code, value in ((c.FRAX_MAJOR, exam.frax.major_with_bmd), (c.FRAX_HIP, exam.frax.hip_with_bmd)):
-            if value is not None:
-                add(_obx_nm(0, _ce(code), "1", str(value), c.PERCENT, status, when))
+        for code, value in c.frax_items(exam.frax):
+            add(_obx_nm(0, _ce(code), "1", str(value), c.PERCENT, status, when))
     if comparison is not None and comparison.comparable:
         for k, ch in enumerate(comparison.changes, start=1):
             local = (f"{ch.laterality + '.' if ch.laterality else ''}{ch.site}.bmd_change_pct", LOCAL, f"{ch.name} BMD change since previous")
             add(_obx_nm(0, _ce(local), str(k), str(ch.change_percent), c.PERCENT, status, when))
     category = (classification.category, LOCAL, classification.category_text)
-    add(_segment("OBX", {1: "", 2: "CWE", 3: _ce(CATEGORY_CODE), 4: "1", 5: _ce(category), 11: status, 14: when}))
+    sct = c.CATEGORY_SCT.get(classification.category)
+    alt = (sct[0], "SCT", sct[1]) if sct else None
+    add(_segment("OBX", {1: "", 2: "CWE", 3: _ce(CATEGORY_CODE), 4: "1", 5: _ce(category, alt), 11: status, 14: when}))
     # OBX-1 Set ID numbers the OBX segments of the order from 1
     for n, seg in enumerate(obx, start=1):
         name_, _set, rest = seg.split("|", 2)

@@ -20,7 +20,8 @@ from mappings.bmd import models as m
 
 SPINE, HIP, FOREARM, BODY = "spine", "hip", "forearm", "body"
 
-_UNITS = re.compile(r"\[[^\]]*\]|\((?:g|cm|%|g/cm)[^)]*\)")
+_UNITS = re.compile(r"\[[^\]]*\]|\((?:[mk]?g|[cm]m|%)[^)]*\)")
+_TAGS = re.compile(r"<[^>]{0,40}>")
 
 
 def normalize(label: str) -> str:
@@ -29,6 +30,21 @@ def normalize(label: str) -> str:
     text = _UNITS.sub(" ", text).lower()
     text = re.sub(r"\s*-\s*", "-", text)
     return " ".join(text.split())
+
+
+def column_unit(label: str) -> str:
+    """The unit printed in a column label, normalized: ``"BMD[g/cm<sup>2</sup>]"`` -> ``"g/cm2"``.
+
+    Markup, entities, brackets, spaces and case are dropped (DOMAIN.md
+    section 2: ``Area[cm<sup><small>2</small></sup>]``, ``Area[cm&sup2;]``,
+    ``BMC[(g)]``); "" when the label names no unit.
+    """
+    text = _TAGS.sub("", html.unescape(str(label)))
+    found = re.search(r"\[(.*)\]", text) or re.search(r"\(([^)]*)\)", text)
+    if not found:
+        return ""
+    unit = found.group(1).strip().strip("()[] ").replace("\u00b2", "2").replace("\u00b3", "3")
+    return "".join(unit.split()).lower()
 
 
 def _freeze(d: Mapping) -> Mapping:
@@ -54,6 +70,16 @@ MEASURE_LABELS = {
     "%am": "pct_age_matched",
     "am %": "pct_age_matched",
     "am%": "pct_age_matched",
+    # Hologic APEX 13 column labels (DOMAIN.md section 2)
+    "pr (peak reference)": "pct_young_adult",
+    "am (age matched)": "pct_age_matched",
+    # GE concept names / Image Comments XML elements (DOMAIN.md section 2)
+    "bmd_tscore": "t_score",
+    "bmd_zscore": "z_score",
+    "yat": "t_score",
+    "amz": "z_score",
+    "bmd_pya": "pct_young_adult",
+    "bmd_pam": "pct_age_matched",
 }
 
 # Body-composition columns: their presence means a body composition result.
@@ -104,7 +130,14 @@ REGION_LABELS = {
         "radius total": m.FOREARM_TOTAL,
         "forearm total": m.FOREARM_TOTAL,
     },
-    BODY: {"total": m.TOTAL_BODY, "total body": m.TOTAL_BODY},
+    BODY: {
+        "total": m.TOTAL_BODY,
+        "total body": m.TOTAL_BODY,
+        # only labels that say so: a Hologic "Subtotal" row is not taken as TBLH
+        "total body less head": m.TOTAL_BODY_LESS_HEAD,
+        "total less head": m.TOTAL_BODY_LESS_HEAD,
+        "tblh": m.TOTAL_BODY_LESS_HEAD,
+    },
 }
 
 # Labels that, present in a table, tell which scan it belongs to.
@@ -112,13 +145,18 @@ SCAN_MARKERS = {
     SPINE: frozenset(f"l{i}" for i in range(1, 6)),
     HIP: frozenset({"neck", "femoral neck", "troch", "trochanter", "inter", "ward's", "wards"}),
     FOREARM: frozenset({"1/3", "ud", "mid", "radius 33%", "radius ud", "radius 1/3"}),
-    BODY: frozenset({"head", "trunk", "arms", "legs", "l arm", "r arm", "l leg", "r leg", "subtotal"}),
+    BODY: frozenset({"head", "trunk", "arms", "legs", "l arm", "r arm", "l leg", "r leg", "subtotal", "tblh", "total body less head"}),
 }
 
 # Container / scan names (GE: "AP Spine", "Left Femur"...) -> (scan type, laterality).
 SCAN_LABELS = {
     "ap spine": (SPINE, None),
     "lumbar spine": (SPINE, None),
+    "ap lumbar spine": (SPINE, None),
+    "l-spine": (SPINE, None),
+    "lspine": (SPINE, None),
+    "dual hip": (HIP, None),
+    "dualhip": (HIP, None),
     "spine": (SPINE, None),
     "left femur": (HIP, "L"),
     "right femur": (HIP, "R"),

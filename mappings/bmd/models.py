@@ -25,6 +25,8 @@ RADIUS_MID = "radius_mid"
 RADIUS_UD = "radius_ud"
 FOREARM_TOTAL = "forearm_total"
 TOTAL_BODY = "total_body"
+TOTAL_BODY_LESS_HEAD = "total_body_less_head"  # ISCD paediatric: TBLH
+SPINE_TOTAL = "spine_total"  # a spine "Total" whose vertebrae the scanner did not state
 HIP_SITES = (NECK, TOTAL_HIP, TROCH, INTER, WARDS)
 FOREARM_SITES = (RADIUS_33, RADIUS_MID, RADIUS_UD, FOREARM_TOTAL)
 
@@ -40,6 +42,8 @@ SITE_NAMES = {
     RADIUS_UD: "Radius UD",
     FOREARM_TOTAL: "Forearm total",
     TOTAL_BODY: "Total body",
+    TOTAL_BODY_LESS_HEAD: "Total body less head",
+    SPINE_TOTAL: "Lumbar spine total (vertebrae not stated)",
 }
 
 MEASURES = ("bmd", "bmc", "area", "t_score", "z_score", "pct_young_adult", "pct_age_matched")
@@ -92,6 +96,15 @@ class RegionResult:
     pct_young_adult: Decimal | None = None
     pct_age_matched: Decimal | None = None
     excluded: bool = False
+    # What the reader noticed about this row: a marker kept from a cell
+    # ("t_score marked '*'"), a unit converted, an unreadable cell.
+    flags: tuple[str, ...] = ()
+    source: str = ""  # SOP Instance UID of the object the row was read from
+    scan: str = ""  # the scan as the scanner named it ("f Left Hip", "Left Femur")
+    # 0: the site was measured once in the study.  1, 2...: one of several
+    # different measurements of the same site (a re-scan, or two hip tables
+    # without a side); all are kept and the classifier takes the lowest.
+    repeat: int = 0
 
     @property
     def key(self) -> tuple[str, str | None]:
@@ -99,7 +112,8 @@ class RegionResult:
 
     @property
     def name(self) -> str:
-        return site_name(self.site, self.laterality)
+        base = site_name(self.site, self.laterality)
+        return f"{base} (measurement {self.repeat})" if self.repeat else base
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +172,12 @@ class BmdExam:
     has_body_composition: bool = False
     dose: DoseRecord | None = None
     layout: str = ""
+    # Technical flags of the reader for the reporter (a spine given only as a
+    # total, a unit converted or refused, a site measured twice...).
+    flags: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()  # SOP Instance UIDs the results were read from
+    height_cm: Decimal | None = None  # as measured at the scanner (Hologic Height scalar)
+    weight_kg: Decimal | None = None
 
     def region(self, site: str, laterality: str | None = None) -> RegionResult | None:
         """The region with this site and laterality, or None."""
@@ -175,11 +195,13 @@ class BmdExam:
         """Inverse of :meth:`to_dict`."""
         d = dict(data)
         d["device"] = Device(**d.get("device") or {})
-        d["regions"] = tuple(RegionResult(**_decimals(r, MEASURES)) for r in d.get("regions") or ())
+        d["regions"] = tuple(RegionResult(**_tuples(_decimals(r, MEASURES), ("flags",))) for r in d.get("regions") or ())
+        d.update(_tuples(d, ("flags", "sources")))
         if d.get("frax") is not None:
             d["frax"] = FraxResult(**_decimals(d["frax"], [f.name for f in dataclasses.fields(FraxResult)]))
         if d.get("dose") is not None:
             d["dose"] = DoseRecord(**_decimals(d["dose"], ("dap", "entrance_dose", "dose_rp_total")))
+        d.update(_decimals({k: d.get(k) for k in ("height_cm", "weight_kg") if k in d}, ("height_cm", "weight_kg")))
         return cls(**d)
 
 
@@ -191,6 +213,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _tuples(data: dict[str, Any], names) -> dict[str, Any]:
+    return {k: (tuple(v) if k in names and v is not None else v) for k, v in data.items()}
 
 
 def _decimals(data: dict[str, Any], names) -> dict[str, Any]:

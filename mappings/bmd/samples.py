@@ -418,3 +418,153 @@ def build_dose_sr(header: Dataset, rng: random.Random) -> Dataset:
     sop, series = sr.seeded_uid(rng), sr.seeded_uid(rng)
     record = DoseRecord(dap=dap, dap_units="Gy.m2", dose_rp_total=rp, dose_rp_units="Gy", source="rdsr")
     return dose_sr(header, record, sop_uid=sop, series_uid=series, device=rng.choice(_DEVICES["hologic"] + _DEVICES["ge"]))
+
+
+# -- report images carrying the results ------------------------------------------------
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+# (scan type, side) -> Hologic AnalProtocol and ScanMode (DOMAIN.md section 2: "f Left Hip").
+_HOLOGIC_SCANS = {
+    (SPINE, None): ("Spine", "x Lumbar Spine"),
+    (HIP, "L"): ("Hip", "f Left Hip"),
+    (HIP, "R"): ("Hip", "f Right Hip"),
+    (HIP, None): ("Hip", "f Hip"),
+    (FOREARM, "L"): ("Left Forearm", "f Left Forearm"),
+    (FOREARM, "R"): ("Right Forearm", "f Right Forearm"),
+    (BODY, None): ("Whole Body", "a Whole Body"),
+}
+
+
+def scans_of(exam: BmdExam) -> dict[tuple[str, str | None], list[RegionResult]]:
+    """The exam's regions grouped by scan (spine; hip and forearm per side; body)."""
+    out: dict[tuple[str, str | None], list[RegionResult]] = {}
+    for r in exam.regions:
+        scan = c.scan_of_site(r.site)
+        out.setdefault((scan, r.laterality if scan in (HIP, FOREARM) else None), []).append(r)
+    return out
+
+
+def hologic_scan_text(exam: BmdExam, scan: tuple[str, str | None], regions: list[RegionResult], *, frax: bool = False) -> str:
+    """The (0019,xx00) text of one APEX report image: one scan, row labels without a side."""
+    protocol, mode = _HOLOGIC_SCANS[scan]
+    lines = [
+        f'Age = "{exam.patient_age if exam.patient_age is not None else ""}";',
+        f'AnalProtocol = "{protocol}";',
+        f'ScanMode = "{mode}";',
+        f'ReferenceDatabase = "{exam.reference_database}";',
+        f'ReferencePopulation = "{exam.reference_population}";',
+        'TableNote1 = "Total BMD CV 1.0%, ACF = 1.045, BCF = 1.022, TH = 10.126";',
+    ]
+    spine_total = ""
+    if scan[0] == SPINE:
+        excluded = [r.site for r in regions if r.excluded]
+        included = [int(r.site[1]) for r in regions if r.site in m.VERTEBRAE and not r.excluded]
+        spine_total = m.spine_site(included) if included else ""
+        if excluded:
+            lines.append(f'ExcludedVertebrae = "{",".join(excluded)}";')
+    if frax and exam.frax is not None:
+        for key, value in (("FRAXMajor", exam.frax.major_with_bmd), ("FRAXHip", exam.frax.hip_with_bmd),
+                           ("FRAXMajorNoBMD", exam.frax.major_without_bmd), ("FRAXHipNoBMD", exam.frax.hip_without_bmd)):  # fmt: skip
+            if value is not None:
+                lines.append(f'{key} = "{value}";')
+    header = ["Region"] + [label for label, _ in _HOLOGIC_COLUMNS]
+    rows = [[_hologic_label(dataclasses.replace(r, laterality=None), spine_total)] + [_fmt(getattr(r, f)) for _, f in _HOLOGIC_COLUMNS] for r in regions]
+    lines += _js_table(1, header, rows)
+    body = "\r\n".join(lines)
+    return (
+        "<HologicHeader1>\r\n<Institution>DXA service</Institution>\r\n<GeneralData>\r\n"
+        f"<ScanDate>{exam.exam_date}</ScanDate>\r\n</GeneralData>\r\n</HologicHeader1>\r\n"
+        '<JavaScriptFile, filetype=3, filename="C:\\QDR\\qdrdicom\\html2\\Results.js">\r\n' + body + "\r\n</JavaScriptFile>\r\n"
+    )
+
+
+def _report_image(exam: BmdExam, *, sop_uid: str, series_uid: str, number: int, modality: str, laterality: str | None, protocol: str) -> Dataset:
+    """A small Secondary Capture report image (PS3.3 A.8.1) with ``exam``'s header."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    for kw in sr.HEADER_KEYWORDS:
+        setattr(ds, kw, getattr(exam_header(exam), kw, "") or "")
+    if exam.patient_age is not None:
+        ds.PatientAge = f"{exam.patient_age:03d}Y"
+    ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.SOPInstanceUID = sop_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = number
+    ds.InstanceNumber = 1
+    ds.Modality = modality
+    ds.ConversionType = "WSD"
+    for kw, value in _device_attrs(exam.device).items():
+        setattr(ds, kw, value)
+    ds.BodyPartExamined = "LSPINE"  # as one site sent it on hip series too (DOMAIN.md section 2)
+    ds.ProtocolName = protocol
+    ds.SeriesDescription = protocol
+    if laterality:
+        ds.Laterality = laterality
+    ds.ContentDate, ds.ContentTime = exam.exam_date, exam.exam_time
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.PatientOrientation = ""
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.Rows = ds.Columns = 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = bytes(8 * 8 * 3)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    return ds
+
+
+def _image_uids(exam: BmdExam, i: int) -> tuple[str, str]:
+    return (generate_uid(entropy_srcs=["image", exam.sop_instance_uid, str(i)]), generate_uid(entropy_srcs=["image-series", exam.sop_instance_uid, str(i)]))
+
+
+def hologic_report_images(exam: BmdExam, *, modality: str = "OT") -> list[Dataset]:
+    """APEX report images carrying ``exam``: one per scan, results text in (0019,1000).
+
+    Modality ``OT`` (``BD`` at one site), Laterality on hip and forearm
+    series, the side only in AnalProtocol/ScanMode and Laterality, never in
+    the row labels (DOMAIN.md section 2).  FRAX goes with the first image.
+    """
+    out = []
+    for i, (scan, regions) in enumerate(scans_of(exam).items()):
+        sop, series = _image_uids(exam, i)
+        ds = _report_image(exam, sop_uid=sop, series_uid=series, number=i + 1, modality=modality, laterality=scan[1], protocol=_HOLOGIC_SCANS[scan][1][2:])
+        block = ds.private_block(0x0019, "HOLOGIC", create=True)
+        block.add_new(0x00, "OB", hologic_scan_text(exam, scan, regions, frax=i == 0).encode("utf-8"))
+        out.append(ds)
+    return out
+
+
+_GE_XML_UNITS = {"bmd": " g/cm2", "bmc": " g", "area": " cm2", "pct_young_adult": "%", "pct_age_matched": "%"}
+_GE_XML_TAGS = {"bmd": "BMD", "pct_young_adult": "BMD_PYA", "t_score": "BMD_TSCORE", "pct_age_matched": "BMD_PAM", "z_score": "BMD_ZSCORE", "bmc": "BMC", "area": "AREA"}
+
+
+def ge_results_xml(exam: BmdExam, scan: tuple[str, str | None], regions: list[RegionResult]) -> str:
+    """The newer enCORE Image Comments XML for one scan (DOMAIN.md section 2)."""
+    from xml.sax.saxutils import quoteattr
+
+    d = exam.exam_date
+    rois = []
+    for r in regions:
+        label = r.site if m.spine_vertebrae(r.site) else c.GE_REGION_LABELS[r.site]
+        values = "".join(
+            f"<{tag} units={quoteattr(_GE_XML_UNITS[k])}>{getattr(r, k)}</{tag}>" if k in _GE_XML_UNITS else f"<{tag}>{getattr(r, k)}</{tag}>"
+            for k, tag in _GE_XML_TAGS.items() if getattr(r, k) is not None
+        )  # fmt: skip
+        rois.append(f"<ROI region={quoteattr(label)}>{values}</ROI>")
+    scan_type = c.GE_SCANS[scan][2]
+    return f"<DXA_RESULTS><EXAM_DATE>{d[6:8]}/{d[4:6]}/{d[:4]}</EXAM_DATE><SCAN type={quoteattr(scan_type)}>{''.join(rois)}</SCAN></DXA_RESULTS>"
+
+
+def ge_report_images(exam: BmdExam) -> list[Dataset]:
+    """enCORE images carrying ``exam`` as XML in Image Comments (0020,4000), one per scan."""
+    out = []
+    for i, (scan, regions) in enumerate(scans_of(exam).items()):
+        sop, series = _image_uids(exam, i)
+        ds = _report_image(exam, sop_uid=sop, series_uid=series, number=i + 1, modality="OT", laterality=scan[1], protocol=c.GE_SCANS[scan][2])
+        ds.ImageComments = ge_results_xml(exam, scan, regions)
+        out.append(ds)
+    return out

@@ -35,7 +35,8 @@ def store(daemon, ds: Dataset, path: Path) -> None:
 
 
 def api(daemon, path: str, body: dict | None = None):
-    req = urllib.request.Request(daemon.http + path, method="POST" if body is not None else "GET", data=orjson.dumps(body) if body is not None else None)
+    headers = {**daemon.headers, **({"Content-Type": "application/json"} if body is not None else {})}
+    req = urllib.request.Request(daemon.http + path, method="POST" if body is not None else "GET", data=orjson.dumps(body) if body is not None else None, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as rsp:
             raw = rsp.read()
@@ -49,7 +50,8 @@ def exams(daemon, **q) -> list[dict]:
 
 
 def exam_of(ds: Dataset):
-    return lambda d: next((e for e in exams(d) if e["sop_instance_uid"] == ds.SOPInstanceUID), None)
+    """The exam ``ds`` made once its settle window is over (reports.settle_seconds)."""
+    return lambda d: next((e for e in exams(d) if e["sop_instance_uid"] == ds.SOPInstanceUID and e["state"] != "settling"), None)
 
 
 def region(exam_json: dict, site: str, lat: str | None) -> dict:
@@ -77,6 +79,7 @@ def daemon(tmp_path_factory, emr, fhir):
         tmp,
         {
             "storage": {"min_free_bytes": 0},
+            "reports": {"settle_seconds": 0.3},
             "destinations": {"emr": {"type": "hl7", "host": "127.0.0.1", "port": emr.port, "retry_base": 0.3}, "fhir": {"type": "fhir", "url": fhir.url, "retry_base": 0.3}},
             "routes": [{"match": {"kind": "report"}, "to": ["emr", "fhir"]}],
         },
@@ -111,7 +114,7 @@ def test_change_since_previous_exam(daemon, tmp_path):
     uid = generate_uid
     first = known_exam("hologic", HOLOGIC, patient_id="PSERIAL", exam_date="20220501", sop_instance_uid=uid(), study_instance_uid=uid())
     store(daemon, hologic_sr(first), tmp_path / "a.dcm")
-    assert wait_for(lambda: exams(daemon, patient="PSERIAL"), 15)
+    assert wait_for(lambda: exams(daemon, patient="PSERIAL", state="parsed"), 15)
     # two years later: left total hip 0.700 -> 0.650 (-7.1%, beyond the 5.0% LSC), neck 0.571 -> 0.560 (-1.9%, within 6.9%)
     regions = tuple(
         r.__class__(*[(Decimal("0.650") if (r.site, r.laterality) == ("total_hip", "L") else Decimal("0.560") if (r.site, r.laterality) == ("neck", "L") else r.bmd) if f == "bmd" else getattr(r, f) for f in r.__dataclass_fields__])
@@ -189,24 +192,24 @@ def test_sign_sends_oru_and_bundle_that_parse_back(daemon, emr, fhir, tmp_path):
     store(daemon, ds, tmp_path / "sr.dcm")
     row = wait_for(lambda: exam_of(ds)(daemon), 15)
     before = len(emr.received)
-    assert api(daemon, f"/api/exams/{row['id']}/sign", {})[0] == 422  # a named reporter is required
-    status, body = api(daemon, f"/api/exams/{row['id']}/sign", {"reporter": "Dr Ada Reporter"})
-    assert status == 201 and body["status"] == "F"
+    assert api(daemon, f"/api/exams/{row['id']}/sign", {"reporter": "Dr Nobody"})[0] == 400  # the reporter is the identity, not typed
+    status, body = api(daemon, f"/api/exams/{row['id']}/sign", {})
+    assert status == 201 and body["status"] == "F" and body["reporter"] == "Dr Test Reporter (GMC 0000001)"
     assert wait_for(lambda: len(emr.received) > before, 15)
     oru = emr.received[-1]
     msg = parse_message(oru.replace("\n", "\r"), find_groups=False)
     assert msg.msh.msh_9.to_er7() == "ORU^R01^ORU_R01"
     assert msg.obr.obr_25.to_er7() == "F"
     numeric = {obx.obx_3.obx_3_1.to_er7(): obx.obx_5.to_er7() for obx in msg.obx if obx.obx_2.to_er7() == "NM"}
-    assert numeric["L1,L2,L4.t_score"] == "-1.6"  # spine of the valid vertebrae: a local code (no LOINC for L1,L2,L4)
+    assert numeric["38267-1"] == "-1.6"  # lumbar spine T-score: the L1,L2,L4 total the diagnosis used (issue 14 defect 1)
     assert numeric["80954-1"] == "0.571"  # left femoral neck BMD (LOINC femur left), to the last digit
     assert wait_for(lambda: fhir.received, 15)
     bundle = Bundle.model_validate_json(fhir.received[-1])
     report = next(e.resource for e in bundle.entry if e.resource.get_resource_type() == "DiagnosticReport")
     assert report.status == "final"
     # a second sign without an amendment is refused; with one it is a corrected report
-    assert api(daemon, f"/api/exams/{row['id']}/sign", {"reporter": "Dr Ada Reporter"})[0] == 409
-    status, body = api(daemon, f"/api/exams/{row['id']}/sign", {"reporter": "Dr Ada Reporter", "amendment": "Left hip scan repeated."})
+    assert api(daemon, f"/api/exams/{row['id']}/sign", {})[0] == 409
+    status, body = api(daemon, f"/api/exams/{row['id']}/sign", {"amendment": "Left hip scan repeated."})
     assert status == 201 and body["status"] == "C"
     assert wait_for(lambda: any("|C|" in m and "Left hip scan repeated" in m for m in emr.received[before:]), 15)
 
@@ -239,5 +242,5 @@ def test_unknown_and_broken_srs_are_kept_unparsed(daemon, tmp_path):
     assert row2["state"] == "unparsed", row2
     status, _ = api(daemon, f"/api/exams/{row['id']}/report")
     assert status == 404
-    with urllib.request.urlopen(daemon.http + "/metrics", timeout=10) as rsp:
+    with urllib.request.urlopen(urllib.request.Request(daemon.http + "/metrics", headers=daemon.headers), timeout=10) as rsp:
         assert 'dxagw_exams_total{state="unparsed"}' in rsp.read().decode()

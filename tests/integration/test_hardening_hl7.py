@@ -76,7 +76,7 @@ def test_long_free_text_is_cut_to_its_vr(daemon, tmp_path):
 
 
 def metric(daemon, name: str) -> float:
-    text = urllib.request.urlopen(f"{daemon.http}/metrics", timeout=10).read().decode()
+    text = urllib.request.urlopen(urllib.request.Request(f"{daemon.http}/metrics", headers=daemon.headers), timeout=10).read().decode()
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
@@ -226,7 +226,7 @@ def test_metrics_labels_stay_in_closed_sets(tmp_path):
             t.start()
         for t in threads:
             t.join()
-        text = urllib.request.urlopen(f"{d.http}/metrics", timeout=10).read().decode()
+        text = urllib.request.urlopen(urllib.request.Request(f"{d.http}/metrics", headers=d.headers), timeout=10).read().decode()
         assert len(text) < 100_000
         assert "SCU0" not in text and "ZZZZ" not in text
         assert 'calling_ae="SCANNER1"' in text
@@ -272,7 +272,8 @@ def test_hl7_is_answered_while_a_large_fhir_body_is_validated(daemon):
     events: list[str] = []
     http = socket.create_connection(("127.0.0.1", daemon.http_port), timeout=120)
     http.sendall(
-        b"POST /fhir/ServiceRequest HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+        b"POST /fhir/ServiceRequest HTTP/1.1\r\n" + f"Host: 127.0.0.1:{daemon.http_port}\r\n".encode() + b"Content-Type: application/fhir+json\r\n"
+        + f"Authorization: {daemon.headers['Authorization']}\r\n".encode()
         + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
         + body
     )

@@ -44,7 +44,9 @@ def results(daemon, tmp_path, keys, aet="DXA1"):
 
 def api(daemon, path, method="GET", body=None, headers=None):
     data = orjson.dumps(body) if body is not None and not isinstance(body, bytes) else body
-    req = urllib.request.Request(daemon.http + path, data=data, method=method, headers=headers or {})
+    if data is not None and not any(k.lower() == "content-type" for k in headers or {}):
+        headers = {**(headers or {}), "Content-Type": "application/json"}
+    req = urllib.request.Request(daemon.http + path, data=data, method=method, headers={**daemon.headers, **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=10) as rsp:
             raw = rsp.read()
@@ -249,7 +251,7 @@ def test_c_cancel_stops_the_query(daemon):
 
 
 def test_metrics_count_what_happened(daemon):
-    with urllib.request.urlopen(daemon.http + "/metrics", timeout=10) as rsp:
+    with urllib.request.urlopen(urllib.request.Request(daemon.http + "/metrics", headers=daemon.headers), timeout=10) as rsp:
         text = rsp.read().decode()
     assert 'dxagw_hl7_messages_total{ack="AA",type="ORM^O01"}' in text
     assert 'dxagw_mwl_queries_total{result="success"}' in text

@@ -29,7 +29,8 @@ def storescu(port: int, files: list[Path]) -> None:
 
 
 def api(daemon, path: str, method: str = "GET"):
-    req = urllib.request.Request(daemon.http + path, method=method, data=b"" if method == "POST" else None)
+    headers = {**daemon.headers, **({"Content-Type": "application/json"} if method == "POST" else {})}
+    req = urllib.request.Request(daemon.http + path, method=method, data=b"" if method == "POST" else None, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as rsp:
             return rsp.status, orjson.loads(rsp.read())
@@ -78,7 +79,7 @@ def test_images_arrive_in_orthanc(tmp_path):
         status, dests = api(d, "/api/destinations")
         pacs = next(x for x in dests if x["name"] == "pacs")
         assert pacs["queue"]["done"] == 5 and pacs["last_success"]
-        with urllib.request.urlopen(d.http + "/metrics", timeout=10) as rsp:
+        with urllib.request.urlopen(urllib.request.Request(d.http + "/metrics", headers=d.headers), timeout=10) as rsp:
             metrics = rsp.read().decode()
         assert 'dxagw_outbox_rows{destination="pacs",state="done"} 5.0' in metrics
         assert "dxagw_outbox_delivery_seconds_bucket" in metrics

@@ -392,7 +392,7 @@ def test_ingest_metrics(ingest, tmp_path):
     f = tmp_path / "m.dcm"
     secondary_capture(f, seed=77)
     assert storescu(ingest.dicom_port, [f]).returncode == 0
-    with urllib.request.urlopen(f"http://127.0.0.1:{ingest.http_port}/metrics", timeout=10) as rsp:
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{ingest.http_port}/metrics", headers=ingest.headers), timeout=10) as rsp:
         text = rsp.read().decode()
     assert f'dxagw_instances_received_total{{calling_ae="DXA1",sop_class="{SC}"}}' in text
     assert f'dxagw_instance_bytes_received_total{{calling_ae="DXA1",sop_class="{SC}"}}' in text

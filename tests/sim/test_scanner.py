@@ -148,3 +148,25 @@ def test_undeclared_character_set_is_flagged(wlmscpfs_no_charset, pacs):
     items = [c for c in rep.checks if c.name.startswith("MWL item")]
     assert len(items) == 2 and not any(c.passed for c in items)
     assert all("Specific Character Set" in c.detail for c in items)
+
+
+def test_results_in_report_images_only():
+    """--results images: no BMD SR, one report image per scan carrying the results
+    (Hologic: (0019,1000) under HOLOGIC; GE: Image Comments XML), as a Hologic
+    without the licensed SR option sends them (issue 12 item 3)."""
+    from mappings.bmd.extract import extract_bmd_exam
+
+    for vendor, modality in (("hologic", "BD"), ("ge", "OT")):
+        sim = ScannerSimulator(ScannerOptions(vendor=vendor, seed=3, unscheduled=True, results="images", modality=modality))
+        exam = sim.plan_exams([])[0]
+        objs = sim.build_objects(exam)
+        images = [o for o in objs if o.SOPClassUID == datasets.SECONDARY_CAPTURE]
+        assert len(images) >= 2 and not [o for o in objs if o.SOPClassUID == datasets.ENHANCED_SR]
+        assert {o.StudyInstanceUID for o in objs} == {exam.header.StudyInstanceUID}
+        assert all(o.Rows * o.Columns * 3 == len(o.PixelData) for o in images)
+        if vendor == "hologic":
+            assert {o.Modality for o in images} == {"BD"}
+        assert all(extract_bmd_exam(o).regions for o in images)
+    both = ScannerSimulator(ScannerOptions(seed=3, unscheduled=True, results="both"))
+    objs = both.build_objects(both.plan_exams([])[0])
+    assert [o for o in objs if o.SOPClassUID == datasets.ENHANCED_SR]

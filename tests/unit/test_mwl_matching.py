@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from pydicom.dataset import Dataset
 
 from mappings.mwl import MatchOptions, QueryError, build_response, check_query, index_filter, matches, response_shape
-from mappings.worklist import WorklistItem, item_from_dataset, item_to_dataset
+from mappings.worklist import Code, ItemError, WorklistItem, item_from_dataset, item_to_dataset
 
 ITEM = WorklistItem(
     patient_id="P1",
@@ -157,3 +158,152 @@ def test_index_filter_takes_exact_and_prefix_only():
 
 def test_item_dataset_roundtrip():
     assert item_from_dataset(item_to_dataset(ITEM), source="") == ITEM.replace(source="")
+
+
+def _nested(*paths: str) -> Dataset:
+    """A query from findscu-style paths: ``Seq[0].Sub[0].Key=value``."""
+    ds = Dataset()
+    for path in paths:
+        keyword_path, _, value = path.partition("=")
+        node = ds
+        parts = keyword_path.split(".")
+        for part in parts[:-1]:
+            name = part.removesuffix("[0]")
+            if name not in node:
+                setattr(node, name, [Dataset()])
+            node = getattr(node, name)[0]
+        setattr(node, parts[-1], value)
+    return ds
+
+
+PROTOCOL_CODE = "ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence[0].CodeValue"
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        (PROTOCOL_CODE,),
+        (PROTOCOL_CODE, "ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence[0].CodingSchemeDesignator", "AccessionNumber=A1"),
+        ("RequestedProcedureCodeSequence[0].CodeValue", "RequestedProcedureCodeSequence[0].CodeMeaning"),
+        ("ReferencedStudySequence[0].ReferencedSOPInstanceUID",),  # a sequence the item lacks
+        ("ScheduledProcedureStepSequence[0].ScheduledStationNameCodeSequence[0].CodeValue", "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=DXA1"),
+    ],
+)
+def test_a_sequence_of_universal_keys_matches_absent_empty_and_present(paths):
+    """PS3.4 C.2.2.2.6 / K.6.1.2: an item of universal keys matches a candidate whatever its sequence holds.
+
+    The candidate has an empty Scheduled Protocol Code Sequence and Requested
+    Procedure Code Sequence and no Referenced Study Sequence; the same item
+    with codes in both must match too.
+    """
+    query = _nested(*paths)
+    assert matches(query, CANDIDATE)
+    coded = item_to_dataset(ITEM.replace(requested_procedure_code=Code("77079", "C4", "DXA axial")))
+    protocol = Dataset()
+    protocol.CodeValue, protocol.CodingSchemeDesignator, protocol.CodeMeaning = "P1", "99GW", "Spine and hip"
+    coded.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence = [protocol]
+    assert matches(query, coded)
+    del coded.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence
+    del coded.RequestedProcedureCodeSequence
+    assert matches(query, coded)
+
+
+def test_a_sequence_key_with_a_value_needs_a_matching_item():
+    """PS3.4 C.2.2.2.6: a non-universal key inside the item must match one item of the candidate's sequence."""
+    query = _nested("RequestedProcedureCodeSequence[0].CodeValue=77079")
+    assert not matches(query, CANDIDATE)  # empty sequence
+    coded = item_to_dataset(ITEM.replace(requested_procedure_code=Code("77079", "C4", "DXA axial")))
+    assert matches(query, coded)
+    assert not matches(_nested("RequestedProcedureCodeSequence[0].CodeValue=77080"), coded)
+    assert matches(_nested("RequestedProcedureCodeSequence[0].CodeValue=7707*"), coded)
+    del coded.RequestedProcedureCodeSequence
+    assert not matches(query, coded)
+
+
+def test_the_response_carries_the_universal_sequence_empty_or_with_its_items():
+    """K.6.1.2: the response has the sequence as the item has it, projected to the requested keys."""
+    query = _nested(PROTOCOL_CODE, "RequestedProcedureCodeSequence[0].CodeValue")
+    rsp = build_response(query, CANDIDATE)
+    assert len(rsp.ScheduledProcedureStepSequence) == 1
+    assert len(rsp.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence) == 0
+    assert len(rsp.RequestedProcedureCodeSequence) == 0
+    coded = item_to_dataset(ITEM.replace(requested_procedure_code=Code("77079", "C4", "DXA axial")))
+    rsp = build_response(query, coded)
+    assert [(e.keyword, e.value) for e in rsp.RequestedProcedureCodeSequence[0]] == [("CodeValue", "77079")]
+
+
+def test_patient_medical_and_other_iod_attributes_round_trip():
+    """PS3.4 Table K.6-1 / PS3.3 C.2.4: every worklist attribute that arrives is kept and returned."""
+    ds = item_to_dataset(ITEM)
+    ds.MedicalAlerts = ["Pacemaker", "Hip prosthesis left"]
+    ds.Allergies = ["Iodine"]
+    ds.PregnancyStatus = 4
+    ds.PatientSize = "1.62"
+    ds.PatientWeight = "58.5"
+    ds.SpecialNeeds = "Wheelchair"
+    ds.PatientState = "Fasting"
+    ds.ConfidentialityConstraintOnPatientDataDescription = "VIP"
+    ds.RequestedProcedurePriority = "HIGH"
+    ds.ReasonForTheRequestedProcedure = "Osteoporosis screening"
+    ds.PatientTransportArrangements = "Ambulant"
+    ds.AdditionalPatientHistory = "Wrist fracture 2019"
+    study_ref = Dataset()
+    study_ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    study_ref.ReferencedSOPInstanceUID = "1.2.3.4"
+    ds.ReferencedStudySequence = [study_ref]
+    sps = ds.ScheduledProcedureStepSequence[0]
+    sps.RequestedContrastAgent = "None"
+    sps.CommentsOnTheScheduledProcedureStep = "Remove metal"
+    protocol = Dataset()
+    protocol.CodeValue, protocol.CodingSchemeDesignator, protocol.CodeMeaning = "P1", "99GW", "Spine and hip"
+    sps.ScheduledProtocolCodeSequence = [protocol]
+    item = item_from_dataset(ds, source="")
+    assert item.allergies == ("Iodine",) and item.pregnancy_status == 4 and item.requested_procedure_priority == "HIGH"
+    assert hash(item)  # the MWL caches on the frozen item
+    again = WorklistItem.from_json(orjson.loads(orjson.dumps(item.to_json())))
+    assert again == item and hash(again) == hash(item)
+    out = item_to_dataset(again)
+    for keyword in ("MedicalAlerts", "Allergies", "PregnancyStatus", "SpecialNeeds", "PatientState", "RequestedProcedurePriority",
+                    "ConfidentialityConstraintOnPatientDataDescription", "ReasonForTheRequestedProcedure", "PatientTransportArrangements",
+                    "AdditionalPatientHistory"):
+        assert out[keyword].value == ds[keyword].value, keyword
+    assert float(out.PatientSize) == 1.62 and float(out.PatientWeight) == 58.5
+    assert out.ReferencedStudySequence[0].ReferencedSOPInstanceUID == "1.2.3.4"
+    out_sps = out.ScheduledProcedureStepSequence[0]
+    assert out_sps.RequestedContrastAgent == "None" and out_sps.CommentsOnTheScheduledProcedureStep == "Remove metal"
+    assert out_sps.ScheduledProtocolCodeSequence[0].CodeMeaning == "Spine and hip"
+    # and the MWL returns them when asked
+    query = _nested("Allergies", "MedicalAlerts", "ScheduledProcedureStepSequence[0].RequestedContrastAgent", PROTOCOL_CODE)
+    rsp = build_response(query, out)
+    assert list(rsp.MedicalAlerts) == ["Pacemaker", "Hip prosthesis left"]
+    assert rsp.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence[0].CodeValue == "P1"
+
+
+@pytest.mark.parametrize(
+    "keyword, value",
+    [("RequestedProcedurePriority", "URGENT"), ("PregnancyStatus", 7), ("PatientWeight", "-58"), ("PatientSize", "-1.6")],
+)
+def test_out_of_range_patient_medical_values_are_refused_by_name(keyword, value):
+    ds = item_to_dataset(ITEM)
+    setattr(ds, keyword, value)
+    with pytest.raises(ItemError) as err:
+        item_from_dataset(ds)
+    assert err.value.keyword == keyword
+
+
+def test_the_candidate_cache_hits_for_an_item_with_patient_medical_attributes():
+    """The MWL caches datasets keyed on the frozen item: an item read again from the store is the same key."""
+    from gateway.dicom.mwl import WorklistFindHandler, _Lru
+    from gateway.store import WorklistRow
+
+    ds = item_to_dataset(ITEM)
+    ds.Allergies = ["Iodine", "Latex"]
+    ds.ReasonForTheRequestedProcedure = "Screening"
+    item = item_from_dataset(ds)
+    handler = WorklistFindHandler.__new__(WorklistFindHandler)
+    handler._datasets = _Lru(10)
+    first = handler._dataset(WorklistRow(id=1, item=item, created_at="", updated_at=""))
+    reread = WorklistItem.from_json(orjson.loads(orjson.dumps(item.to_json())))
+    assert handler._dataset(WorklistRow(id=1, item=reread, created_at="", updated_at="")) is first
+    changed = reread.replace(allergies=("Iodine",))
+    assert handler._dataset(WorklistRow(id=1, item=changed, created_at="", updated_at="")) is not first

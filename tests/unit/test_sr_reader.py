@@ -53,3 +53,29 @@ def test_a_file_that_is_not_dicom_is_unparsed(reader: SrReader, tmp_path) -> Non
     reading = reader.call(read_bmd_sr, str(bad))
     assert reading.exam is None
     assert reading.unparsed.startswith("cannot read the SR")
+
+
+def test_an_object_over_the_memory_limit_is_unparsed_and_the_worker_replaced(tmp_path) -> None:
+    """Issue 11 items 2 and 7: the reader's address space is capped (RLIMIT_AS); an
+    object that needs more is kept unparsed with the reason, and a fresh worker reads
+    the next one."""
+    from mappings.bmd import samples
+    from tests.unit.bmd.helpers import HOLOGIC, known_exam
+
+    known = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC)
+    big = samples.hologic_sr(known, text="<HologicHeader1>" + "x" * (200 * 1024 * 1024))
+    path = tmp_path / "big.dcm"
+    big.save_as(path, enforce_file_format=True)
+    del big
+    small = tmp_path / "small.dcm"
+    samples.hologic_sr(known).save_as(small, enforce_file_format=True)
+    reader = SrReader(timeout=60.0, memory_limit_mb=384)
+    try:
+        first = reader.call(_pid, "")
+        reading = reader.call(read_bmd_sr, str(path))
+        assert reading.exam is None and "memory limit (384 MB)" in reading.unparsed
+        ok = reader.call(read_bmd_sr, str(small))
+        assert ok.exam is not None and ok.exam["regions"]
+        assert reader.call(_pid, "") != first  # replaced after running out of memory
+    finally:
+        reader.close()

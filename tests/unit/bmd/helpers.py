@@ -70,3 +70,11 @@ def known_exam(layout: str, device: Device, **over) -> BmdExam:
 
 HOLOGIC = Device("HOLOGIC", "Horizon A", "200123", "13.6.0.5:5")
 GE = Device("GE Healthcare", "Lunar iDXA", "ME+200456", "enCORE 18.0")
+
+
+def bare(exam: BmdExam) -> BmdExam:
+    """``exam`` without the reader's provenance (sources, scan labels, flags), to compare values."""
+    import dataclasses
+
+    regions = tuple(dataclasses.replace(r, flags=(), source="", scan="") for r in exam.regions)
+    return dataclasses.replace(exam, regions=regions, sources=(), flags=())

@@ -38,7 +38,8 @@ def test_report_and_observations():
     assert str(neck["valueQuantity"]["value"]) == "0.571" and neck["valueQuantity"]["code"] == "g/cm2"
     assert obs["L.total_hip.t_score"]["code"]["coding"][0]["code"] == "80946-7"
     assert obs["L.total_hip.t_score"]["valueQuantity"]["code"] == "1"
-    assert len(obs["L1,L2,L4.bmd"]["code"]["coding"]) == 1  # local code only
+    # the diagnosis used L1,L2,L4: it carries the lumbar-spine LOINC (issue 14 defect 1)
+    assert obs["L1,L2,L4.bmd"]["code"]["coding"][0]["code"] == "24966-4"
     assert neck["effectiveDateTime"] == "2024-05-01T10:15:00+00:00"
     frax = [o for o in _resources(b, "Observation") if o["code"]["coding"][0]["code"] == "90265-0"]
     assert str(frax[0]["valueQuantity"]["value"]) == "18.0"

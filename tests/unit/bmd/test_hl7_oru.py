@@ -39,9 +39,10 @@ def test_oru_parses_with_hl7apy_and_obx_values_match():
     assert nm["L.neck.z_score"].obx_5.value == "-1.80"
     assert nm["L1.bmd"].obx_5.value == "0.810"
     assert nm["90265-0"].obx_5.value == "18.0"
-    assert nm["L1,L2,L4.bmd"].obx_3.value.split("^")[2] == "99DXAGW"  # no LOINC for that total
+    # the diagnosis used L1,L2,L4 (L3 excluded): the lumbar-spine LOINC goes there (issue 14 defect 1)
+    assert nm["L1,L2,L4.bmd"].obx_3.value.split("^")[:3] == ["24966-4", "Lumbar spine L1,L2,L4 BMD", "LN"]
     (category,) = [s for s in obx if s.obx_2.value == "CWE"]
-    assert category.obx_5.value == "osteoporosis^Osteoporosis^99DXAGW"
+    assert category.obx_5.value == "osteoporosis^Osteoporosis^99DXAGW^64859006^Osteoporosis (disorder)^SCT"
     assert all(s.obx_11.value == "F" for s in obx)
 
 

@@ -1,0 +1,130 @@
+"""OIDC bearer tokens: JWT access tokens checked against the issuer's JWKS.
+
+The issuer's discovery document (OpenID Connect Discovery 1.0 section 4)
+names its ``jwks_uri``; the key set is cached for ``security.oidc.jwks_cache``
+seconds and fetched again at once (at most every ``REFRESH_FLOOR`` seconds)
+when a token names a key id it does not hold, which is how a provider's key
+rotation reaches us.  A token must carry a known ``kid``, an asymmetric
+algorithm, our ``iss`` and ``aud``, and a valid ``exp`` (``nbf``/``iat``
+honoured), with ``leeway`` seconds of clock skew (RFC 7519 4.1, RFC 9068 4).
+Roles come from ``roles_claim`` (a list or a space-separated string; a
+dotted path such as ``realm_access.roles`` reaches into objects); only
+the gateway's roles are kept.  Verification is PyJWT's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+
+import aiohttp
+import jwt
+
+from gateway.config import ROLES, OidcSettings
+from gateway.logs import fields
+from gateway.security.tokens import Identity
+
+log = logging.getLogger("gateway.oidc")
+
+ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+REFRESH_FLOOR = 10.0  # seconds between two fetches for an unknown kid
+
+
+class OidcError(Exception):
+    """A token that is not accepted; the message says why (never the token)."""
+
+
+def roles_from(claims: dict, claim: str) -> frozenset[str]:
+    value: object = claims
+    for part in claim.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(r for r in value if isinstance(r, str) and r in ROLES)
+
+
+class OidcVerifier:
+    def __init__(self, settings: OidcSettings) -> None:
+        self.settings = settings
+        self.issuer = settings.issuer.rstrip("/")
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = -1e9
+        self._lock = asyncio.Lock()
+        self._ssl = ssl.create_default_context(cafile=str(settings.ca)) if settings.ca else None
+        self._jwks_uri: str | None = None
+
+    async def _get_json(self, url: str) -> dict:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.get(url, ssl=self._ssl if self._ssl is not None else True) as rsp:
+                if rsp.status != 200:
+                    raise OidcError(f"{url} answered {rsp.status}")
+                return await rsp.json(content_type=None)
+
+    async def _refresh(self, *, force: bool) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            age = now - self._fetched_at
+            floor = min(REFRESH_FLOOR, self.settings.jwks_cache)
+            if (not force and age < self.settings.jwks_cache) or (force and age < floor):
+                return
+            try:
+                if self._jwks_uri is None:
+                    meta = await self._get_json(self.issuer + "/.well-known/openid-configuration")
+                    if meta.get("issuer", "").rstrip("/") != self.issuer:
+                        raise OidcError("the discovery document names another issuer")
+                    self._jwks_uri = meta["jwks_uri"]
+                jwks = await self._get_json(self._jwks_uri)
+                keys = {}
+                for k in jwks.get("keys", []):
+                    if k.get("use", "sig") == "sig" and k.get("kid"):
+                        try:
+                            keys[k["kid"]] = jwt.PyJWK(k)
+                        except jwt.PyJWTError:
+                            continue
+                self._keys = keys
+                self._fetched_at = now
+                log.info("oidc.jwks_fetched", extra=fields(keys=sorted(keys)))
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, KeyError, ValueError) as exc:
+                self._fetched_at = now  # do not hammer a provider that is down
+                log.warning("oidc.jwks_unavailable", extra=fields(error=type(exc).__name__))
+
+    async def identity(self, token: str) -> Identity:
+        """The identity of a valid access token; OidcError otherwise."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise OidcError("not a JWT") from None
+        kid, alg = header.get("kid"), header.get("alg")
+        if alg not in ALGORITHMS:
+            raise OidcError(f"algorithm {alg!r} is not accepted")
+        await self._refresh(force=False)
+        if kid not in self._keys:
+            await self._refresh(force=True)  # the provider may have rotated its keys
+        key = self._keys.get(kid)
+        if key is None:
+            raise OidcError("unknown signing key")
+        s = self.settings
+        try:
+            claims = jwt.decode(
+                token, key=key, algorithms=[alg], audience=s.audience, issuer=s.issuer,
+                leeway=s.leeway, options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise OidcError("expired") from None
+        except jwt.ImmatureSignatureError:
+            raise OidcError("not yet valid") from None
+        except jwt.InvalidAudienceError:
+            raise OidcError("wrong audience") from None
+        except jwt.InvalidIssuerError:
+            raise OidcError("wrong issuer") from None
+        except jwt.PyJWTError as exc:
+            raise OidcError(type(exc).__name__) from None
+        name = str(claims.get(s.name_claim) or claims.get("sub") or "")
+        if not name:
+            raise OidcError("no subject")
+        return Identity(name=name, roles=roles_from(claims, s.roles_claim), display_name=str(claims.get("name", "")), via="oidc")

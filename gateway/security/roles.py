@@ -1,0 +1,49 @@
+"""Which role may call which HTTP endpoint (README "Security").
+
+One table: (method, route pattern) -> the roles any one of which grants it.
+``OPEN`` needs no credential.  A route not in the table is refused to every
+identity (403), so a new endpoint is closed until it is given a line here.
+"""
+
+from __future__ import annotations
+
+OPEN: frozenset[str] = frozenset()
+
+ROLES = ("orders", "radiographer", "reporter", "admin", "viewer", "metrics")
+
+_READ_WORKLIST = frozenset({"viewer", "orders", "radiographer", "admin"})
+_READ_EXAMS = frozenset({"viewer", "radiographer", "reporter"})
+
+POLICY: dict[tuple[str, str], frozenset[str]] = {
+    ("GET", "/healthz"): OPEN,
+    ("GET", "/readyz"): OPEN,
+    ("GET", "/metrics"): frozenset({"metrics"}),  # OPEN when http.metrics_public
+    # worklist and orders
+    ("POST", "/api/worklist"): frozenset({"orders"}),
+    ("GET", "/api/worklist"): _READ_WORKLIST,
+    ("GET", "/api/worklist/{id}"): _READ_WORKLIST,
+    ("DELETE", "/api/worklist/{id}"): frozenset({"orders"}),
+    ("POST", "/fhir/ServiceRequest"): frozenset({"orders"}),
+    ("POST", "/fhir"): frozenset({"orders"}),
+    # exams and reports
+    ("GET", "/api/exams"): _READ_EXAMS,
+    ("GET", "/api/exams/{id}"): _READ_EXAMS,
+    ("GET", "/api/exams/{id}/report"): _READ_EXAMS,
+    ("GET", "/api/exams/{id}/reports"): _READ_EXAMS,
+    ("POST", "/api/exams/{id}/sign"): frozenset({"reporter"}),
+    ("PUT", "/api/exams/{id}/context"): frozenset({"radiographer"}),  # clinical context and technical notes
+    # operations
+    ("GET", "/api/outbox"): frozenset({"admin"}),
+    ("POST", "/api/outbox/retry"): frozenset({"admin"}),
+    ("POST", "/api/outbox/{id}/retry"): frozenset({"admin"}),
+    ("GET", "/api/destinations"): frozenset({"admin"}),
+    ("GET", "/api/audit"): frozenset({"admin"}),
+}
+
+
+def required_roles(method: str, pattern: str, *, metrics_public: bool = False) -> frozenset[str] | None:
+    """The roles granting ``method pattern``; OPEN for none needed; None if unlisted."""
+    method = "GET" if method == "HEAD" else method
+    if metrics_public and (method, pattern) == ("GET", "/metrics"):
+        return OPEN
+    return POLICY.get((method, pattern))
