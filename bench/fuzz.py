@@ -116,14 +116,16 @@ def main() -> None:
     print(f"# {platform.node()} {os.cpu_count()} cpus, Python {platform.python_version()}, {args.inputs} inputs per target")
     work = Path(tempfile.mkdtemp(prefix="dxagw-fuzz-"))
     print(f"{'target':14} {'inputs':>9} {'inputs/s':>9} {'crashes':>7} {'hangs':>5} {'ooms':>4} {'peak RSS MB':>11}")
+    found = False
     try:
         for name in args.only or list(TARGETS):
             r = run_target(name, args.inputs, work, args)
+            found = found or bool(r["findings"])
             print(f"{r['target']:14} {r['inputs']:>9} {r['rate']:>9.0f} {r['crashes']:>7} {r['hangs']:>5} {r['ooms']:>4} {r['peak_rss_mb']:>11.0f}")
             for f in r["findings"]:
-                print(f"  finding: {work / name / 'artifacts' / f}")
+                print(f"  finding: {work / name / 'artifacts' / f}" if not f.startswith("exit") else f"  finding: {f}, see {r['log']}")
     finally:
-        if args.keep or any((work / n / "artifacts").exists() and any((work / n / "artifacts").iterdir()) for n in TARGETS):
+        if args.keep or found:
             print(f"# work folder kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
