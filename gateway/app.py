@@ -48,10 +48,21 @@ def _force_exit() -> None:
     os._exit(0)
 
 
+def known_ae_titles(c: Config) -> set[str]:
+    """AE titles the configuration names: the only ones metrics label by name."""
+    aes = set(c.dicom.allowed_calling_aes) | set(c.dicom.peers) | {c.worklist.default_station_ae}
+    for access in c.dicom.services.values():
+        aes |= set(access.allowed_calling_aes)
+    for route in c.routes:
+        aes |= set(route.match.calling_ae)
+    aes |= {d.ae_title for d in c.destinations.values() if d.ae_title}
+    return {a for a in aes if a}
+
+
 class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = Metrics(known_aes=known_ae_titles(config))
         data = storage_path(config)
         make_private(data)  # files 0600, folders 0700 (gateway/data_folder.py)
         self.store = open_store(str(data))
@@ -62,6 +73,7 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Blocking store writes and SCU calls run here, never on the loop.
         self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dxagw-io")
+        self.parse_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dxagw-parse")
         c = config
         self.dicom = DicomServer(c.dicom, self.store, self.metrics, self.spool, self.rules, self._on_stored, self._on_mpps_dose)
         options = OrderOptions(
@@ -77,6 +89,8 @@ class Gateway:
         self.mllp = MllpServer(
             c.hl7.host, c.hl7.port, self.hl7_intake.handle, self.metrics,
             max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
+            max_connections=c.hl7.max_connections, max_buffered_bytes=c.hl7.max_buffered_bytes,
+            refuse=self.hl7_intake.refuse_frame,
         )
         self.audit_trail = AuditForwarder(self.store, data, c.audit, source_id=c.audit.source_id or c.dicom.ae_title, our_address=c.dicom.host)
         self.dicom.on_security_event = self.audit_trail.record_later
@@ -86,6 +100,8 @@ class Gateway:
             self.mllp_tls = MllpServer(
                 c.hl7.host, c.hl7.tls.port, self.hl7_intake.handle, self.metrics,
                 max_bytes=c.hl7.max_message_bytes, idle_timeout=c.hl7.idle_timeout,
+                max_connections=c.hl7.max_connections, max_buffered_bytes=c.hl7.max_buffered_bytes,
+                refuse=self.hl7_intake.refuse_frame,
             )
             self.mllp_tls.ssl_context = tls.for_listener(c.hl7.tls)
         self.oidc = OidcVerifier(c.security.oidc) if c.security.oidc is not None else None
@@ -98,7 +114,7 @@ class Gateway:
             tls=c.http.tls is not None,
         )
         self.http = HttpServer(
-            c.http.host, c.http.port, self.store, self.metrics, self.executor,
+            c.http.host, c.http.port, self.store, self.metrics, self.executor, parse_executor=self.parse_executor,
             ready=self._ready, default_station_ae=c.worklist.default_station_ae,
             default_modality=c.worklist.default_modality, max_body_bytes=c.http.max_body_bytes,
             access=self.http_auth, ssl_context=tls.for_listener(c.http.tls),
@@ -231,6 +247,7 @@ class Gateway:
         await loop.run_in_executor(None, lambda: self.exam_executor.shutdown(wait=True))
         await loop.run_in_executor(None, self.sr_reader.close)
         self.executor.shutdown(wait=True)
+        self.parse_executor.shutdown(wait=True)
         await loop.run_in_executor(None, self.audit_trail.stop)
         self.store.close()
         log.info("gateway.stopped")

@@ -159,6 +159,8 @@ class Hl7Settings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(2575, ge=0, le=65535)
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_connections: int = Field(64, ge=1)
+    max_buffered_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     idle_timeout: float = Field(600, gt=0)
     default_charset: Literal["ASCII", "8859/1", "UNICODE UTF-8"] = "UNICODE UTF-8"
     station_ae_field: str = "OBR-21"

@@ -1,12 +1,42 @@
-"""Prometheus metrics of one gateway process (served at /metrics)."""
+"""Prometheus metrics of one gateway process (served at /metrics).
+
+Every label comes from a closed set (issue 11.5: a label per received MSH-9
+or calling AE title grew /metrics without bound): message types the
+gateway takes, AE titles named in the configuration, else ``other``.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
+
+from mappings.hl7_orders import SUPPORTED_TYPES
+
+OTHER = "other"
+HL7_TYPE_LABELS = frozenset(f"{t}^{e}" for t, e in SUPPORTED_TYPES)
+
+
+def message_type_label(header) -> str:
+    """``ORM^O01`` for a type the gateway takes, ``unknown`` without an MSH, else ``other``."""
+    if header is None or not header.message_type:
+        return "unknown"
+    name = f"{header.message_type}^{header.trigger}"
+    return name if name in HL7_TYPE_LABELS else OTHER
+
+
+class AeLabels:
+    """Calling AE titles as metric labels: the configured ones, else ``other``."""
+
+    def __init__(self, known: Iterable[str] = ()) -> None:
+        self.known = frozenset(a.strip() for a in known if a and a.strip())
+
+    def __call__(self, ae_title: str) -> str:
+        ae = (ae_title or "").strip()
+        return ae if ae in self.known else OTHER
+
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -130,7 +160,8 @@ class _CertificateCollector:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, known_aes: Iterable[str] = ()) -> None:
+        self.ae_label = AeLabels(known_aes)
         self.registry = CollectorRegistry()
         r = self.registry
         self.hl7_messages = Counter(
@@ -140,6 +171,11 @@ class Metrics:
             "dxagw_hl7_ack_seconds", "Time from a message's last byte to its ACK", buckets=LATENCY_BUCKETS, registry=r
         )
         self.mllp_errors = Counter("dxagw_mllp_errors", "MLLP framing errors by reason", ["reason"], registry=r)
+        self.mllp_buffered = Gauge("dxagw_mllp_buffered_bytes", "Bytes of MLLP frames held over all connections", registry=r)
+        self.mllp_connections = Gauge("dxagw_mllp_connections", "Open MLLP connections", registry=r)
+        self._mllp_servers: list = []
+        self.mllp_buffered.set_function(lambda: sum(s.buffered for s in self._mllp_servers))
+        self.mllp_connections.set_function(lambda: sum(len(s._connections) for s in self._mllp_servers))
         self.cfind = Counter("dxagw_mwl_queries", "MWL C-FIND requests by result", ["result"], registry=r)
         self.cfind_latency = Histogram(
             "dxagw_mwl_query_seconds", "MWL C-FIND time from request to final response", buckets=LATENCY_BUCKETS, registry=r
@@ -199,6 +235,10 @@ class Metrics:
             self.orders_held.labels(reason)
             self.orders_refused.labels(reason)
         self.api_requests = Counter("dxagw_api_requests", "Admin API requests by route and status", ["route", "code"], registry=r)
+
+    def watch_mllp(self, server) -> None:
+        """Count an MLLP listener (plain or TLS) in the connection and buffer gauges."""
+        self._mllp_servers.append(server)
 
     def watch_worklist(self, count: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_WorklistCollector(count))

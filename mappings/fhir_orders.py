@@ -75,6 +75,12 @@ def _validate(model, data: dict, root: str):
         return model.model_validate(data)
     except ValidationError as exc:
         raise FhirOrderError(_validation_issues(exc, root)) from None
+    except (KeyError, TypeError):
+        # fhir.resources looks a contained or entry resourceType up in its
+        # model table: an unknown one is a KeyError, a non-string one a
+        # TypeError, neither a ValidationError (found by tests/fuzz:
+        # {"contained": [{"resourceType": "Patieot"}]}, "resourceType": [..]).
+        raise FhirOrderError([Issue("invalid", "a contained or entry resourceType is not a known FHIR resource", root)]) from None
 
 
 def _requester_id(sr: ServiceRequest) -> str:
@@ -185,7 +191,7 @@ def service_request_actions(body: dict, *, default_station_ae: str = "", default
     elif kind == "ServiceRequest":
         requests.append(_validate(ServiceRequest, body, "ServiceRequest"))
     else:
-        raise FhirOrderError([Issue("not-supported", f"resourceType {kind!r} is not taken here", "resourceType")], status=400)
+        raise FhirOrderError([Issue("not-supported", f"resourceType {str(kind)[:64]!r} is not taken here", "resourceType")], status=400)
 
     actions = []
     for sr in requests:

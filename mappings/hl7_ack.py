@@ -55,7 +55,7 @@ def build_ack(
             escape(h.sending_facility, e),
             timestamp,
             "",
-            f"ACK^{h.trigger}^ACK" if h.trigger else "ACK",
+            f"ACK^{escape(h.trigger[:3], e)}^ACK" if h.trigger else "ACK",  # MSH-9.2 is ID(3)
             escape(control_id, e),
             h.processing_id or "P",
             escape(version, e),

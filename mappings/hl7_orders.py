@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mappings.hl7_bounds import Location, bound_item, bound_value
 from mappings.hl7_text import CHARSETS, Encoding, Hl7Error, decode_message, unescape
 from mappings.patient_medical import (
     HEIGHT_CODES,
@@ -68,6 +69,9 @@ ORDER_STATUS = {
 # PID-8 (HL7 Table 0001) -> Patient's Sex (0010,0040): M, F or O.
 SEX = {"M": "M", "F": "F", "O": "O", "U": "", "A": "O", "N": "O", "": ""}
 DICOM_MODALITIES = {"BMD", "DX", "CR", "OT", "SR", "PR", "DOC", "KO", "MR", "CT", "US", "NM", "XA", "RF", "MG", "OP"}
+
+# HL7 v2.7 2.14.9.10: MSH-10 is ST of at most 199 characters.
+MAX_CONTROL_ID = 199
 
 _TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2}(?:\.\d{1,4})?)?([+-]\d{4})?$")
 
@@ -304,14 +308,16 @@ def check_header(msg: _Message, header: Header) -> None:
     msg_type, trigger, version = header.message_type, header.trigger, header.version
     if not header.control_id:
         raise msh.error(10, "MSH-10 message control ID is required", code=101)
+    if len(header.control_id) > MAX_CONTROL_ID:
+        raise msh.error(10, f"MSH-10 message control ID is longer than {MAX_CONTROL_ID} characters")
     if not msg_type:
         raise msh.error(9, "MSH-9 message type is required", code=101)
     if version not in SUPPORTED_VERSIONS:
-        raise Hl7Error(f"unsupported version {version!r}", code=203, segment="MSH", field=12, ack_code="AR")
+        raise Hl7Error(f"unsupported version {version[:8]!r}", code=203, segment="MSH", field=12, ack_code="AR")
     if (msg_type, trigger) not in SUPPORTED_TYPES:
         known_type = any(t == msg_type for t, _ in SUPPORTED_TYPES)
         raise Hl7Error(
-            f"unsupported message {msg_type}^{trigger}",
+            f"unsupported message {msg_type[:3]}^{trigger[:3]}",
             code=201 if known_type else 200,
             segment="MSH",
             field=9,
@@ -574,11 +580,63 @@ def _order_actions(msg: _Message, header: Header, options: OrderOptions) -> list
                         performing_physician=_xcn(seg, 34) if seg.get(34) else "",
                     )
                 )
-        for item in items:
-            if len(item.station_ae) > 16:
-                raise Hl7Error("station AE title is longer than 16 characters", code=102, segment=station_seg, field=station_field)
+        station_src = next((s for s in group if s.id == station_seg), None)
+        station_loc = (station_seg, station_src.seq if station_src else 1, station_field, station_comp)
+        sources = ipcs or [s for s in group if s.id == "OBR"]  # one step per IPC, else per OBR
+        items = [bound_item(item, _locations(msg, orc, src, zds, station_loc)) for item, src in zip(items, sources)]
         actions.append(UpsertOrder(items=tuple(items), key=key, is_change=control == "XO"))
     return actions
+
+
+def _locations(
+    msg: _Message, orc: _Segment, source: _Segment, zds: _Segment | None, station: Location
+) -> dict[str, Location]:
+    """Where each worklist field of one step (from an OBR or IPC) came from, for ERR-2."""
+    obr = source if source.id == "OBR" else next((s for s in msg.segments if s.id == "OBR"), None)
+    ipc = source if source.id == "IPC" else None
+    pid, pv1 = msg.first("PID"), msg.first("PV1")
+    p, v = (pid.seq if pid else 1), (pv1.seq if pv1 else 1)
+    where: dict[str, Location] = {
+        "patient_id": ("PID", p, 3, 1),
+        "issuer_of_patient_id": ("PID", p, 3, 4),
+        "patient_name": ("PID", p, 5, 0),
+        "ethnic_group": ("PID", p, 22, 0),
+        "other_patient_ids": ("PID", p, 3, 1),
+        "referring_physician": ("PV1", v, 8, 0),
+        "admission_id": ("PV1", v, 19, 0),
+        "placer_order_number": ("ORC", orc.seq, 2, 0),
+        "filler_order_number": ("ORC", orc.seq, 3, 0),
+        "requesting_physician": ("ORC", orc.seq, 12, 0),
+        "station_ae": station,
+    }
+    if obr is not None:
+        o = obr.seq
+        where |= {
+            "requested_procedure_code": ("OBR", o, 4, 1),
+            "requested_procedure_description": ("OBR", o, 4, 2),
+            "sps_description": ("OBR", o, 4, 2),
+            "accession_number": ("OBR", o, 18, 0),
+            "requested_procedure_id": ("OBR", o, 19, 0),
+            "sps_id": ("OBR", o, 20, 0),
+            "modality": ("OBR", o, 24, 0),
+            "performing_physician": ("OBR", o, 34, 0),
+        }
+    if zds is not None:
+        where["study_instance_uid"] = ("ZDS", zds.seq, 1, 1)
+    if ipc is not None:
+        i = ipc.seq
+        where |= {
+            "accession_number": ("IPC", i, 1, 0),
+            "requested_procedure_id": ("IPC", i, 2, 0),
+            "study_instance_uid": ("IPC", i, 3, 0),
+            "sps_id": ("IPC", i, 4, 0),
+            "modality": ("IPC", i, 5, 0),
+            "station_name": ("IPC", i, 7, 0),
+            "sps_location": ("IPC", i, 8, 0),
+            "station_ae": ("IPC", i, 9, 0),
+            "sps_description": ("IPC", i, 6, 2),
+        }
+    return where
 
 
 def _priority(tq1: _Segment | None, obr: _Segment, orc: _Segment) -> str:
@@ -633,9 +691,9 @@ def _patient_medical(msg: _Message) -> dict:
 def _adt_actions(msg: _Message, header: Header) -> list[Action]:
     pid, patient = _patient(msg)
     demographics = PatientDemographics(
-        patient_id=patient["patient_id"],
-        issuer_of_patient_id=patient["issuer_of_patient_id"],
-        patient_name=patient["patient_name"] or None,
+        patient_id=bound_value("patient_id", patient["patient_id"], ("PID", pid.seq, 3, 1)),
+        issuer_of_patient_id=bound_value("issuer_of_patient_id", patient["issuer_of_patient_id"], ("PID", pid.seq, 3, 4)),
+        patient_name=bound_value("patient_name", patient["patient_name"], ("PID", pid.seq, 5, 0)) or None,
         birth_date=patient["birth_date"] or None,
         sex=patient["sex"] or None,
         ethnic_group=patient["ethnic_group"] or None,
@@ -648,6 +706,7 @@ def _adt_actions(msg: _Message, header: Header) -> list[Action]:
     prior = mrg.get(1, 1)
     if not prior:
         raise mrg.error(1, "MRG-1 prior patient identifier is required", code=101)
+    bound_value("patient_id", prior, ("MRG", mrg.seq, 1, 1))
     return [
         MergePatient(
             patient_id=patient["patient_id"],

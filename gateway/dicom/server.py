@@ -320,7 +320,7 @@ class DicomServer:
         allowed = {svc for svc in wanted if svc != "other" and self._allowed(calling, svc)}
         if not allowed:
             log.warning("dicom.association_refused", extra=fields(calling_ae=calling, reason="calling AE not allowed", services=sorted(wanted)))
-            self.metrics.associations.labels(calling, "refused").inc()
+            self.metrics.associations.labels(self.metrics.ae_label(calling), "refused").inc()
             assoc.acse.send_reject(0x01, 0x01, 0x03)
             _flush(assoc)
             return
@@ -359,7 +359,7 @@ class DicomServer:
         if refusal is None:
             return False
         log.warning("dicom.association_refused", extra=fields(calling_ae=calling, called_ae=called, address=address, reason=refusal.text))
-        self.metrics.associations.labels(calling, "refused").inc()
+        self.metrics.associations.labels(self.metrics.ae_label(calling), "refused").inc()
         try:
             self.on_security_event("dicom.association_refused", f"{calling}@{address}", {"called_ae": called, "reason": refusal.text, "tls_subject": cert.subject})
         except Exception:
@@ -382,16 +382,16 @@ class DicomServer:
 
     def _on_accepted(self, event: evt.Event) -> None:
         calling = event.assoc.requestor.ae_title.strip()
-        self.metrics.associations.labels(calling, "accepted").inc()
+        self.metrics.associations.labels(self.metrics.ae_label(calling), "accepted").inc()
 
     def _on_rejected(self, event: evt.Event) -> None:
         calling = event.assoc.requestor.ae_title.strip()
-        self.metrics.associations.labels(calling, "rejected").inc()
+        self.metrics.associations.labels(self.metrics.ae_label(calling), "rejected").inc()
         log.warning("dicom.association_rejected", extra=fields(calling_ae=calling))
 
     def _on_aborted(self, event: evt.Event) -> None:
         calling = (event.assoc.requestor.ae_title or "").strip()
-        self.metrics.associations.labels(calling, "aborted").inc()
+        self.metrics.associations.labels(self.metrics.ae_label(calling), "aborted").inc()
 
     @staticmethod
     def _on_sop_extended(event: evt.Event) -> dict:

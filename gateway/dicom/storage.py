@@ -163,8 +163,9 @@ class StorageScp:
         if destinations and self.is_phantom(header.patient_id):
             destinations = ()  # a QA phantom scan is no patient's (issue 16)
         row_id = self.store.add_instance(record, supersede=bool(existing) and self.policy == "replace", destinations=destinations)
-        self.metrics.instances.labels(sop_class, calling).inc()
-        self.metrics.instance_bytes.labels(sop_class, calling).inc(size)
+        ae = self.metrics.ae_label(calling)
+        self.metrics.instances.labels(sop_class, ae).inc()
+        self.metrics.instance_bytes.labels(sop_class, ae).inc(size)
         self.metrics.store_latency.observe(time.perf_counter() - started)
         log.info(
             "store.stored",

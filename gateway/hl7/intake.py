@@ -2,7 +2,14 @@
 
 The ACK is built only after the store's transaction has committed; a
 message that cannot be accepted gets AE/AR with an ERR segment and changes
-nothing.
+nothing.  Parsing, the store write and the ACK all run in the executor, so
+a large message never stalls the event loop (DESIGN.md rule 4).
+
+HL7 v2.5 Table 0008 (original mode): AE is an error in the message's
+content, which the sender should not resend unchanged; AR is a rejection
+for reasons unrelated to content -- the gateway's own failure (store
+unwritable, disk full) -- after which the sender may resend.  So an
+internal error is answered AR with ERR-3 207.
 """
 
 from __future__ import annotations
@@ -17,12 +24,12 @@ from datetime import datetime
 from gateway.entitlement import Entitlement, NotEntitled, Screened
 from gateway.clinical import keep_order_context
 from gateway.logs import fields
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, message_type_label
 from gateway.store import InboundMessage, Store, UnknownOrder
 from mappings.clinical_context import context_from_hl7
 from mappings.hl7_ack import build_ack
-from mappings.hl7_orders import Header, OrderOptions, parse_message
-from mappings.hl7_text import CHARSETS, Hl7Error
+from mappings.hl7_orders import Header, OrderOptions, parse_message, read_header, split_message
+from mappings.hl7_text import CHARSETS, Hl7Error, decode_message
 from gateway.security.peers import PeerCertificate, hl7_sender_refusal
 
 log = logging.getLogger("gateway.hl7")
@@ -60,20 +67,41 @@ class Hl7Intake:
         return self.store.apply_inbound(message, screened.actions), screened
 
     async def handle(self, raw: bytes, peer: str, cert: PeerCertificate | None = None) -> bytes:
-        """One framed message in, its ACK out."""
+        """One framed message in, its ACK out (handled in the executor)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.handle_sync, raw, peer, cert)
+
+    async def refuse_frame(self, raw: bytes, reason: str, peer: str) -> bytes:
+        """AR for a frame the listener could not take whole (``raw``: its start)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._refuse_frame, raw, reason, peer)
+
+    def _refuse_frame(self, raw: bytes, reason: str, peer: str) -> bytes:
+        header = None
+        try:
+            text, charset = decode_message(raw, self.options.default_charset)
+            header = read_header(split_message(text, CHARSETS[charset][0]), charset)
+        except Exception:  # nothing readable before the stray block: a bare ACK
+            pass
+        # A broken frame is not the message's content: AR, the sender may resend.
+        error = Hl7Error(reason, code=102, ack_code="AR")
+        self.metrics.hl7_messages.labels(message_type_label(header), "AR").inc()
+        log.warning("hl7.refused", extra=fields(type=message_type_label(header), ack="AR", hl7_error=102, reason=reason, peer=peer))
+        return self._ack(header, "AR", error)
+
+    def handle_sync(self, raw: bytes, peer: str, cert: PeerCertificate | None = None) -> bytes:
+        """One framed message in, its ACK out; blocking."""
         started = time.perf_counter()
         header: Header | None = None
         msg_type = "unknown"
         try:
             parsed = parse_message(raw, self.options)
             header = parsed.header
-            msg_type = f"{header.message_type}^{header.trigger}"
+            msg_type = message_type_label(header)
             refusal = hl7_sender_refusal(self.allowed_senders, header.sending_application, header.sending_facility, peer.rsplit(":", 1)[0], cert or PeerCertificate())
             if refusal is not None:
                 # HL7 v2.5.1 Table 0357 has no "not authorized": 103, MSH-3 not in the table of allowed senders.
-                await asyncio.get_running_loop().run_in_executor(
-                    self.executor, self.store.audit, "hl7.sender_refused", f"{header.sending_application}^{header.sending_facility}@{peer}", {"reason": refusal, "type": msg_type}
-                )
+                self.store.audit("hl7.sender_refused", f"{header.sending_application}^{header.sending_facility}@{peer}", {"reason": refusal, "type": msg_type})
                 error = Hl7Error(refusal, code=103, segment="MSH", field=3, ack_code="AR")
                 error.header = header
                 raise error
@@ -84,8 +112,7 @@ class Hl7Intake:
                 message_type=msg_type,
                 raw=raw,
             )
-            loop = asyncio.get_running_loop()
-            result, screened = await loop.run_in_executor(self.executor, self._commit, message, parsed.actions)
+            result, screened = self._commit(message, parsed.actions)
             if not result.duplicate:
                 for reason in screened.held:
                     self.metrics.orders_held.labels(reason).inc()
@@ -95,8 +122,7 @@ class Hl7Intake:
                         extra=fields(control_id=header.control_id, held=list(screened.held), accepted=list(screened.accepted_unentitled)),
                     )
             if result.item_ids and not result.duplicate and header.message_type in ("ORM", "OMI"):  # an order's own context
-                read = lambda: context_from_hl7(raw, self.options.default_charset)  # noqa: E731
-                await loop.run_in_executor(self.executor, keep_order_context, self.store, result.item_ids, read)
+                keep_order_context(self.store, result.item_ids, lambda: context_from_hl7(raw, self.options.default_charset))
             code = result.ack_code
             ack = self._ack(header, code, text="duplicate message, already processed" if result.duplicate else "")
             log.info(
@@ -106,7 +132,7 @@ class Hl7Intake:
         except Hl7Error as exc:
             header = exc.header
             if header is not None:
-                msg_type = f"{header.message_type}^{header.trigger}" if header.message_type else "unknown"
+                msg_type = message_type_label(header)
             code = exc.ack_code
             ack = self._ack(header, code, exc)
             log.warning(
@@ -127,9 +153,10 @@ class Hl7Intake:
             ack = self._ack(header, code, error)
             log.warning("hl7.refused", extra=fields(type=msg_type, ack=code, hl7_error=204, location="ORC-2", peer=peer))
         except Exception:
-            # Anything else is our fault: say so (AE 207) and keep serving.
-            code = "AE"
-            error = Hl7Error("application internal error", code=207)
+            # Anything else is our fault (Table 0008: AR, "reasons unrelated
+            # to content"): the sender resends, the order is not lost.
+            code = "AR"
+            error = Hl7Error("application internal error; resend later", code=207, ack_code="AR")
             ack = self._ack(header, code, error)
             log.exception("hl7.error", extra=fields(type=msg_type, peer=peer))
         self.metrics.hl7_messages.labels(msg_type, code).inc()

@@ -51,6 +51,7 @@ class HttpServer:
         default_station_ae: str = "",
         default_modality: str = "BMD",
         max_body_bytes: int = 8 * 1024 * 1024,
+        parse_executor: Executor | None = None,
         access: auth.HttpAuth | None = None,
         ssl_context=None,
     ) -> None:
@@ -59,6 +60,9 @@ class HttpServer:
         self.store = store
         self.metrics = metrics
         self.executor = executor
+        # JSON parsing and validation: CPU work kept off the event loop, on
+        # a small pool so large bodies cannot take every thread.
+        self.parse_executor = parse_executor or executor
         self.ready = ready
         self.default_station_ae = default_station_ae
         self.default_modality = default_modality
@@ -104,6 +108,11 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, lambda: fn(*args, **kw))
 
+    async def _cpu(self, fn, *args, **kw):
+        """Parse or validate in the parse pool (DESIGN.md rule 4)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.parse_executor, lambda: fn(*args, **kw))
+
     # -- operations ----------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -139,24 +148,10 @@ class HttpServer:
 
     async def worklist_create(self, request: web.Request) -> web.Response:
         """POST one item as DICOM JSON (PS3.18 Annex F) -> 201 {"id": n}."""
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            self.metrics.api_requests.labels("worklist.create", "400").inc()
-            return _problem(400, "the body is not JSON")
-        if not isinstance(body, dict):
-            return _problem(400, "the body must be one DICOM JSON object")
-        try:
-            ds = Dataset.from_json(body)
-            item = item_from_dataset(ds, source="api")
-        except ItemError as exc:
-            self.metrics.api_requests.labels("worklist.create", "422").inc()
-            return _problem(422, str(exc), attribute=exc.keyword)
-        except Exception as exc:  # pydicom raises several types for bad DICOM JSON
-            self.metrics.api_requests.labels("worklist.create", "400").inc()
-            return _problem(400, f"not a valid DICOM JSON dataset: {type(exc).__name__}")
-        if not item.study_instance_uid:
-            item = item.replace(study_instance_uid=generate_uid())
+        outcome = await self._cpu(self._worklist_item, await request.read())
+        if isinstance(outcome, web.Response):
+            return outcome
+        item = outcome
         if self.entitlement is not None and self.entitlement.enabled:
             # The referrer is checked as for HL7 and FHIR orders (by name: DICOM JSON carries no XCN id here).
             try:
@@ -173,6 +168,28 @@ class HttpServer:
         self.metrics.api_requests.labels("worklist.create", "201").inc()
         log.info("api.worklist_created", extra=fields(id=ids[0]))
         return _json({"id": ids[0]}, status=201, headers={"Location": f"/api/worklist/{ids[0]}"})
+
+    def _worklist_item(self, raw: bytes):
+        """The item in a DICOM JSON body, or the refusal (blocking: parse pool)."""
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.metrics.api_requests.labels("worklist.create", "400").inc()
+            return _problem(400, "the body is not JSON")
+        if not isinstance(body, dict):
+            return _problem(400, "the body must be one DICOM JSON object")
+        try:
+            ds = Dataset.from_json(body)
+            item = item_from_dataset(ds, source="api")
+        except ItemError as exc:
+            self.metrics.api_requests.labels("worklist.create", "422").inc()
+            return _problem(422, str(exc), attribute=exc.keyword)
+        except Exception as exc:  # pydicom raises several types for bad DICOM JSON
+            self.metrics.api_requests.labels("worklist.create", "400").inc()
+            return _problem(400, f"not a valid DICOM JSON dataset: {type(exc).__name__}")
+        if not item.study_instance_uid:
+            item = item.replace(study_instance_uid=generate_uid())
+        return item
 
     async def worklist_list(self, request: web.Request) -> web.Response:
         q = request.query
@@ -303,13 +320,7 @@ class HttpServer:
     async def fhir_service_request(self, request: web.Request) -> web.Response:
         raw = await request.read()
         try:
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                raise FhirOrderError([Issue("invalid", "the body is not JSON")], status=400) from None
-            actions = service_request_actions(
-                body, default_station_ae=self.default_station_ae, default_modality=self.default_modality
-            )
+            body, actions = await self._cpu(self._fhir_actions, raw)
             message = InboundMessage(source="fhir", sender=auth.actor(request), message_id="", message_type=body.get("resourceType", "?"), raw=raw)
             try:
                 result, screened = await self._db(self._commit_fhir, message, actions)
@@ -334,4 +345,14 @@ class HttpServer:
         out = dict(body) if body.get("resourceType") == "ServiceRequest" else {"resourceType": "Bundle", "type": "transaction-response"}
         if body.get("resourceType") == "ServiceRequest":
             out["id"] = str(first)
-        return _json(out, status=201, content_type=FHIR_JSON, headers={"Location": f"/fhir/ServiceRequest/{first}"})
+        encoded = await self._cpu(orjson.dumps, out)
+        return web.Response(body=encoded, status=201, content_type=FHIR_JSON, headers={"Location": f"/fhir/ServiceRequest/{first}"})
+
+    def _fhir_actions(self, raw: bytes):
+        """(body, worklist actions) of a FHIR order (blocking: parse pool)."""
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise FhirOrderError([Issue("invalid", "the body is not JSON")], status=400) from None
+        actions = service_request_actions(body, default_station_ae=self.default_station_ae, default_modality=self.default_modality)
+        return body, actions

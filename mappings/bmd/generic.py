@@ -171,6 +171,11 @@ def walk(ds: Dataset, tables: LabelTables = DEFAULT_TABLES) -> WalkResult:
         _walk(ds.get("ContentSequence") or [], root, 1, tables, out)
     except RecursionError:
         raise UnparseableSr("SR content nested too deeply") from None
+    except (AttributeError, TypeError, IndexError) as exc:
+        # An element whose VR is not the one PS3.3 C.17.3 gives it (a
+        # "sequence" read as a number or text) is malformed content, not
+        # our fault (found by tests/fuzz, ge_lunar target).
+        raise UnparseableSr(f"SR content item has the wrong value representation ({type(exc).__name__})") from None
     return out
 
 

@@ -394,8 +394,9 @@ def test_ingest_metrics(ingest, tmp_path):
     assert storescu(ingest.dicom_port, [f]).returncode == 0
     with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{ingest.http_port}/metrics", headers=ingest.headers), timeout=10) as rsp:
         text = rsp.read().decode()
-    assert f'dxagw_instances_received_total{{calling_ae="DXA1",sop_class="{SC}"}}' in text
-    assert f'dxagw_instance_bytes_received_total{{calling_ae="DXA1",sop_class="{SC}"}}' in text
+    # DXA1 is named nowhere in this daemon's config: its label is "other" (README Operations)
+    assert f'dxagw_instances_received_total{{calling_ae="other",sop_class="{SC}"}}' in text
+    assert f'dxagw_instance_bytes_received_total{{calling_ae="other",sop_class="{SC}"}}' in text
     assert "dxagw_store_seconds_bucket" in text
     assert "dxagw_spool_free_bytes" in text and "dxagw_spool_bytes" in text
     assert 'dxagw_mpps_events_total{operation="create",state="IN PROGRESS"}' in text
