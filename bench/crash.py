@@ -238,13 +238,18 @@ def check_store(db_path: Path, acked: Acked) -> dict:
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    """Whether a live (not zombie) process is left in the process group.
+
+    A worker that exited after its parent was killed is a zombie until init
+    reaps it, which can take seconds in a container; it is not running."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # proc(5): state, ppid, pgrp
+            return True
+    return False
 
 
 def orthanc_sop_uids(http_port: int) -> set[str]:
