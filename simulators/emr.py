@@ -29,6 +29,10 @@ _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 _LOINC = re.compile(r"^(\d{1,7})-(\d)$")
 
 
+# HL7 Table 0396 coding systems other than LOINC that a result may carry.
+_STANDARD_SYSTEMS = frozenset({"DCM", "SCT"})
+
+
 def _local(system: str) -> bool:
     """HL7 Table 0396: "L" or a "99zzz" coding system is local."""
     return system == "L" or system.startswith("99")
@@ -142,9 +146,10 @@ def check_oru(raw: bytes) -> OruResult:
                 loinc_coded += 1
                 if not loinc_valid(loinc):
                     problems.append(f"OBX-3 {loinc!r} is not a valid LOINC code (format or check digit)")
-            elif not _local(system):
+            elif not (_local(system) or system in _STANDARD_SYSTEMS):
                 # No LOINC exists for some sites (single vertebrae, trochanter):
-                # a local code (HL7 "L" or "99..." coding system) is acceptable.
+                # a local code (HL7 "L" or "99..." coding system) is acceptable,
+                # and so is a DICOM concept (dose: DCM 113722, 113725).
                 problems.append(f"OBX-3 {code}^^{system} is neither LOINC nor a local code")
         if vtype in ("CE", "CWE") and not _f(obx, 5, 1):
             problems.append("coded OBX-5 empty")

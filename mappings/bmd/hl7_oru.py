@@ -18,6 +18,7 @@ section 2.7: \\F\\ \\S\\ \\T\\ \\R\\ \\E\\).  The timestamp comes from ``ctx``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from mappings.bmd import codes as c
 from mappings.bmd.classify import Classification
@@ -178,7 +179,9 @@ def build_oru_r01(
         d = exam.dose
         for measure, value, unit in (("dap", d.dap, d.dap_units), ("dose_rp_total", d.dose_rp_total, d.dose_rp_units), ("entrance_dose", d.entrance_dose, d.entrance_dose_units)):
             if value is not None:
-                add(_obx_nm(0, _ce(c.DOSE_CODES[measure]), "1", str(value), (unit or "1", "UCUM", unit or "1"), status, when))
+                # HL7 NM is an optional sign, digits and a point: never an exponent (9.5E-7)
+                text = format(Decimal(str(value)), "f")
+                add(_obx_nm(0, _ce(c.DOSE_CODES[measure]), "1", text, (unit or "1", "UCUM", unit or "1"), status, when))
     if comparison is not None and comparison.comparable:
         for k, ch in enumerate(comparison.changes, start=1):
             local = (f"{ch.laterality + '.' if ch.laterality else ''}{ch.site}.bmd_change_pct", LOCAL, f"{ch.name} BMD change since previous")

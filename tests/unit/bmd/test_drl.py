@@ -61,6 +61,16 @@ def test_oru_carries_the_dose():
     assert [o[1] for o in obx] == [str(n) for n in range(1, len(obx) + 1)]
 
 
+def test_oru_dose_is_a_plain_decimal_never_an_exponent():
+    """HL7 v2.5.1 NM (2.A.47): an optional sign, digits and a decimal point.
+    A DAP of 9.5E-7 Gy.m2 (Decimal keeps the exponent) goes out as 0.00000095."""
+    exam, c, comp, text = exam_and_report("F")
+    exam = dataclasses.replace(exam, dose=DoseRecord(dap=D("9.5E-7"), dap_units="Gy.m2", source="rdsr"))
+    msg = build_oru_r01(exam, c, comp, text, OruContext(message_control_id="M1", timestamp="20240501120000"))
+    (dap,) = [s.split("|") for s in msg.split("\r") if s.startswith("OBX|") and "|113722^" in s]
+    assert dap[5] == "0.00000095"
+
+
 @pytest.mark.parametrize("units", ["cGy.cm2", "Gy.m2"])
 def test_config_accepts_known_units(tmp_path, units):
     from gateway.config import ConfigError, load_config
