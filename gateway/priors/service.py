@@ -36,11 +36,14 @@ log = logging.getLogger("gateway.priors")
 RETRY_PAUSE = 2.0  # seconds between attempts at a source that is down, until the deadline
 
 
-def build_sources(config: Config, timeout: float) -> list:
+def build_sources(config: Config) -> list:
+    """The configured sources, each with its destination's own network timeout
+    (``ack_timeout``): how long a report waits (``priors.timeout``) does not
+    cut a lookup short, so priors that arrive late still redraft it."""
     out = []
     for src in config.priors.sources:
         dest = config.destinations[src.destination]
-        t = min(timeout, dest.ack_timeout)
+        t = dest.ack_timeout
         if src.method == "c-move":
             out.append(CMoveSource(src.destination, dest.host, dest.port, dest.ae_title, dest.calling_ae_title or config.dicom.ae_title,
                                    src.move_destination or config.dicom.ae_title, t))  # fmt: skip
@@ -75,7 +78,7 @@ class PriorService:
         self.spool = spool
         self.notify = notify  # (kind, instance id) of an object indexed here (WADO-RS)
         self.on_done = on_done  # (exam id) a lookup ended: draft or update the exam (after the fetched objects are read)
-        self.sources = build_sources(config, self.settings.timeout)
+        self.sources = build_sources(config)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dxagw-priors")
 
     @property

@@ -315,7 +315,8 @@ def test_priors_that_come_after_the_timeout_update_a_preliminary_report(orthanc,
         prior = known_exam("ge", GE, patient_id=pid, exam_date="20220901", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
         for ds in ge_report_images(prior):
             orthanc.upload(part10(ds))
-        silent_pacs = {"pacs-silent": {"type": "dicom", "host": "127.0.0.1", "port": silent.getsockname()[1], "ae_title": "SILENT"}}
+        # the silent PACS holds the lookup 8 s (its ack_timeout), well past the report's 3 s wait
+        silent_pacs = {"pacs-silent": {"type": "dicom", "host": "127.0.0.1", "port": silent.getsockname()[1], "ae_title": "SILENT", "ack_timeout": 8}}
         d = gateway(tmp_path / "gw", orthanc, [{"destination": "pacs-silent", "method": "c-move"}, {"destination": "pacs-web", "method": "dicomweb"}], silent_pacs, timeout=3)
         try:
             new = known_exam("ge", GE, patient_id=pid, exam_date="20240501", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
