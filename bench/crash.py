@@ -38,7 +38,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from _common import REPO, free_port, machine, percentile, start, start_gateway, stop, wait_port  # noqa: F401
+from _common import BENCH_HEADERS as HEADERS, BENCH_TOKEN as TOKEN, REPO, free_port, machine, percentile, start, start_gateway, stop, wait_port  # noqa: F401
 import yaml
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -51,9 +51,6 @@ from tests.hl7_messages import orm
 from tests.scu import mpps_create_dataset, mpps_final
 
 ORTHANC = "/usr/sbin/Orthanc"
-# The signer's identity (README "Security"): it reads exams and signs them.
-TOKEN = "crash-bench-token-0123456789abcdef"
-HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class Emr:
