@@ -10,11 +10,18 @@ from gateway.config import DEFAULT_CONFIG, ConfigError, load_config
 from gateway.logs import setup_logging
 
 
-def _run(args: argparse.Namespace) -> int:
+def _config(path):
+    """The validated config, or None after printing why it is not (exit 2)."""
     try:
-        config = load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    if config is None:
         return 2
     setup_logging(config.logging.level)
     from gateway.app import Gateway
@@ -24,10 +31,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    try:
-        load_config(args.path)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    if _config(args.path) is None:
         return 2
     print(f"{args.path}: ok")
     return 0
@@ -62,11 +66,11 @@ def _token_new(args: argparse.Namespace) -> int:
     print("add this line under security.tokens in the config (it holds only the token's SHA-256):")
     print(f"  {line}")
     return 0
+
+
 def _backfill(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    config = _config(args.config)
+    if config is None:
         return 2
     from pathlib import Path
 
