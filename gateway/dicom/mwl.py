@@ -14,9 +14,12 @@ from typing import Callable, Generic, Hashable, Iterator, TypeVar
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from pynetdicom import evt, service_class
-from pynetdicom.dsutils import encode
+from pynetdicom import evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind
+
+from dicomext import association
+from dicomext.identifiers import EncodedIdentifier
+from dicomext.identifiers import encode as encode_identifier
 
 from gateway.config import WorklistSettings
 from gateway.logs import fields
@@ -82,7 +85,6 @@ class WorklistFindHandler:
         self.metrics = metrics
         self._datasets: _Lru[Dataset] = _Lru(DATASET_CACHE_SIZE)
         self._encoded: _Lru[bytes] = _Lru(ENCODED_CACHE_SIZE)
-        pass_encoded_identifiers()
 
     def _dataset(self, row: WorklistRow) -> Dataset:
         """The item's MWL dataset, built once per content of the row.
@@ -113,7 +115,7 @@ class WorklistFindHandler:
         data = self._encoded.get(key)
         if data is None:
             response = build_response(query, candidate, fallback_charset=self.settings.fallback_character_set)
-            data = _pynetdicom_encode(response, ts.is_implicit_VR, ts.is_little_endian, False)
+            data = encode_identifier(response, ts.is_implicit_VR, ts.is_little_endian, False)
             if data is None:  # pynetdicom logs it and answers 0xC312 for the Dataset
                 return response
             self._encoded.put(key, data)
@@ -175,7 +177,7 @@ class WorklistFindHandler:
         log.info("mwl.query", extra=fields(calling_ae=calling, matches=len(found)))
         for n, identifier in enumerate(found):
             if n and n % CANCEL_CHECK_EVERY == 0:
-                _let_dul_read(event)
+                association.let_dul_read(event.assoc)  # so a C-CANCEL is read promptly
             if event.is_cancelled:
                 # PS3.4 C.4.1.2.3: C-CANCEL ends the query with status Cancel.
                 log.info("mwl.cancelled", extra=fields(calling_ae=calling))
@@ -187,47 +189,6 @@ class WorklistFindHandler:
 CANCEL_CHECK_EVERY = 8
 DATASET_CACHE_SIZE = 20000  # candidate datasets kept (a few days of a busy service)
 ENCODED_CACHE_SIZE = 50000  # encoded responses kept (~0.5 KB each)
-
-
-class EncodedIdentifier:
-    """A C-FIND response identifier already encoded for the association."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-
-_pynetdicom_encode = encode
-
-
-def _encode_or_pass(ds, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False):
-    if isinstance(ds, EncodedIdentifier):
-        return ds.data
-    return _pynetdicom_encode(ds, is_implicit_vr, is_little_endian, deflated)
-
-
-def pass_encoded_identifiers() -> None:
-    """Have pynetdicom's C-FIND SCP send an EncodedIdentifier as the bytes it is.
-
-    ``ServiceClass._c_find_scp`` encodes each pending identifier with
-    ``service_class.encode``; anything else still goes to pynetdicom's encode.
-    """
-    service_class.encode = _encode_or_pass
-
-
-def _let_dul_read(event: evt.Event, timeout: float = 2.0) -> None:
-    """Wait until pynetdicom's DUL has sent what we queued.
-
-    Its reactor sends queued PDUs before it reads the socket, so a C-CANCEL
-    from the peer is seen only once the send queue is empty.  Waiting for
-    that every few responses keeps C-CANCEL prompt (and bounds memory).
-    """
-    queue = event.assoc.dul.to_provider_queue
-    deadline = time.monotonic() + timeout
-    while queue.qsize() and time.monotonic() < deadline:
-        time.sleep(0.0002)
-    time.sleep(0.0002)  # a reactor turn to read the socket
 
 
 class _Refused(Exception):
