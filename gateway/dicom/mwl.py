@@ -1,7 +1,8 @@
 """Modality Worklist C-FIND SCP (PS3.4 Annex K).
 
-The store narrows the candidates by index; each is matched with the full
-PS3.4 C.2.2.2 rules and answered with the requested keys only.
+The identifier is compiled once (mappings.mwl.MwlQuery): the store narrows
+the candidates by its index filter; each is matched with the full PS3.4
+C.2.2.2 rules and answered with the requested keys only.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from gateway.config import WorklistSettings
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.store import Store, WorklistRow
-from mappings.mwl import MatchOptions, QueryError, build_response, check_query, index_filter, matches, response_shape
+from mappings.mwl import MatchOptions, MwlQuery, QueryError
 from mappings.worklist import item_to_dataset
 
 log = logging.getLogger("gateway.mwl")
@@ -101,7 +102,7 @@ class WorklistFindHandler:
             ds = self._datasets.put(key, item_to_dataset(row.item))
         return ds
 
-    def _response(self, row: WorklistRow, candidate: Dataset, query: Dataset, shape: tuple, ts: UID) -> Dataset | EncodedIdentifier:
+    def _response(self, row: WorklistRow, candidate: Dataset, query: MwlQuery, ts: UID) -> Dataset | EncodedIdentifier:
         """The response identifier for a match, encoded once per item content and query shape.
 
         A scanner asks the same question every few minutes; building and
@@ -110,11 +111,11 @@ class WorklistFindHandler:
         would give (it made them), in the association's transfer syntax.
         """
         if ts.is_deflated:
-            return build_response(query, candidate, fallback_charset=self.settings.fallback_character_set)
-        key = (row.id, row.item, shape, str(ts))
+            return query.response(candidate)
+        key = (row.id, row.item, query.shape, str(ts))
         data = self._encoded.get(key)
         if data is None:
-            response = build_response(query, candidate, fallback_charset=self.settings.fallback_character_set)
+            response = query.response(candidate)
             data = encode_identifier(response, ts.is_implicit_VR, ts.is_little_endian, False)
             if data is None:  # pynetdicom logs it and answers 0xC312 for the Dataset
                 return response
@@ -145,18 +146,21 @@ class WorklistFindHandler:
         if str(event.request.AffectedSOPClassUID) != MWL_UID:
             raise _Refused("unsupported", _failure(IDENTIFIER_MISMATCH, "only Modality Worklist queries are served"))
         try:
-            query = event.identifier
+            identifier = event.identifier
         except Exception:
             log.warning("mwl.undecodable_query", extra=fields(calling_ae=calling))
             raise _Refused("refused", _failure(UNABLE_TO_PROCESS, "the query identifier cannot be decoded"))
         try:
-            check_query(query, allow_unknown=self.settings.unsupported_keys == "ignore")
+            query = MwlQuery.compile(
+                identifier,
+                self._options(event),
+                fallback_charset=self.settings.fallback_character_set,
+                allow_unknown=self.settings.unsupported_keys == "ignore",
+            )
         except QueryError as exc:
             log.warning("mwl.query_refused", extra=fields(calling_ae=calling, tag=str(exc.tag), reason=exc.reason))
             raise _Refused("refused", _failure(IDENTIFIER_MISMATCH, exc.reason, exc.tag))
-        opts = self._options(event)
         limit = self.settings.max_results
-        shape = response_shape(query, self.settings.fallback_character_set)
         ts = UID(event.context.transfer_syntax)
         found: list[Dataset | EncodedIdentifier] = []
         blocked = self.blocked_stations() if self.blocked_stations is not None else frozenset()
@@ -164,12 +168,12 @@ class WorklistFindHandler:
             log.warning("mwl.blocked_by_qa", extra=fields(calling_ae=calling))
             yield SUCCESS, None
             return
-        for row in self.store.find_worklist(index_filter(query)):
+        for row in self.store.find_worklist(query.index_filter):
             if blocked and row.item.station_ae in blocked:
                 continue
             candidate = self._dataset(row)
-            if matches(query, candidate, opts):
-                found.append(self._response(row, candidate, query, shape, ts))
+            if query.matches(candidate):
+                found.append(self._response(row, candidate, query, ts))
                 if len(found) > limit:
                     log.warning("mwl.too_many_matches", extra=fields(calling_ae=calling, limit=limit))
                     raise _Refused("too_many", _failure(OUT_OF_RESOURCES, f"more than {limit} matches: narrow the query"))
