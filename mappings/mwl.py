@@ -604,6 +604,11 @@ class MwlQuery:
             fields.update(sps.item.narrow(_SPS_INDEX))
         return IndexFilter(**fields)
 
+    @property
+    def return_keys(self) -> tuple[int, ...]:
+        """The tags the response holds, in order (PS3.4 C.2.2.1.2: every key of the identifier but the character set)."""
+        return tuple(int(r.tag) for r in self._returns)
+
     def matches(self, candidate: Dataset) -> bool:
         """True if ``candidate`` matches every key of the query (PS3.4 C.2.2.2)."""
         return self._level.matches(candidate)

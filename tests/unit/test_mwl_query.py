@@ -134,6 +134,7 @@ def test_the_response_and_its_shape_come_from_the_same_return_keys():
     b = MwlQuery.compile(_q({"PatientName": "Doe*", "PatientID": ""}, {"ScheduledStationAETitle": "DXA1"}))
     assert a.shape == b.shape and a.response(item) == b.response(item)
     assert [e.keyword for e in a.response(item)] == ["PatientName", "PatientID", "ScheduledProcedureStepSequence"]
+    assert a.return_keys == tuple(int(e.tag) for e in a.response(item)) == (0x00100010, 0x00100020, 0x00400100)
     c = MwlQuery.compile(_q({"PatientName": ""}, {"ScheduledStationAETitle": ""}))
     assert c.shape != a.shape and "PatientID" not in c.response(item)
 
