@@ -5,6 +5,7 @@ COPY gateway gateway
 COPY mappings mappings
 COPY routes routes
 COPY simulators simulators
+COPY dicomext dicomext
 COPY config config
 RUN pip install --no-cache-dir . && mkdir -p /etc/dxa-gateway /var/lib/dxa-gateway \
     && cp config/docker.yaml /etc/dxa-gateway/gateway.yaml

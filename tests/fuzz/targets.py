@@ -38,7 +38,7 @@ from typing import Callable
 
 import orjson
 
-from gateway.dicom.transport import pdv_items
+from dicomext.transport import pdv_items
 from gateway.hl7.framing import Frame, MllpFramer, StrayStart
 from mappings.bmd.collect import UnparseableSr
 from mappings.bmd.ge_lunar import parse_ge_lunar, parse_image_comments
