@@ -16,7 +16,7 @@ After the last cycle the gateway runs until its outbox drains, then:
 every acknowledged object is in Orthanc and every signed report reached
 the EMR (at least once; duplicates counted from Orthanc's "Already
 stored" and the EMR's MSH-10s), and acknowledged BMD SRs without an exam
-are counted (a known loss, issue 11 item 7).  Prints figures; asserts
+are counted (a known loss: the exam hand-off comes after the ACK).  Prints figures; asserts
 nothing.
 
     python bench/crash.py [--cycles 100] [--seed 1] [--min-run 1] [--max-run 5]

@@ -1,9 +1,9 @@
-"""HL7 order intake: parse, commit, then acknowledge (DESIGN.md rule 1).
+"""HL7 order intake: parse, commit, then acknowledge (docs/architecture.md rule 1).
 
 The ACK is built only after the store's transaction has committed; a
 message that cannot be accepted gets AE/AR with an ERR segment and changes
 nothing.  Parsing, the store write and the ACK all run in the executor, so
-a large message never stalls the event loop (DESIGN.md rule 4).
+a large message never stalls the event loop (docs/architecture.md rule 4).
 
 HL7 v2.5 Table 0008 (original mode): AE is an error in the message's
 content, which the sender should not resend unchanged; AR is a rejection

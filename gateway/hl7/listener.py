@@ -39,7 +39,7 @@ def _malloc_trim() -> Callable[[], None]:
     """glibc's malloc_trim(0): give freed heap pages back to the system.
 
     Frame buffers are many 64 KiB chunks from the heap; once freed, glibc
-    keeps them in the process (the issue measured +140 MB held after ten
+    keeps them in the process (+140 MB was measured held after ten
     large frames).  Elsewhere (musl, macOS) this does nothing.
     """
     try:

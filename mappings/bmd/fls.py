@@ -1,7 +1,7 @@
 """Fracture liaison: which released reports the FLS must hear of, and the notification (pure).
 
 A DXA service integrates with the fracture liaison service (FLS) so that
-patients at risk are found and treated (seed 000 section 12; ROS FLS
+patients at risk are found and treated (docs/domain.md section 5; ROS FLS
 Clinical Standards).  A released report version triggers a notification when
 it finds any of (docs/fls.md):
 
