@@ -2,6 +2,7 @@ FROM python:3.11-slim
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway gateway
+COPY hl7v2 hl7v2
 COPY mappings mappings
 COPY routes routes
 COPY simulators simulators

@@ -38,7 +38,7 @@ from routes.rules import compile_routes
 log = logging.getLogger("gateway")
 
 SHUTDOWN_GRACE = 8.0  # seconds for in-flight work; the process exits within 10 s
-STOP_DEADLINE = 9.5  # past this the process exits anyway: what was acknowledged is on disk (DESIGN.md rule 1)
+STOP_DEADLINE = 9.5  # past this the process exits anyway: what was acknowledged is on disk (docs/architecture.md rule 1)
 
 
 def _force_exit() -> None:
@@ -137,10 +137,10 @@ class Gateway:
             hl7_application=c.hl7.application, hl7_facility=c.hl7.facility, defer=self._defer, dose=c.dose,
         )
         self.priors = None
-        if c.priors.sources:  # issue 18: earlier studies from the PACS
+        if c.priors.sources:  # README "Priors from the PACS": earlier studies
             self.priors = PriorService(c, self.store, self.spool, self._on_stored, lambda exam_id: self._exam_submit(lambda: self.exams.priors_done(exam_id)))
             self.exams.priors = self.priors
-        # scanner QA (issue 16 item 1): phantoms are not routed, not exams; MWL blocked on a fail
+        # scanner QA (README "Running a DXA service"): phantoms are not routed, not exams; MWL blocked on a fail
         self.qa = QaService(self.store, c.qa)
         self.exams.qa = self.qa
         self.dicom.storage.is_phantom = self.qa.is_phantom
@@ -262,7 +262,7 @@ class Gateway:
         await stop.wait()
         log.info("gateway.stopping")
         # A peer that holds a socket or a thread cannot keep the process up
-        # past the README's 10 s (issue 11: SIGTERM waited 41 s).
+        # past the README's 10 s (a SIGTERM once waited 41 s).
         watchdog = threading.Timer(STOP_DEADLINE, _force_exit)
         watchdog.daemon = True
         watchdog.start()

@@ -1,4 +1,4 @@
-"""The one config: YAML validated into typed models at start (DESIGN.md rule 7).
+"""The one config: YAML validated into typed models at start (docs/architecture.md rule 7).
 
 An error names the key and the file line.  ``${VAR}`` in a string value is
 taken from the environment (for secrets).
@@ -391,7 +391,7 @@ class Route(_Model):
 
 
 class PriorSource(_Model):
-    """One place to ask for a patient's earlier DXA studies (issue 18)."""
+    """One place to ask for a patient's earlier DXA studies (README "Priors from the PACS")."""
 
     destination: str  # a dicom (method c-move, c-get) or dicomweb (method dicomweb) destination
     method: Literal["c-move", "c-get", "dicomweb"]

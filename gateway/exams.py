@@ -16,7 +16,7 @@ it (or ``reports.auto_release``).  Each released version (final, then
 corrected) has its outbound payloads -- the ORU^R01 for HL7 destinations,
 the FHIR Bundle for FHIR ones -- rendered once, in the same commit as the
 version and its outbox rows, and stored with their sha256: every delivery
-attempt sends exactly those bytes (DESIGN.md rule 9).
+attempt sends exactly those bytes (docs/architecture.md rule 9).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class Actor:
     """Who signs a report or edits an exam's context.
 
     Today the name comes from the request body; when the HTTP side
-    authenticates callers (DESIGN.md rule 8) the identity -- name, role and
+    authenticates callers (docs/architecture.md rule 8) the identity -- name, role and
     identifier -- comes from there instead, in ``gateway/http/exams_api.py``
     (:func:`~gateway.http.exams_api.actor_of`), the one place that builds it.
     """
@@ -160,9 +160,9 @@ def _hl7_time(iso: str) -> str:
 
 
 class ExamService:
-    #: gateway/priors/service.py PriorService when ``priors.sources`` are configured (issue 18)
+    #: gateway/priors/service.py PriorService when ``priors.sources`` are configured (README "Priors from the PACS")
     priors = None
-    #: gateway/qa.py QaService: phantom scans and scanner QA flags (issue 16 item 1)
+    #: gateway/qa.py QaService: phantom scans and scanner QA flags (README "Running a DXA service")
     qa = None
 
     def __init__(
@@ -185,7 +185,7 @@ class ExamService:
         self.destination_types = dict(destination_types or {})
         self.hl7_application = hl7_application
         self.hl7_facility = hl7_facility
-        # dose.reference_levels (issue 16 item 5; mappings/bmd/drl.py)
+        # dose.reference_levels (docs/domain.md section 5; mappings/bmd/drl.py)
         self.dose_levels = {k: ReferenceLevel(Decimal(str(v.value)), v.units, v.quantity) for k, v in (dose.reference_levels if dose else {}).items()}
         self.fls = FlsNotifier(rules, self.destination_types, hl7_application=hl7_application, hl7_facility=hl7_facility, metrics=metrics)
         self.lsc = LscTable(
@@ -218,14 +218,14 @@ class ExamService:
         ctx = context or ClinicalContext()
         age = exam.patient_age if exam.patient_age is not None else age_at(exam.patient_birth_date, exam.exam_date)
         sex = (exam.patient_sex or "").upper()[:1]
-        # reports.menopausal_default concerns women under 50 only (ISCD; issue 14 defect 2)
+        # reports.menopausal_default concerns women under 50 only (ISCD; docs/domain.md section 4)
         menopausal = menopausal_status(age, sex, ctx.menopausal, self.settings.menopausal_default)
         classification = classify(exam, age=age, sex=sex, menopausal=menopausal, context=ctx)
         previous = self.store.previous_exam(exam.patient_id, exam.exam_date or "99999999", exam_id) if exam.patient_id else None
         comparison = None
         if previous is not None and previous.state == "prior" and previous.exam:
             problem = prior_identity_problem(exam, BmdExam.from_dict(previous.exam))
-            if problem:  # issue 18: the same ID, another patient's study
+            if problem:  # README "Priors from the PACS": the same ID, another patient's study
                 reason = f"held in the PACS under this patient ID, but its {problem}: not compared (wrong-patient risk; check the patient's identity)"
                 return classification, Comparison(False, reason, previous.exam_date), None
         if previous is not None and previous.exam:
@@ -246,7 +246,7 @@ class ExamService:
         )
 
     def _text(self, exam: BmdExam, classification: Classification, comparison: Comparison | None, status: str, details: ReportDetails) -> str:
-        """The report text, with the reader's technical flags (seed 001 Reporting)."""
+        """The report text, with the reader's technical flags (docs/domain.md section 4)."""
         return render_report(
             exam, classification, comparison, status=status, template=self.template, details=details,
             technical_notes=tuple(exam.flags) + tuple(n for n in [report_note(check_dose(exam, self.dose_levels))] if n),
@@ -568,7 +568,7 @@ class ExamService:
                         interpreter_id=actor.id, interpreted_at=when,
                     )
                     yield RenderedPayload(destination, "hl7-oru", control_id, build_oru_r01(exam, classification, comparison, text, oru).encode("utf-8"))
-            # fracture liaison (issue 16 item 4): in the same commit, as stored bytes
+            # fracture liaison (docs/fls.md): in the same commit, as stored bytes
             yield from self.fls.payloads(
                 exam, classification, context or ClinicalContext(), report_id=report_id, released_at=released_at, hl7_time=when,
                 status=status, referrer=actor.name, referrer_id=actor.id, placer=placer, filler=filler,
@@ -614,7 +614,7 @@ class ExamService:
 
         The report text, the ORU^R01 and the FHIR Bundle of this version are
         rendered here, stored with their hashes in the same commit as the
-        version and its outbox rows, and sent as they are (DESIGN.md rule 9).
+        version and its outbox rows, and sent as they are (docs/architecture.md rule 9).
         """
         actor = reporter if isinstance(reporter, Actor) else Actor(reporter)
         row = self.store.get_exam(exam_id)

@@ -4,7 +4,7 @@ Per destination, ``concurrency`` asyncio workers claim due rows (order kept
 per study), turn each into a :class:`~routes.base.Delivery` and hand it to
 the destination's sender.  A row is done only on the receiver's success;
 failures are retried with exponential backoff and jitter, refusals and
-rows past ``max_attempts`` become dead letters (DESIGN.md rule 2).
+rows past ``max_attempts`` become dead letters (docs/architecture.md rule 2).
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ class Dispatcher:
                 mpps_attributes=mpps.attributes,
             )
         if row.ref_table == "reports":
-            # DESIGN.md rule 9: the bytes rendered when the version was released
+            # docs/architecture.md rule 9: the bytes rendered when the version was released
             # a fracture liaison notification is stored as "fls:<destination>" (gateway/fls.py)
             key = f"fls:{row.destination}" if row.kind == "fls" else row.destination
             stored = await self._db(self.store.report_payload, row.ref_id, key)

@@ -4,6 +4,7 @@
     dxa-sim ris     --host H --port P --format orm|omi|fhir
     dxa-sim pacs    --port P --ae-title PACS
     dxa-sim emr     --port P --http-port Q
+    dxa-sim demo    --patients N   (the gateway and all four, a DXA day on loopback)
 
 Each prints its conformance report (text; JSON with ``--report FILE``) and
 exits 1 when a check failed.  The listening ones (pacs, emr) serve until
@@ -138,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fail-first", type=int, default=0, help="apply --answer/--delay/--drop to the first N messages only")
     e.add_argument("--max-frame", type=int, default=16 * 1024 * 1024, help="largest MLLP frame accepted, bytes")
     _common(e)
+
+    d = sub.add_parser("demo", help="run a short DXA day through the gateway with all four simulators, on loopback")
+    d.add_argument("--patients", type=int, default=5)
+    d.add_argument("--vendor", choices=["hologic", "ge"], default="hologic")
+    d.add_argument("--data", default=None, help="folder for the demo (default: a new temporary folder)")
+    d.add_argument("--keep-running", action="store_true", help="leave the gateway up after the summary")
+    d.add_argument("--log-level", default="WARNING", help="Python log level for the DICOM/HTTP libraries (default WARNING)")
     return parser
 
 
@@ -172,6 +180,11 @@ def _serve_until_signal(sim, started_msg: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING), format="%(levelname)s %(name)s: %(message)s")
+
+    if args.command == "demo":
+        from simulators.demo import run_demo
+
+        return run_demo(patients=args.patients, vendor=args.vendor, data=args.data, keep_running=args.keep_running)
 
     if args.command == "scanner":
         from simulators.scanner import ScannerOptions, ScannerSimulator

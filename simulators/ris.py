@@ -17,8 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from hl7v2.mllp import MllpClient, client_tls
 from simulators import orders as om
-from simulators.mllp import MllpClient, client_tls
 from simulators.report import ConformanceReport
 
 

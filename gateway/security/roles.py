@@ -42,7 +42,7 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/outbox/{id}/retry"): frozenset({"admin"}),
     ("GET", "/api/destinations"): frozenset({"admin"}),
     ("GET", "/api/audit"): frozenset({"admin"}),
-    # service KPIs (seed 001 "Service data")
+    # service KPIs (docs/domain.md section 1 item 6)
     ("GET", "/api/kpis"): frozenset({"viewer"}),
     # scanner QA from phantom scans (README "Running a DXA service")
     ("GET", "/api/qa"): frozenset({"viewer", "radiographer", "admin"}),

@@ -1,4 +1,4 @@
-"""Diagnostic category of one exam (DOMAIN.md section 4: WHO, ISCD official positions).
+"""Diagnostic category of one exam (docs/domain.md section 4: WHO, ISCD official positions).
 
 * Age: without an age there is no category, only a technical flag.  Under
   20: Z-scores only, on the lumbar spine and total body less head, never

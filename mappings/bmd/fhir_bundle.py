@@ -1,4 +1,4 @@
-"""BMD results -> FHIR R4 transaction Bundle (DOMAIN.md section 3).
+"""BMD results -> FHIR R4 transaction Bundle (docs/domain.md section 3).
 
 Modelled on the US Core DiagnosticReport-bone-density-report example:
 a DiagnosticReport coded 83311-1 with category LP29684-5, one Observation

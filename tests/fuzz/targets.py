@@ -39,14 +39,14 @@ from typing import Callable
 import orjson
 
 from dicomext.transport import pdv_items
-from gateway.hl7.framing import Frame, MllpFramer, StrayStart
+from hl7v2.errors import Hl7Error
+from hl7v2.mllp import Frame, MllpFramer, StrayStart
 from mappings.bmd.collect import UnparseableSr
 from mappings.bmd.ge_lunar import parse_ge_lunar, parse_image_comments
 from mappings.bmd.hologic import parse_text
 from mappings.fhir_orders import FhirOrderError, service_request_actions
 from mappings.hl7_bounds import ITEM_BOUNDS, VR_LENGTH
 from mappings.hl7_orders import UpdatePatient, UpsertOrder, parse_message
-from mappings.hl7_text import Hl7Error
 from mappings.instances import HEADER_KEYWORDS, HeaderError, read_header, valid_uid
 
 Target = Callable[[bytes], None]

@@ -1,4 +1,4 @@
-"""``dxa-gateway demo`` runs a DXA day end to end and says so."""
+"""``dxa-sim demo`` runs a DXA day end to end and says so."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 def test_demo_runs_a_dxa_day(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--patients", "3", "--data", str(tmp_path / "demo")],
+        [sys.executable, "-m", "simulators", "demo", "--patients", "3", "--data", str(tmp_path / "demo")],
         capture_output=True, text=True, timeout=240,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""``dxa-gateway demo``: a short DXA day on loopback, end to end.
+"""``dxa-sim demo``: a short DXA day on loopback, end to end.
 
 Starts the gateway (as its own process, on free ports, in a fresh data
 folder) beside the PACS and EMR simulators, sends orders from the RIS
@@ -21,6 +21,11 @@ from pathlib import Path
 import yaml
 
 from gateway.ports import free_port, wait_port
+from gateway.security.tokens import new_token
+from simulators.emr import EmrOptions, EmrSimulator
+from simulators.pacs import PacsOptions, PacsSimulator
+from simulators.ris import RisOptions, RisSimulator
+from simulators.scanner import ScannerOptions, ScannerSimulator
 
 
 def _get(url: str, token: str) -> bytes:
@@ -38,18 +43,11 @@ def _metric(text: str, name: str) -> float:
 
 
 def run_demo(patients: int = 5, vendor: str = "hologic", data: str | None = None, keep_running: bool = False, timeout: float = 120.0) -> int:
-    from simulators.emr import EmrOptions, EmrSimulator
-    from simulators.pacs import PacsOptions, PacsSimulator
-    from simulators.ris import RisOptions, RisSimulator
-    from simulators.scanner import ScannerOptions, ScannerSimulator
-
     work = Path(data) if data else Path(tempfile.mkdtemp(prefix="dxagw-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in ("dicom", "hl7", "http", "pacs", "emr")}
     pacs = PacsSimulator(PacsOptions(port=ports["pacs"], ae_title="PACS", folder=str(work / "pacs-received")))
     emr = EmrSimulator(EmrOptions(port=ports["emr"]))
-    from gateway.security.tokens import new_token
-
     token = new_token()  # this demo's only HTTP identity
     config = {
         "security": {"tokens": [{"name": "demo", "token": token, "roles": ["viewer", "admin", "metrics"]}]},
