@@ -184,6 +184,7 @@ class HttpSettings(_Model):
     metrics_public: bool = False  # /metrics without the `metrics` role
     allowed_hosts: list[str] = []  # Host header values accepted; empty: the bind address and localhost
     tls: TlsSettings | None = None
+    session_idle_minutes: float = Field(30, gt=0, le=24 * 60)  # a workbench session ends after this long unused
 
 
 ROLES = ("orders", "radiographer", "reporter", "admin", "viewer", "metrics")
@@ -210,6 +211,18 @@ class TokenEntry(_Model):
         return self
 
 
+class OidcLoginSettings(_Model):
+    """The workbench's login at the provider: authorization code with PKCE
+    (RFC 6749 4.1, RFC 7636 S256); the access token it gets is checked like
+    any bearer token (issuer, audience, roles claim)."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: str = ""  # empty: a public client (PKCE alone)
+    scope: str = "openid"
+    resource: str = ""  # RFC 8707 resource indicator, when the provider needs one to issue a JWT for our audience
+    redirect_uri: str = ""  # empty: this request's scheme and Host + /workbench/oidc/callback
+
+
 class OidcSettings(_Model):
     """Bearer tokens issued by an OpenID provider (checked against its JWKS)."""
 
@@ -220,6 +233,7 @@ class OidcSettings(_Model):
     leeway: float = Field(60, ge=0)  # seconds of clock skew allowed on exp/nbf/iat
     jwks_cache: float = Field(300, gt=0)  # seconds a fetched key set is reused
     ca: Path | None = None  # CA bundle for the issuer's HTTPS
+    login: OidcLoginSettings | None = None  # the workbench's "sign in with the hospital's provider"
 
 
 class SyslogSettings(_Model):

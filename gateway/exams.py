@@ -44,7 +44,7 @@ from mappings.bmd.fhir_bundle import FhirContext, build_bundle, bundle_json
 from mappings.bmd.hl7_oru import OruContext, build_oru_r01
 from mappings.bmd.merge import merge_exams
 from mappings.bmd.models import BmdExam, RegionResult
-from mappings.bmd.report import ReportDetails, render_report
+from mappings.bmd.report import ReportDetails, render_report, row_use
 from mappings.clinical_context import ClinicalContext, ContextError, with_table_limit
 from mappings.worklist import WorklistItem
 from mappings.priors import prior_identity_problem
@@ -123,6 +123,19 @@ def comparison_json(c: Comparison | None) -> dict | None:
         "interval_note": c.interval_note,
         "interval_short": c.interval_short,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class ExamReview:
+    """What the reporting workbench shows of one exam (gateway/http/workbench.py)."""
+
+    row: ExamRow
+    exam: BmdExam | None
+    order: WorklistItem | None
+    context: ClinicalContext
+    classification: Classification | None
+    comparison: Comparison | None
+    uses: tuple[str, ...]  # per region: lowest, used, excluded, in <spine>, not used (mappings/bmd/report.py row_use)
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,6 +548,18 @@ class ExamService:
             self._reanalyse(row, BmdExam.from_dict(row.exam))
         log.info("exam.context", extra=fields(exam=exam_id, role=actor.role or "-"))
         return merged.to_dict()
+
+    def review(self, exam_id: int) -> ExamReview | None:
+        """The exam analysed as the report would be (order and radiographer's context, previous exam)."""
+        row = self.store.get_exam(exam_id)
+        if row is None:
+            return None
+        if row.state != "parsed" or not row.exam:
+            return ExamReview(row, None, None, ClinicalContext(), None, None, ())
+        exam = BmdExam.from_dict(row.exam)
+        item, ctx = self._order(exam, row)
+        classification, comparison, _ = self._analyse(exam, row.id, ctx)
+        return ExamReview(row, exam, item, ctx, classification, comparison, tuple(row_use(exam, classification)))
 
     # -- release: render once, store, send those bytes -------------------------------
 

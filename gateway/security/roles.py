@@ -47,6 +47,20 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     # scanner QA from phantom scans (README "Running a DXA service")
     ("GET", "/api/qa"): frozenset({"viewer", "radiographer", "admin"}),
     ("GET", "/api/qa/{serial}"): frozenset({"viewer", "radiographer", "admin"}),
+    # the reporting workbench (README "The reporting workbench"): logging in is open,
+    # each page needs the role whose work it shows
+    ("GET", "/workbench/login"): OPEN,
+    ("POST", "/workbench/login"): OPEN,  # Host, Origin and the login form's CSRF token are still checked
+    ("GET", "/workbench/oidc/start"): OPEN,
+    ("GET", "/workbench/oidc/callback"): OPEN,
+    ("GET", "/workbench/static"): OPEN,  # the style sheet and the small script: no patient data
+    ("GET", "/workbench/"): frozenset(ROLES),
+    ("POST", "/workbench/logout"): frozenset(ROLES),
+    ("GET", "/workbench/queue"): frozenset({"reporter"}),
+    ("GET", "/workbench/today"): frozenset({"radiographer"}),
+    ("GET", "/workbench/exams/{id}"): _READ_EXAMS,
+    ("POST", "/workbench/exams/{id}/sign"): frozenset({"reporter"}),
+    ("POST", "/workbench/exams/{id}/context"): frozenset({"radiographer"}),
 }
 
 
