@@ -144,6 +144,10 @@ class HttpAuth:
         app.on_response_prepare.append(self._headers)
 
     async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        if request.path.startswith(PAGES + "/"):
+            # A page's form POST carries its Origin only when the referrer
+            # policy lets it: "no-referrer" makes Chrome send "Origin: null".
+            response.headers.setdefault("Referrer-Policy", "same-origin")
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if self.tls:
