@@ -257,7 +257,7 @@ class Workbench:
 
     async def queue(self, request: web.Request) -> web.Response:
         f = view.QueueFilter.from_query(dict(request.query))
-        rows = await self._db(self.store.list_exams, state="parsed", date=f.date or None, limit=1000)
+        rows = await self._db(self.store.report_queue, status=f.status, date=f.date or None, limit=500)
         entries = view.queue(rows, f, datetime.now(timezone.utc))
         who = auth.actor(request)
         await self._audit("workbench.queue", who, {"exams": [e.exam_id for e in entries][:200], "patient_ids": sorted({e.patient_id for e in entries})[:200]})

@@ -195,6 +195,20 @@ class ExamStore:
         sql = f"SELECT {_SELECT} FROM exams" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
         return [_exam_row(r) for r in self._query(sql, (*args, limit))]
 
+    def report_queue(self, *, status: str = "P", date: str | None = None, limit: int = 500) -> list[ExamRow]:
+        """Parsed exams by report status (P: not yet signed; "" every one), oldest first (the workbench's queue)."""
+        where, args = ["state = 'parsed'"], []
+        if status == "P":
+            where.append("COALESCE(report_status, '') IN ('', 'P')")
+        elif status:
+            where.append("report_status = ?")
+            args.append(status)
+        if date:
+            where.append("exam_date = ?")
+            args.append(date)
+        sql = f"SELECT {_SELECT} FROM exams WHERE {' AND '.join(where)} ORDER BY created_at, id LIMIT ?"
+        return [_exam_row(r) for r in self._query(sql, (*args, limit))]
+
     def previous_exam(self, patient_id: str, before: str, exclude_id: int | None = None) -> ExamRow | None:
         """The patient's latest parsed exam (or prior from the PACS) dated before ``before`` (DA)."""
         row = self._query_one(
