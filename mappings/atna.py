@@ -165,6 +165,13 @@ def event_for(row: dict, us: str, our_address: str = "") -> AuditEvent | None:
         who = Participant(name, True, None, d.get("remote", address))
         what = ParticipantObject(str(d.get("path") or d.get("called_ae") or d.get("type") or event), "2", "13", NODE_ID, descriptions=(str(d.get("reason", "")) or event,))
         return AuditEvent(SECURITY_ALERT, "E", at, MINOR_FAILURE, (who, gateway), (what,), type_code=kind, outcome_description=str(d.get("reason", event))[:200])
+    if event in ("workbench.exam", "workbench.queue", "workbench.today"):
+        # PS3.15 A.5.3 Patient Record (DCM 110110), action R: a page showed these patients' data
+        who = Participant(name, True, None, address)
+        shown = [d["patient_id"]] if d.get("patient_id") else [str(p) for p in d.get("patient_ids") or ()]
+        what = f"exam {d['exam']} viewed" if "exam" in d else f"{event.split('.', 1)[1]} list viewed"
+        objs = tuple(ParticipantObject(p, "1", "1", PATIENT_NUMBER, descriptions=(what, "workbench")) for p in shown[:100])
+        return AuditEvent(PATIENT_RECORD, "R", at, SUCCESS, (who, gateway), objs) if objs else None
     patient = d.get("patient_id", "")
     if event.startswith(("hl7.", "fhir.")) or event in ("worklist.create", "worklist.bulk_create", "worklist.status", "worklist.justify"):
         msg_type = event.split(".", 1)[1]

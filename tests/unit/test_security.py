@@ -128,6 +128,9 @@ ROWS = [
     ({"event": "dicom.association_refused", "actor": "X@10.0.0.3", "detail": {"called_ae": "NOPE", "reason": "called AE title is not ours"}}, {("110113", "4")}),
     ({"event": "hl7.sender_refused", "actor": "EVIL^X@10.0.0.4:5000", "detail": {"reason": "not allowed", "type": "ADT^A40"}}, {("110113", "4")}),
     ({"event": "exam.create", "actor": "gateway", "detail": {}}, set()),
+    ({"event": "workbench.exam", "actor": "dr-a", "detail": {"exam": 3, "patient_id": "P1"}}, {("110110", "0")}),
+    ({"event": "workbench.queue", "actor": "dr-a", "detail": {"exams": [3, 4], "patient_ids": ["P1", "P2"]}}, {("110110", "0")}),
+    ({"event": "workbench.today", "actor": "rad", "detail": {"date": "20261203", "exams": [], "patient_ids": []}}, set()),
 ]
 
 
