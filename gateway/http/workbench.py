@@ -131,7 +131,9 @@ class Workbench:
         # Lax, not Strict: it must come back on the provider's redirect to the callback.
         response.set_cookie(PRE_COOKIE, value, httponly=True, samesite="Lax", secure=self.tls, path="/workbench")
 
-    def _start_session(self, response: web.StreamResponse, ident: Identity, via: str) -> Session:
+    def _start_session(self, response: web.StreamResponse, ident: Identity, via: str, request: web.Request | None = None) -> Session:
+        if request is not None:
+            self.sessions.end(request.cookies.get(COOKIE))  # a new login never keeps the old session id
         session = self.sessions.create(ident, via)
         response.set_cookie(COOKIE, session.id, httponly=True, samesite="Strict", secure=self.tls, path="/")
         return session
@@ -186,7 +188,7 @@ class Workbench:
             await self._audit("auth.failure", f"anonymous@{remote}", {"reason": f"workbench login: {why}", "remote": remote})
             return self._login_page(request, browser, fresh, 401, "That token is not valid here.")
         response = see_other(safe_next(str(form.get("next", ""))))
-        self._start_session(response, ident, "token")
+        self._start_session(response, ident, "token", request)
         await self._audit("auth.success", ident.name, {"via": "workbench login (token)", "remote": remote})
         log.info("workbench.login", extra=fields(identity=ident.name, via="token"))
         return response
@@ -232,7 +234,7 @@ class Workbench:
         # navigation this site starts, not by the provider's redirect chain.
         to = pending.next
         response = aiohttp_jinja2.render_template("continue.html", request, {"to": to, "identity": ident, "roles": ident.roles, "csrf": "", "flash": "", "error": ""})
-        self._start_session(response, ident, "oidc")
+        self._start_session(response, ident, "oidc", request)
         await self._audit("auth.success", ident.name, {"via": "workbench login (oidc)", "remote": remote})
         log.info("workbench.login", extra=fields(identity=ident.name, via="oidc"))
         return response

@@ -126,9 +126,18 @@ def all_css(driver, selector: str):
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
-def shot(driver, tmp_path: Path, name: str) -> Path:
+def shot(driver, tmp_path: Path, name: str, *, full: bool = False) -> Path:
+    """A screenshot of the window (``full``: the whole page, 1280 wide) in the test's folder."""
+    import base64
+
     path = tmp_path / f"{name}.png"
-    driver.save_screenshot(str(path))
+    if full:
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        width = driver.execute_script("return document.documentElement.clientWidth")
+        png = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+        path.write_bytes(base64.b64decode(png["data"]))
+    else:
+        driver.save_screenshot(str(path))
     assert path.stat().st_size > 1000
     return path
 
@@ -206,7 +215,7 @@ def test_reporter_opens_the_queue_and_an_exam_with_its_images_and_trend(world, b
         assert browser.execute_script("var t = document.getElementById('trend'); return t.complete && t.naturalWidth > 0")
     else:
         wait(browser, lambda drv: all_css(drv, "#no-trend"))
-    shot(browser, tmp_path, "workbench-exam")
+    shot(browser, tmp_path, "workbench-exam", full=True)  # the README's docs/workbench-exam.png
     assert wait_for(lambda: any(r["actor"] == "dr-wb" and r["detail"].get("exam") == ids["current"] for r in audit(d, "workbench.exam")), 10)
 
 

@@ -127,3 +127,24 @@ def test_radiographer_form_becomes_a_context_body():
     rows = dict(view.context_rows(ctx, "F"))
     assert rows["Menopausal status"] == "postmenopausal" and rows["Weight"] == "not stated" and rows["BMI"] == "not known"
     assert "Menopausal status" not in dict(view.context_rows(ctx, "M"))
+
+
+def test_session_cookie_is_httponly_strict_and_secure_under_tls():
+    """Issue 15 item 4: HttpOnly, SameSite=Strict, Secure when the HTTP port serves TLS."""
+    from types import SimpleNamespace
+
+    from aiohttp import web
+
+    from gateway.http.sessions import COOKIE
+    from gateway.http.workbench import Workbench, safe_next
+
+    for tls in (True, False):
+        wb = Workbench(SimpleNamespace(store=None), None, SessionStore(60), None, tls=tls)
+        rsp = web.Response()
+        session = wb._start_session(rsp, DR, "token")
+        morsel = rsp.cookies[COOKIE]
+        assert morsel.value == session.id and morsel["httponly"] and morsel["samesite"] == "Strict" and morsel["path"] == "/"
+        assert bool(morsel["secure"]) is tls
+    assert safe_next("/workbench/exams/3") == "/workbench/exams/3"
+    for bad in ("https://evil.example/", "//evil.example/workbench/", "/workbench/\\evil", "/api/audit", None):
+        assert safe_next(bad) == "/workbench/"
