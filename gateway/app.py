@@ -18,7 +18,7 @@ from gateway.sr_reader import SrReader
 from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
 from gateway.entitlement import Entitlement
-from gateway.http import exams_api, priors_api, qa_api, service_api
+from gateway.http import exam_views, exams_api, priors_api, qa_api, service_api
 from gateway.http.auth import HOW_TO_ADD, HttpAuth, default_allowed_hosts
 from gateway.security import tls
 from gateway.security.oidc import OidcVerifier
@@ -157,6 +157,7 @@ class Gateway:
             self.exams, self.executor, self.sessions, self.http_auth, oidc=self.oidc,
             login=c.security.oidc.login if c.security.oidc is not None else None, tls=c.http.tls is not None,
         ).register(self.http.app)
+        exam_views.register(self.http.app, self.exams, self.executor, audit=self.audit)  # the workbench's images, trend, PDF
         self.http.entitlement = self.entitlement
         service_api.register(self.http.app, self.store, self.entitlement, self.executor)
         priors_api.register(self.http.app, self.store, self.executor, c.priors)

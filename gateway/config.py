@@ -375,7 +375,18 @@ class Destination(_Model):
         return self
 
 
-ROUTE_KINDS = ("image", "sr", "pdf", "dose", "report", "mpps", "order-status", "other")
+ROUTE_KINDS = ("image", "sr", "pdf", "dose", "report", "mpps", "order-status", "other", "fls", "report-pdf")
+#: destination types a kind can go to, where it is narrower than every type
+KIND_DESTINATION_TYPES = {
+    "fls": ("hl7", "fhir"),  # HL7 REF^I12 or a FHIR Task (docs/fls.md)
+    "report-pdf": ("dicom", "dicomweb", "folder"),  # the signed report as Encapsulated PDF (docs/dicom-conformance.md)
+}
+
+
+def _one_of(types: tuple[str, ...]) -> str:
+    """("hl7", "fhir") -> "an hl7 or fhir"."""
+    words = ", ".join(types[:-1]) + " or " + types[-1] if len(types) > 1 else types[0]
+    return ("an " if types[0][0] in "aehiou" else "a ") + words
 
 
 class RouteMatch(_Model):
@@ -386,8 +397,9 @@ class RouteMatch(_Model):
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    # fls: fracture liaison notifications of released reports (docs/fls.md)
-    kind: list[Literal["image", "sr", "pdf", "dose", "report", "mpps", "order-status", "other", "fls"]] = []
+    # fls: fracture liaison notifications of released reports (docs/fls.md);
+    # report-pdf: the released report as DICOM Encapsulated PDF in the exam's study
+    kind: list[Literal["image", "sr", "pdf", "dose", "report", "mpps", "order-status", "other", "fls", "report-pdf"]] = []
     sop_class: list[str] = []
     modality: list[str] = []
     calling_ae: list[str] = []
@@ -472,12 +484,13 @@ class Config(_Model):
             for name in self.reports.reporters
             if name in identities and "reporter" not in identities[name].roles
         ]
-        out += [  # a fracture liaison notification is HL7 REF^I12 or a FHIR Task (docs/fls.md)
-            (("routes", i, "to"), f"kind fls needs an hl7 or fhir destination, not {self.destinations[name].type} ({name!r})")
+        out += [  # fls: HL7 REF^I12 or a FHIR Task (docs/fls.md); report-pdf: a DICOM object
+            (("routes", i, "to"), f"kind {kind} needs {_one_of(types)} destination, not {self.destinations[name].type} ({name!r})")
             for i, route in enumerate(self.routes)
-            if "fls" in route.match.kind
+            for kind, types in KIND_DESTINATION_TYPES.items()
+            if kind in route.match.kind
             for name in route.to
-            if name in self.destinations and self.destinations[name].type not in ("hl7", "fhir")
+            if name in self.destinations and self.destinations[name].type not in types
         ]
         for i, src in enumerate(self.priors.sources):
             dest = self.destinations.get(src.destination)

@@ -197,8 +197,9 @@ def event_for(row: dict, us: str, our_address: str = "") -> AuditEvent | None:
     if event == "outbox.delivered":
         dest = Participant(d.get("destination", name), False, DESTINATION, d.get("host", ""))
         src = Participant(us, True, SOURCE, our_address)
-        if d.get("kind") == "report":
-            report = ParticipantObject(str(d.get("ref_id", "")), "2", "3", REPORT_NUMBER, descriptions=("report sent",))
+        if d.get("kind") in ("report", "report-pdf"):  # the ORU / Bundle, or the Encapsulated PDF
+            what = "report PDF sent" if d.get("kind") == "report-pdf" else "report sent"
+            report = ParticipantObject(str(d.get("ref_id", "")), "2", "3", REPORT_NUMBER, descriptions=(what,))
             pat = ParticipantObject(patient or "-", "1", "1", PATIENT_NUMBER)
             return AuditEvent(EXPORT, "R", at, SUCCESS, (src, dest), (report, pat))
         if d.get("ref_table") == "instances":
@@ -206,6 +207,10 @@ def event_for(row: dict, us: str, our_address: str = "") -> AuditEvent | None:
             pat = ParticipantObject(patient or "-", "1", "1", PATIENT_NUMBER)
             return AuditEvent(INSTANCES_TRANSFERRED, "R", at, SUCCESS, (src, dest), (study, pat))
         return None
+    if event == "exam.read":  # the workbench showed an exam's images, trend or report PDF
+        who = Participant(name, True, None, address)
+        obj = ParticipantObject(patient or "-", "1", "1", PATIENT_NUMBER, details=(("exam", str(d.get("exam", ""))),), descriptions=(str(d.get("what", "exam")),))
+        return AuditEvent(PATIENT_RECORD, "R", at, SUCCESS, (who, gateway), (obj,))
     if event == "dicom.query":
         who = Participant(name, True, SOURCE, address)
         q = ParticipantObject(d.get("sop_class", ""), "2", "24", SOP_CLASS_UID, query=base64.b64decode(d.get("query", "") or b""), details=(("TransferSyntax", d.get("transfer_syntax", "")),))

@@ -32,6 +32,11 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/exams/{id}"): _READ_EXAMS,
     ("GET", "/api/exams/{id}/report"): _READ_EXAMS,
     ("GET", "/api/exams/{id}/reports"): _READ_EXAMS,
+    # the workbench's views of an exam (gateway/http/exam_views.py)
+    ("GET", "/api/exams/{id}/images"): _READ_EXAMS,
+    ("GET", "/api/exams/{id}/images/{sop_instance_uid}.png"): _READ_EXAMS,
+    ("GET", "/api/exams/{id}/trend.svg"): _READ_EXAMS,
+    ("GET", "/api/exams/{id}/report.pdf"): _READ_EXAMS,
     ("POST", "/api/exams/{id}/sign"): frozenset({"reporter"}),
     ("PUT", "/api/exams/{id}/context"): frozenset({"radiographer"}),  # clinical context and technical notes
     # priors from the PACS: lookups and backfill progress (patient IDs)

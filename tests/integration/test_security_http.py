@@ -52,6 +52,10 @@ TABLE = [
     ("POST", "/api/exams/999999/sign", {}, "application/json", {"reporter"}, 404),
     ("GET", "/api/exams/999999/reports", None, None, {"viewer", "radiographer", "reporter"}, 404),
     ("PUT", "/api/exams/999999/context", {}, "application/json", {"radiographer"}, 404),
+    ("GET", "/api/exams/999999/images", None, None, {"viewer", "radiographer", "reporter"}, 404),
+    ("GET", "/api/exams/999999/images/1.2.3.4.png", None, None, {"viewer", "radiographer", "reporter"}, 404),
+    ("GET", "/api/exams/999999/trend.svg", None, None, {"viewer", "radiographer", "reporter"}, 404),
+    ("GET", "/api/exams/999999/report.pdf", None, None, {"viewer", "radiographer", "reporter"}, 404),
     # the test reporter is no practitioner in a referrers register: the handler refuses it
     ("POST", "/api/worklist/999999/justify", {}, "application/json", {"reporter"}, 403),
     ("GET", "/api/kpis", None, None, {"viewer"}, 200),
@@ -90,7 +94,7 @@ def test_the_table_covers_every_endpoint_of_the_role_policy():
     endpoint added there without a row here fails this test."""
     from gateway.security.roles import POLICY
 
-    tested = {(m, p.replace("999999", "{id}").replace("NO-SUCH-SERIAL", "{serial}")) for m, p, *_ in TABLE} | {(m, p) for m, p, _ in OPEN_ROUTES}
+    tested = {(m, p.replace("999999", "{id}").replace("NO-SUCH-SERIAL", "{serial}").replace("1.2.3.4.png", "{sop_instance_uid}.png")) for m, p, *_ in TABLE} | {(m, p) for m, p, _ in OPEN_ROUTES}
     assert tested == set(POLICY)
 
 

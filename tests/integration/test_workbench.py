@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
+import subprocess
 import urllib.parse
 from decimal import Decimal
 from pathlib import Path
@@ -18,13 +18,14 @@ import orjson
 import pytest
 from pydicom.uid import generate_uid
 
+from mappings.bmd import samples
 from mappings.bmd.samples import hologic_sr
 from simulators.emr import EmrSimulator
 from tests.hl7_messages import orm, segment
-from tests.integration.test_exams import exam_of, store
+from tests.integration.test_exams import ENV, exam_of, store
 from tests.integration.test_oidc import Provider, _key, _node_ready
 from tests.orthanc import wait_for
-from tests.support import MllpClient, ack_fields, free_port, http_request, start_daemon
+from tests.support import MllpClient, ack_fields, dcmtk, free_port, http_request, start_daemon
 from tests.unit.bmd.helpers import HOLOGIC, known_exam
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -71,16 +72,28 @@ def world(tmp_path_factory):
             assert ack_fields(client.send(order))["MSA"][1] == "AA"
         finally:
             client.close()
-        current = known_exam("hologic", HOLOGIC, patient_id="PWB", patient_name="Bone^Beatrice", accession_number="ACC-WB", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+        current = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC, patient_id="PWB", patient_name="Bone^Beatrice", accession_number="ACC-WB", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
         previous = dataclasses.replace(
             current, exam_date="20220501", accession_number="ACC-WB-OLD", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid(),
             regions=tuple(dataclasses.replace(r, bmd=r.bmd + Decimal("0.050")) for r in current.regions),
         )
         ids = {}
-        for name, exam in (("previous", previous), ("current", current)):
-            ds = hologic_sr(exam)
-            store(d, ds, tmp / f"{name}.dcm")
-            ids[name] = wait_for(lambda: exam_of(ds)(d), 20)["id"]
+        ds = hologic_sr(previous)  # the earlier exam: its SR
+        store(d, ds, tmp / "previous.dcm")
+        ids["previous"] = wait_for(lambda: exam_of(ds)(d), 20)["id"]
+        # this exam: the scanner's report images, one per scan, results in their private text
+        files = []
+        for i, image in enumerate(samples.hologic_report_images(current)):
+            image.save_as(tmp / f"image{i}.dcm", enforce_file_format=True)
+            files.append(str(tmp / f"image{i}.dcm"))
+        r = subprocess.run([dcmtk("storescu"), "-aet", "DXA1", "-aec", "DXAGW", "127.0.0.1", str(d.dicom_port), *files], capture_output=True, text=True, env=ENV)
+        assert r.returncode == 0, r.stderr
+
+        def current_exam():
+            rows = http_request(d.http + "/api/exams?patient=PWB", token=d.token)[1]
+            return next((e for e in rows if e["accession_number"] == "ACC-WB" and e["state"] == "parsed"), None)
+
+        ids["current"] = wait_for(current_exam, 20)["id"]
         yield {"daemon": d, "emr": emr, "idp": idp, "ids": ids}
     finally:
         d.stop()
@@ -205,9 +218,9 @@ def test_reporter_opens_the_queue_and_an_exam_with_its_images_and_trend(world, b
     images = http_request(d.http + f"/api/exams/{ids['current']}/images", token=d.token)
     trend = http_request(d.http + f"/api/exams/{ids['current']}/trend.svg", token=d.token)
     if images[0] == 200:
-        wait(browser, lambda drv: all_css(drv, "img.report-image") or all_css(drv, "#no-images"))
+        assert len(images[1]) == len(samples.hologic_report_images(known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC))) > 0
+        wait(browser, lambda drv: len(all_css(drv, "img.report-image")) == len(images[1]))
         loaded = all_css(browser, "img.report-image")
-        assert len(loaded) == len(images[1])
         wait(browser, lambda drv: all(drv.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i) for i in loaded))
     else:  # before the rendering is merged: the page says so instead of a broken image
         wait(browser, lambda drv: all_css(drv, "#no-images"))

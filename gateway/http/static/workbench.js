@@ -24,7 +24,10 @@ document.addEventListener("DOMContentLoaded", function () {
           img.alt = "Scanner report image " + (i + 1);
           img.className = "report-image";
           img.loading = "lazy";
-          box.appendChild(img);
+          var link = document.createElement("a");
+          link.href = item.url;  // the full-size image
+          link.appendChild(img);
+          box.appendChild(link);
         });
       });
   }
