@@ -222,6 +222,16 @@ def test_reporter_opens_the_queue_and_an_exam_with_its_images_and_trend(world, b
     wait(browser, lambda drv: all(drv.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i) for i in loaded))
     assert browser.execute_script("var t = document.getElementById('trend'); return t !== null && t.complete && t.naturalWidth > 0")
     shot(browser, tmp_path, "workbench-exam", full=True)  # the README's docs/workbench-exam.png
+    # readable on a tablet (portrait): nothing wider than the screen
+    size = browser.get_window_size()
+    try:
+        browser.set_window_size(820, 1180)
+        browser.refresh()
+        wait(browser, lambda drv: all_css(drv, "#sites"))
+        assert browser.execute_script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        shot(browser, tmp_path, "workbench-exam-tablet")
+    finally:
+        browser.set_window_size(size["width"], size["height"])
     assert wait_for(lambda: any(r["actor"] == "dr-wb" and r["detail"].get("exam") == ids["current"] for r in audit(d, "workbench.exam")), 10)
 
 
@@ -253,9 +263,13 @@ def test_radiographer_notes_reach_the_report_and_the_signed_oru(world, browser, 
     login(browser, d, DR["token"], f"/workbench/exams/{n}")
     assert browser.current_url.endswith(f"/workbench/exams/{n}")
     by_id(browser, "role").send_keys("Consultant radiologist")
+    from selenium.webdriver.common.keys import Keys
+
     by_id(browser, "comment").send_keys("Agree with the findings. WB-COMMENT-1")
     before = len(emr.messages)
-    by_id(browser, "sign").click()
+    by_id(browser, "comment").send_keys(Keys.TAB)  # keyboard only: the next stop is Sign
+    assert browser.switch_to.active_element.get_attribute("id") == "sign"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
     wait(browser, lambda drv: all_css(drv, "#flash"))
     assert "Signed and sent" in by_id(browser, "flash").text
     assert by_id(browser, "report-status").text == "final" and "Dr Wendy Bone (GMC 7654321)" in by_id(browser, "reporter").text
