@@ -47,10 +47,12 @@ def world(tmp_path_factory):
         "destinations": {
             "pacs": {"type": "dicom", "host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet, "retry_base": 0.5, "retry_cap": 2},
             "emr": {"type": "fhir", "url": fhir.url, "retry_base": 0.5, "retry_cap": 2},
+            "archive": {"type": "folder", "path": str(tmp / "archive")},
         },
-        "routes": [{"match": {"kind": "report-pdf"}, "to": ["pacs"]}, {"match": {"kind": "report"}, "to": ["emr"]}],
+        "routes": [{"match": {"kind": "report-pdf"}, "to": ["pacs", "archive"]}, {"match": {"kind": "report"}, "to": ["emr"]}],
     }
     d = start_daemon(tmp / "gw", config)
+    d.archive = tmp / "archive"
     yield d, orthanc, fhir
     d.stop()
     fhir.close()
@@ -130,6 +132,9 @@ def test_signed_report_pdf_reaches_the_pacs_in_the_study_and_the_emr(world, tmp_
     with urllib.request.urlopen(f"{orthanc.url}/instances/{obj['id']}/file", timeout=10) as rsp:
         stored = dcmread(BytesIO(rsp.read()))
     assert bytes(stored.EncapsulatedDocument)[: stored.EncapsulatedDocumentLength] == pdf
+    archived = wait_for(lambda: (d.archive / f"{obj['SOPInstanceUID']}.dcm").exists(), 15)
+    assert archived  # a folder destination gets the same Part 10 file
+    assert dcmread(d.archive / f"{obj['SOPInstanceUID']}.dcm").SOPInstanceUID == obj["SOPInstanceUID"]
 
     bundle = orjson.loads(wait_for(lambda: fhir.received and fhir.received[-1], 15))
     report = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
