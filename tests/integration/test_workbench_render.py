@@ -134,7 +134,8 @@ def test_signed_report_pdf_reaches_the_pacs_in_the_study_and_the_emr(world, tmp_
     assert bytes(stored.EncapsulatedDocument)[: stored.EncapsulatedDocumentLength] == pdf
     archived = wait_for(lambda: (d.archive / f"{obj['SOPInstanceUID']}.dcm").exists(), 15)
     assert archived  # a folder destination gets the same Part 10 file
-    assert dcmread(d.archive / f"{obj['SOPInstanceUID']}.dcm").SOPInstanceUID == obj["SOPInstanceUID"]
+    # the bytes stored at release are the bytes sent (DESIGN.md rule 9)
+    assert hashlib.sha256((d.archive / f"{obj['SOPInstanceUID']}.dcm").read_bytes()).hexdigest() == hashes["report-pdf:pacs"]["sha256"]
 
     bundle = orjson.loads(wait_for(lambda: fhir.received and fhir.received[-1], 15))
     report = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
