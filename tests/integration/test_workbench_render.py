@@ -239,3 +239,33 @@ def test_report_images_render_as_png_of_their_size(world, tmp_path):
     assert status == 404
     assert wait_for(lambda: any(a["detail"].get("sop_instance_uid") == grey.SOPInstanceUID for a in call(d, "GET", "/api/audit?event=exam.read&limit=50")[1]), 10)
     assert call(d, "GET", "/healthz")[0] == 200  # still serving
+
+
+def test_pacs_down_at_release_gets_the_stored_object_when_back(world, tmp_path):
+    """DESIGN.md rule 2 and 9: the Encapsulated PDF of a version released while the
+    PACS is down waits in the outbox and, once the PACS is back, arrives as the
+    bytes stored at release (its PDF is the download's)."""
+    d, orthanc, _ = world
+    known = known_exam("hologic", HOLOGIC, patient_id="PWBDOWN", accession_number="ACC-DOWN", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+    ds = hologic_sr(known)
+    store(d, ds, tmp_path / "sr.dcm")
+    row = wait_for(lambda: exam_of(ds)(d), 15)
+    assert row
+    orthanc.stop()
+    try:
+        status, body = call(d, "POST", f"/api/exams/{row['id']}/sign", {})
+        assert status == 201, body
+
+        def failed_once():
+            rows = call(d, "GET", "/api/outbox?destination=pacs&limit=1000")[1]
+            return [r for r in rows if r["kind"] == "report-pdf" and r["attempts"] >= 1 and r["state"] == "pending"]
+
+        assert wait_for(failed_once, 20), call(d, "GET", "/api/outbox?destination=pacs")[1]
+    finally:
+        orthanc.start()
+    found = wait_for(lambda: _orthanc_pdfs(orthanc, known.study_instance_uid), 30)
+    assert len(found) == 1
+    with urllib.request.urlopen(f"{orthanc.url}/instances/{found[0]['id']}/file", timeout=10) as rsp:
+        stored = dcmread(BytesIO(rsp.read()))
+    status, pdf, _ = get(d, f"/api/exams/{row['id']}/report.pdf")
+    assert status == 200 and bytes(stored.EncapsulatedDocument)[: stored.EncapsulatedDocumentLength] == pdf
