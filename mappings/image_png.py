@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 OVERLAY_GROUPS = tuple(range(0x6000, 0x6020, 2))  # PS3.3 C.9.2: 6000-601E, even groups
-MAX_PIXELS = 64 * 1024 * 1024  # refuse to render absurd sizes (memory)
+MAX_PIXELS = 32 * 1024 * 1024  # samples in one frame: refuse absurd sizes (memory); a DXA report image has ~5 M
 
 
 class ImageError(ValueError):
@@ -95,13 +95,15 @@ def render_png(ds: Dataset, frame: int = 0) -> bytes:
     if not 0 <= frame < frames:
         raise ImageError(f"no frame {frame + 1}: the image has {frames}")
     try:
+        if frames > 1:
+            ds.pixel_array_options(index=frame)  # decode only the frame shown
         arr = ds.pixel_array
     except NotImplementedError as exc:
         syntax = ds.file_meta.get("TransferSyntaxUID", "?") if hasattr(ds, "file_meta") else "?"
         raise ImageError(f"pixel data in transfer syntax {syntax} cannot be decoded here") from exc
     except Exception as exc:  # truncated or inconsistent pixel data
         raise ImageError(f"pixel data cannot be decoded: {type(exc).__name__}") from None
-    if frames > 1:
+    if arr.ndim == (4 if samples > 1 else 3):  # a decoder that ignored the index
         arr = arr[frame]
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric == "PALETTE COLOR":
