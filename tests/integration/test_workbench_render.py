@@ -193,6 +193,36 @@ def _grey_with_overlay(study_uid: str, patient_id: str):
     return ds
 
 
+def _presentation_state(image):
+    """A Grayscale Softcopy Presentation State (PS3.3 A.33.1) with one POLYLINE ROI on ``image``."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    def item(**kw):
+        ds = Dataset()
+        for k, v in kw.items():
+            setattr(ds, k, v)
+        return ds
+
+    gsps_class = "1.2.840.10008.5.1.4.1.1.11.1"
+    ps = Dataset()
+    ps.file_meta = FileMetaDataset()
+    ps.file_meta.MediaStorageSOPClassUID = gsps_class
+    ps.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ps.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ps.SOPClassUID, ps.SOPInstanceUID = gsps_class, ps.file_meta.MediaStorageSOPInstanceUID
+    for kw in ("PatientID", "PatientName", "StudyInstanceUID", "AccessionNumber", "StudyDate"):
+        setattr(ps, kw, getattr(image, kw))
+    ps.SeriesInstanceUID, ps.Modality, ps.SeriesNumber, ps.InstanceNumber = generate_uid(), "PR", 90, 1
+    ps.ContentLabel, ps.PresentationCreationDate, ps.PresentationCreationTime = "ROI", "20240501", "101500"
+    ps.ReferencedSeriesSequence = [item(SeriesInstanceUID=image.SeriesInstanceUID, ReferencedImageSequence=[
+        item(ReferencedSOPClassUID=image.SOPClassUID, ReferencedSOPInstanceUID=image.SOPInstanceUID)])]  # fmt: skip
+    ps.GraphicAnnotationSequence = [item(GraphicLayer="ROI", GraphicObjectSequence=[item(
+        GraphicAnnotationUnits="PIXEL", GraphicDimensions=2, NumberOfGraphicPoints=2, GraphicData=[20.0, 30.0, 40.0, 30.0],
+        GraphicType="POLYLINE", GraphicFilled="N")])]  # fmt: skip
+    return ps
+
+
 def test_report_images_render_as_png_of_their_size(world, tmp_path):
     """The scanner's report images of the exam's study, listed and rendered: RGB
     Hologic report images and a 16-bit greyscale image with an overlay plane;
@@ -203,7 +233,8 @@ def test_report_images_render_as_png_of_their_size(world, tmp_path):
     grey = _grey_with_overlay(known.study_instance_uid, "PWBIMG")
     broken = secondary_capture(tmp_path / "broken.dcm", pixels=16 * 16, study_uid=known.study_instance_uid, patient_id="PWBIMG")
     broken.PixelData = b"\0" * 10  # fewer bytes than Rows x Columns
-    store_files(d, [*images, grey, broken], tmp_path / "images")
+    roi = _presentation_state(grey)
+    store_files(d, [*images, grey, broken, roi], tmp_path / "images")
 
     def exam_row():
         rows = [e for e in call(d, "GET", "/api/exams?patient=PWBIMG")[1] if e["state"] == "parsed"]
@@ -218,11 +249,17 @@ def test_report_images_render_as_png_of_their_size(world, tmp_path):
     g = listed[grey.SOPInstanceUID]
     assert (g["rows"], g["columns"], g["url"]) == (48, 64, f"/api/exams/{row['id']}/images/{grey.SOPInstanceUID}.png")
 
+    assert roi.SOPInstanceUID not in listed  # a presentation state is no image of its own
+
     status, png, ctype = get(d, g["url"])
     assert status == 200 and ctype == "image/png"
     im = Image.open(BytesIO(png))
-    assert im.size == (64, 48) and im.mode == "L"
-    assert all(im.getpixel((x, 10)) == 255 for x in range(10, 20))  # the overlay line, drawn
+    assert im.size == (64, 48) and im.mode == "RGB"
+    assert all(im.getpixel((x, 10)) == (255, 255, 255) for x in range(10, 20))  # the overlay line, drawn
+    assert all(im.getpixel((x, 30)) == (255, 255, 0) for x in range(20, 41))  # the presentation state's ROI
+    status, png, _ = get(d, g["url"] + "?annotations=none")
+    bare = Image.open(BytesIO(png))
+    assert status == 200 and bare.mode == "L" and bare.getpixel((30, 30)) != 255
     rgb = images[0]
     status, png, _ = get(d, listed[rgb.SOPInstanceUID]["url"])
     assert status == 200 and Image.open(BytesIO(png)).size == (rgb.Columns, rgb.Rows)
