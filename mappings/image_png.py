@@ -12,25 +12,31 @@ numpy, Pillow to encode).  What it renders (docs/dicom-conformance.md,
 - the first frame of a multi-frame image (``frame`` picks another);
 - overlay planes (60xx,3000) in groups 6000-601E (PS3.3 C.9.2), drawn over
   the image in white (yellow on colour images): the regions of interest
-  as the scanner drew them when it sent them as overlays.  Regions burnt
-  into the pixels (the Hologic and GE report images) need nothing more.
+  as the scanner drew them when it sent them as overlays;
+- the graphics and text of the presentation states that reference the image
+  (mappings/gsps.py: POINT, POLYLINE, INTERPOLATED, CIRCLE, ELLIPSE, text
+  objects), drawn in yellow (the image becomes RGB).  Regions burnt into the
+  pixels (the Hologic and GE report images) need nothing more.
 
 Not rendered: compressed transfer syntaxes pydicom cannot decode without
-an extra plugin (the error names the syntax), Grayscale Softcopy Presentation
-State graphics (a separate object), and shutters.
+an extra plugin (the error names the syntax), a presentation state's own
+LUTs, spatial transformation, displayed area and shutters.
 """
 
 from __future__ import annotations
 
 from io import BytesIO
+from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
+from mappings.gsps import annotations_for, ellipse_outline
+
 OVERLAY_GROUPS = tuple(range(0x6000, 0x6020, 2))  # PS3.3 C.9.2: 6000-601E, even groups
-MAX_PIXELS = 64 * 1024 * 1024  # refuse to render absurd sizes (memory)
+MAX_PIXELS = 32 * 1024 * 1024  # samples in one frame: refuse absurd sizes (memory); a DXA report image has ~5 M
 
 
 class ImageError(ValueError):
@@ -80,8 +86,36 @@ def _overlays(ds: Dataset, rows: int, cols: int, frame: int) -> np.ndarray | Non
     return mask
 
 
-def render_png(ds: Dataset, frame: int = 0) -> bytes:
-    """PNG bytes of one frame of ``ds``; raises :class:`ImageError`."""
+def _draw_annotations(image: Image.Image, presentation_states: Sequence[Dataset], sop_uid: str, frame: int) -> Image.Image:
+    rows, cols = image.height, image.width
+    found = [annotations_for(p, sop_uid, frame + 1, rows, cols) for p in presentation_states]
+    if not any(shapes or labels for shapes, labels in found):
+        return image
+    image = image.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    width = max(1, round(min(rows, cols) / 300))
+    colour = (255, 255, 0)
+    for shapes, labels in found:
+        for s in shapes:
+            if s.kind == "POINT":
+                x, y = s.points[0]
+                draw.ellipse((x - 2 * width, y - 2 * width, x + 2 * width, y + 2 * width), outline=colour, width=width)
+            elif s.kind == "CIRCLE":
+                (cx, cy), (px, py) = s.points[:2]
+                r = ((px - cx) ** 2 + (py - cy) ** 2) ** 0.5
+                draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=colour, width=width)
+            elif s.kind == "ELLIPSE":
+                draw.line(ellipse_outline(s.points), fill=colour, width=width)
+            else:  # POLYLINE, INTERPOLATED
+                draw.line(s.points, fill=colour, width=width)
+        for label in labels:
+            draw.text(label.at, label.text, fill=colour)
+    return image
+
+
+def render_png(ds: Dataset, frame: int = 0, presentation_states: Sequence[Dataset] = ()) -> bytes:
+    """PNG bytes of one frame of ``ds`` with the graphics of ``presentation_states``
+    that reference it; raises :class:`ImageError`."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageError("the object has no pixel data")
     try:
@@ -95,13 +129,15 @@ def render_png(ds: Dataset, frame: int = 0) -> bytes:
     if not 0 <= frame < frames:
         raise ImageError(f"no frame {frame + 1}: the image has {frames}")
     try:
+        if frames > 1:
+            ds.pixel_array_options(index=frame)  # decode only the frame shown
         arr = ds.pixel_array
     except NotImplementedError as exc:
         syntax = ds.file_meta.get("TransferSyntaxUID", "?") if hasattr(ds, "file_meta") else "?"
         raise ImageError(f"pixel data in transfer syntax {syntax} cannot be decoded here") from exc
     except Exception as exc:  # truncated or inconsistent pixel data
         raise ImageError(f"pixel data cannot be decoded: {type(exc).__name__}") from None
-    if frames > 1:
+    if arr.ndim == (4 if samples > 1 else 3):  # a decoder that ignored the index
         arr = arr[frame]
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric == "PALETTE COLOR":
@@ -120,6 +156,8 @@ def render_png(ds: Dataset, frame: int = 0) -> bytes:
         px = np.array(image.convert("RGB"))
         px[mask] = (255, 255, 0) if image.mode == "RGB" else (255, 255, 255)
         image = Image.fromarray(px, "RGB") if image.mode == "RGB" else Image.fromarray(px[..., 0], "L")
+    if presentation_states:
+        image = _draw_annotations(image, presentation_states, str(ds.get("SOPInstanceUID", "")), frame)
     buf = BytesIO()
     image.save(buf, format="PNG", optimize=False)
     return buf.getvalue()

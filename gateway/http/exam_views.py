@@ -5,8 +5,9 @@ The pages (gateway/http, the workbench) put these in ``<img>`` and ``<a>``:
 - ``GET /api/exams/{id}/images``: JSON list of the study's stored images
   that have pixel data (Hologic report images / Secondary Captures, GE
   images...), each with the ``url`` of its PNG;
-- ``GET /api/exams/{id}/images/{sop_instance_uid}.png[?frame=n]``: the
-  image rendered by mappings/image_png.py (404 not in the study, 422
+- ``GET /api/exams/{id}/images/{sop_instance_uid}.png[?frame=n][&annotations=none]``:
+  the image rendered by mappings/image_png.py, with the graphics of the
+  study's presentation states that reference it (404 not in the study, 422
   cannot be rendered);
 - ``GET /api/exams/{id}/trend.svg``: BMD per site for this exam and the
   patient's earlier ones in the store (mappings/bmd/trend_svg.py), with the
@@ -37,6 +38,7 @@ from gateway.logs import fields
 from gateway.store.exams import ExamRow
 from mappings.bmd.models import BmdExam
 from mappings.bmd.trend_svg import trend_sites, trend_svg
+from mappings.gsps import applies_to
 from mappings.image_png import ImageError, render_png
 from mappings.instances import valid_uid
 from mappings.priors import prior_identity_problem
@@ -78,14 +80,28 @@ def _header(path: Path) -> dict | None:
     }
 
 
-def _render(path: Path, frame: int) -> bytes:
+def _presentation_states(paths: list[Path], sop_uid: str, frame: int) -> list:
+    """The study's presentation states that reference this image's frame (an unreadable one is skipped)."""
+    out = []
+    for path in paths:
+        try:
+            ps = dcmread(path)
+        except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
+            log.warning("exam_views.presentation_state_unreadable", extra=fields(reason=type(exc).__name__))
+            continue
+        if applies_to(ps, sop_uid, frame + 1):
+            out.append(ps)
+    return out
+
+
+def _render(path: Path, frame: int, sop_uid: str, state_paths: list[Path]) -> bytes:
     try:
         ds = dcmread(path)
     except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
         raise ImageError(f"the stored object cannot be read: {type(exc).__name__}") from None
-    return render_png(ds, frame)
+    return render_png(ds, frame, _presentation_states(state_paths, sop_uid, frame))
 
 
 def register(app: web.Application, service: ExamService, executor: Executor, audit: AuditFn | None = None) -> None:
@@ -113,6 +129,9 @@ def register(app: web.Application, service: ExamService, executor: Executor, aud
 
     def images_of(row: ExamRow):
         return [i for i in store.study_instances(row.study_uid, ("image",)) if not i.record.sop_class_uid.startswith(PRESENTATION_STATES)]
+
+    def states_of(row: ExamRow) -> list[Path]:
+        return [data_dir / i.record.path for i in store.study_instances(row.study_uid, ("image",)) if i.record.sop_class_uid.startswith(PRESENTATION_STATES)]
 
     async def list_images(request: web.Request) -> web.Response:
         row = await exam_row(request)
@@ -156,8 +175,10 @@ def register(app: web.Application, service: ExamService, executor: Executor, aud
         if not match:
             return _json({"error": "no image with this SOP Instance UID in the exam's study"}, 404)
         inst = match[-1]
+        # the scanner's regions of interest in its presentation states, unless ?annotations=none
+        states = [] if request.query.get("annotations") == "none" else await db(states_of, row)
         try:
-            png = await db(_render, data_dir / inst.record.path, frame)
+            png = await db(_render, data_dir / inst.record.path, frame, uid, states)
         except FileNotFoundError:
             log.warning("exam_views.file_missing", extra=fields(exam=row.id, instance=inst.id))
             return _json({"error": "the stored file of this image is missing"}, 404)

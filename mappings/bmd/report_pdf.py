@@ -127,7 +127,11 @@ def report_pdf(text: str, values: Mapping[str, str], ctx: PdfContext) -> bytes:
     for i, raw in enumerate(body):
         line = latin(raw.rstrip())
         if i in table:
-            pdf.set_font("Courier", "B" if i == table.start else "", TABLE_PT)
+            style = "B" if i == table.start else ""
+            pdf.set_font("Courier", style, TABLE_PT)
+            room = pdf.w - 2 * MARGIN
+            if pdf.get_string_width(line) > room:  # a wide site table: smaller, never wrapped (columns stay aligned)
+                pdf.set_font("Courier", style, max(5.0, TABLE_PT * room / pdf.get_string_width(line)))
             pdf.cell(0, 4, line, new_x="LMARGIN", new_y="NEXT")
             continue
         if signature and i == signature.start:

@@ -47,10 +47,12 @@ def world(tmp_path_factory):
         "destinations": {
             "pacs": {"type": "dicom", "host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet, "retry_base": 0.5, "retry_cap": 2},
             "emr": {"type": "fhir", "url": fhir.url, "retry_base": 0.5, "retry_cap": 2},
+            "archive": {"type": "folder", "path": str(tmp / "archive")},
         },
-        "routes": [{"match": {"kind": "report-pdf"}, "to": ["pacs"]}, {"match": {"kind": "report"}, "to": ["emr"]}],
+        "routes": [{"match": {"kind": "report-pdf"}, "to": ["pacs", "archive"]}, {"match": {"kind": "report"}, "to": ["emr"]}],
     }
     d = start_daemon(tmp / "gw", config)
+    d.archive = tmp / "archive"
     yield d, orthanc, fhir
     d.stop()
     fhir.close()
@@ -130,6 +132,10 @@ def test_signed_report_pdf_reaches_the_pacs_in_the_study_and_the_emr(world, tmp_
     with urllib.request.urlopen(f"{orthanc.url}/instances/{obj['id']}/file", timeout=10) as rsp:
         stored = dcmread(BytesIO(rsp.read()))
     assert bytes(stored.EncapsulatedDocument)[: stored.EncapsulatedDocumentLength] == pdf
+    archived = wait_for(lambda: (d.archive / f"{obj['SOPInstanceUID']}.dcm").exists(), 15)
+    assert archived  # a folder destination gets the same Part 10 file
+    # the bytes stored at release are the bytes sent (DESIGN.md rule 9)
+    assert hashlib.sha256((d.archive / f"{obj['SOPInstanceUID']}.dcm").read_bytes()).hexdigest() == hashes["report-pdf:pacs"]["sha256"]
 
     bundle = orjson.loads(wait_for(lambda: fhir.received and fhir.received[-1], 15))
     report = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
@@ -187,6 +193,36 @@ def _grey_with_overlay(study_uid: str, patient_id: str):
     return ds
 
 
+def _presentation_state(image):
+    """A Grayscale Softcopy Presentation State (PS3.3 A.33.1) with one POLYLINE ROI on ``image``."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    def item(**kw):
+        ds = Dataset()
+        for k, v in kw.items():
+            setattr(ds, k, v)
+        return ds
+
+    gsps_class = "1.2.840.10008.5.1.4.1.1.11.1"
+    ps = Dataset()
+    ps.file_meta = FileMetaDataset()
+    ps.file_meta.MediaStorageSOPClassUID = gsps_class
+    ps.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ps.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ps.SOPClassUID, ps.SOPInstanceUID = gsps_class, ps.file_meta.MediaStorageSOPInstanceUID
+    for kw in ("PatientID", "PatientName", "StudyInstanceUID", "AccessionNumber", "StudyDate"):
+        setattr(ps, kw, getattr(image, kw))
+    ps.SeriesInstanceUID, ps.Modality, ps.SeriesNumber, ps.InstanceNumber = generate_uid(), "PR", 90, 1
+    ps.ContentLabel, ps.PresentationCreationDate, ps.PresentationCreationTime = "ROI", "20240501", "101500"
+    ps.ReferencedSeriesSequence = [item(SeriesInstanceUID=image.SeriesInstanceUID, ReferencedImageSequence=[
+        item(ReferencedSOPClassUID=image.SOPClassUID, ReferencedSOPInstanceUID=image.SOPInstanceUID)])]  # fmt: skip
+    ps.GraphicAnnotationSequence = [item(GraphicLayer="ROI", GraphicObjectSequence=[item(
+        GraphicAnnotationUnits="PIXEL", GraphicDimensions=2, NumberOfGraphicPoints=2, GraphicData=[20.0, 30.0, 40.0, 30.0],
+        GraphicType="POLYLINE", GraphicFilled="N")])]  # fmt: skip
+    return ps
+
+
 def test_report_images_render_as_png_of_their_size(world, tmp_path):
     """The scanner's report images of the exam's study, listed and rendered: RGB
     Hologic report images and a 16-bit greyscale image with an overlay plane;
@@ -197,7 +233,8 @@ def test_report_images_render_as_png_of_their_size(world, tmp_path):
     grey = _grey_with_overlay(known.study_instance_uid, "PWBIMG")
     broken = secondary_capture(tmp_path / "broken.dcm", pixels=16 * 16, study_uid=known.study_instance_uid, patient_id="PWBIMG")
     broken.PixelData = b"\0" * 10  # fewer bytes than Rows x Columns
-    store_files(d, [*images, grey, broken], tmp_path / "images")
+    roi = _presentation_state(grey)
+    store_files(d, [*images, grey, broken, roi], tmp_path / "images")
 
     def exam_row():
         rows = [e for e in call(d, "GET", "/api/exams?patient=PWBIMG")[1] if e["state"] == "parsed"]
@@ -212,11 +249,17 @@ def test_report_images_render_as_png_of_their_size(world, tmp_path):
     g = listed[grey.SOPInstanceUID]
     assert (g["rows"], g["columns"], g["url"]) == (48, 64, f"/api/exams/{row['id']}/images/{grey.SOPInstanceUID}.png")
 
+    assert roi.SOPInstanceUID not in listed  # a presentation state is no image of its own
+
     status, png, ctype = get(d, g["url"])
     assert status == 200 and ctype == "image/png"
     im = Image.open(BytesIO(png))
-    assert im.size == (64, 48) and im.mode == "L"
-    assert all(im.getpixel((x, 10)) == 255 for x in range(10, 20))  # the overlay line, drawn
+    assert im.size == (64, 48) and im.mode == "RGB"
+    assert all(im.getpixel((x, 10)) == (255, 255, 255) for x in range(10, 20))  # the overlay line, drawn
+    assert all(im.getpixel((x, 30)) == (255, 255, 0) for x in range(20, 41))  # the presentation state's ROI
+    status, png, _ = get(d, g["url"] + "?annotations=none")
+    bare = Image.open(BytesIO(png))
+    assert status == 200 and bare.mode == "L" and bare.getpixel((30, 30)) != 255
     rgb = images[0]
     status, png, _ = get(d, listed[rgb.SOPInstanceUID]["url"])
     assert status == 200 and Image.open(BytesIO(png)).size == (rgb.Columns, rgb.Rows)
@@ -233,3 +276,33 @@ def test_report_images_render_as_png_of_their_size(world, tmp_path):
     assert status == 404
     assert wait_for(lambda: any(a["detail"].get("sop_instance_uid") == grey.SOPInstanceUID for a in call(d, "GET", "/api/audit?event=exam.read&limit=50")[1]), 10)
     assert call(d, "GET", "/healthz")[0] == 200  # still serving
+
+
+def test_pacs_down_at_release_gets_the_stored_object_when_back(world, tmp_path):
+    """DESIGN.md rule 2 and 9: the Encapsulated PDF of a version released while the
+    PACS is down waits in the outbox and, once the PACS is back, arrives as the
+    bytes stored at release (its PDF is the download's)."""
+    d, orthanc, _ = world
+    known = known_exam("hologic", HOLOGIC, patient_id="PWBDOWN", accession_number="ACC-DOWN", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
+    ds = hologic_sr(known)
+    store(d, ds, tmp_path / "sr.dcm")
+    row = wait_for(lambda: exam_of(ds)(d), 15)
+    assert row
+    orthanc.stop()
+    try:
+        status, body = call(d, "POST", f"/api/exams/{row['id']}/sign", {})
+        assert status == 201, body
+
+        def failed_once():
+            rows = call(d, "GET", "/api/outbox?destination=pacs&limit=1000")[1]
+            return [r for r in rows if r["kind"] == "report-pdf" and r["attempts"] >= 1 and r["state"] == "pending"]
+
+        assert wait_for(failed_once, 20), call(d, "GET", "/api/outbox?destination=pacs")[1]
+    finally:
+        orthanc.start()
+    found = wait_for(lambda: _orthanc_pdfs(orthanc, known.study_instance_uid), 30)
+    assert len(found) == 1
+    with urllib.request.urlopen(f"{orthanc.url}/instances/{found[0]['id']}/file", timeout=10) as rsp:
+        stored = dcmread(BytesIO(rsp.read()))
+    status, pdf, _ = get(d, f"/api/exams/{row['id']}/report.pdf")
+    assert status == 200 and bytes(stored.EncapsulatedDocument)[: stored.EncapsulatedDocumentLength] == pdf

@@ -116,3 +116,17 @@ def test_refuses_what_cannot_be_an_encapsulated_report():
         build_encapsulated_pdf(dataclasses.replace(exam, study_instance_uid=""), b"%PDF-1.3", PdfObjectContext(1, "20240502", "093000"))
     with pytest.raises(ValueError, match="not a PDF"):
         build_encapsulated_pdf(exam, b"hello", PdfObjectContext(1, "20240502", "093000"))
+
+
+def test_a_long_report_names_the_patient_on_every_page():
+    """A report over several pages: each page carries the patient block and its number."""
+    exam = known_exam("hologic", HOLOGIC)
+    c = classify(exam, age=66, sex="F", menopausal=True)
+    details = ReportDetails(reporter="Dr Test", signed_on="2024-05-02", reporter_comment="\n".join(f"Line {n} of a long comment." for n in range(150)))
+    text = render_report(exam, c, status="F", details=details)
+    pdf = report_pdf(text, report_values(exam, c, status="F", details=details), PdfContext(created=RELEASED))
+    pages = len(re.findall(rb"/Type /Page\b", pdf))
+    shown = pdf_text(pdf)
+    assert pages >= 3
+    assert shown.count("Smith Anne M   ID PAT-001") == pages
+    assert f"Page {pages} of" in shown and "Line 149 of a long comment." in shown
