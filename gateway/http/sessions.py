@@ -118,3 +118,32 @@ class SessionStore:
         if p is None or self._clock() - p.created > self.pending_seconds:
             return None
         return p
+
+
+class LoginThrottle:
+    """Failed logins per remote address: after ``limit`` within ``window``
+    seconds, that address waits until the oldest failure leaves the window."""
+
+    def __init__(self, limit: int = 10, window: float = 300.0, *, clock=time.monotonic) -> None:
+        self.limit, self.window, self._clock = limit, window, clock
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, remote: str, now: float) -> list[float]:
+        kept = [t for t in self._failures.get(remote, ()) if now - t < self.window]
+        if kept:
+            self._failures[remote] = kept
+        else:
+            self._failures.pop(remote, None)
+        return kept
+
+    def blocked(self, remote: str) -> bool:
+        with self._lock:
+            return len(self._recent(remote, self._clock())) >= self.limit
+
+    def failed(self, remote: str) -> None:
+        with self._lock:
+            now = self._clock()
+            if len(self._failures) > MAX_SESSIONS:
+                self._failures.clear()
+            self._failures[remote] = self._recent(remote, now) + [now]

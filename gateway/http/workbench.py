@@ -27,7 +27,7 @@ from aiohttp import web
 from gateway.config import OidcLoginSettings
 from gateway.exams import Actor, ExamService, SignError
 from gateway.http import auth, oidc_login
-from gateway.http.sessions import COOKIE, PRE_COOKIE, Session, SessionStore
+from gateway.http.sessions import COOKIE, PRE_COOKIE, LoginThrottle, Session, SessionStore
 from gateway.logs import fields
 from gateway.security.oidc import OidcError, OidcVerifier
 from gateway.security.tokens import Identity
@@ -74,6 +74,7 @@ class Workbench:
         self.login = login if oidc is not None else None
         self.tls = tls
         self._secret = secrets.token_bytes(32)  # binds the login form's CSRF token to its cookie
+        self.throttle = LoginThrottle()  # 10 failed logins per address in 5 minutes, then wait
 
     def register(self, app: web.Application) -> None:
         aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True, undefined=jinja2.StrictUndefined)
@@ -172,6 +173,9 @@ class Workbench:
         if fresh or not hmac.compare_digest(str(form.get("csrf", "")), self._login_token(browser)):
             await self._audit("http.refused", f"anonymous@{remote}", {"reason": "login csrf", "status": 403, "method": "POST", "path": request.path, "remote": remote})
             return self._login_page(request, browser, fresh, 403, "The form has expired: please try again.")
+        if self.throttle.blocked(remote):
+            await self._audit("http.refused", f"anonymous@{remote}", {"reason": "login throttled", "status": 429, "method": "POST", "path": request.path, "remote": remote})
+            return self._login_page(request, browser, fresh, 429, "Too many failed sign-ins from this computer: wait a few minutes.")
         token = str(form.get("token", "")).strip()
         ident, why = None, "unknown token"
         if token:
@@ -184,6 +188,7 @@ class Workbench:
         if ident is not None and not ident.roles:
             ident, why = None, "no gateway role"
         if ident is None:
+            self.throttle.failed(remote)
             log.warning("workbench.login_refused", extra=fields(reason=why, remote=remote))
             await self._audit("auth.failure", f"anonymous@{remote}", {"reason": f"workbench login: {why}", "remote": remote})
             return self._login_page(request, browser, fresh, 401, "That token is not valid here.")

@@ -148,3 +148,16 @@ def test_session_cookie_is_httponly_strict_and_secure_under_tls():
     assert safe_next("/workbench/exams/3") == "/workbench/exams/3"
     for bad in ("https://evil.example/", "//evil.example/workbench/", "/workbench/\\evil", "/api/audit", None):
         assert safe_next(bad) == "/workbench/"
+
+
+def test_failed_logins_are_throttled_per_address():
+    from gateway.http.sessions import LoginThrottle
+
+    clock = Clock()
+    t = LoginThrottle(limit=3, window=300, clock=clock)
+    for _ in range(3):
+        assert not t.blocked("10.0.0.1")
+        t.failed("10.0.0.1")
+    assert t.blocked("10.0.0.1") and not t.blocked("10.0.0.2")
+    clock.now += 301
+    assert not t.blocked("10.0.0.1")
