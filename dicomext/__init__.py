@@ -1,4 +1,4 @@
-"""Extensions of pynetdicom, in one place (DESIGN.md rule 10; docs/pynetdicom-upstream.md).
+"""Extensions of pynetdicom, in one place (docs/architecture.md rule 10; docs/pynetdicom-upstream.md).
 
 Each module replaces one piece of pynetdicom's internals where a profile
 showed its cost, or a gap (memory, time) it leaves open.  A replacement

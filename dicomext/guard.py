@@ -1,4 +1,4 @@
-"""How a replacement of a pynetdicom internal checks what it replaces (DESIGN.md rule 10).
+"""How a replacement of a pynetdicom internal checks what it replaces (docs/architecture.md rule 10).
 
 A replacement names the upstream code it mirrors (``module:qualname``) with
 the sha256 of its source as ``inspect.getsource`` gives it.  It is applied

@@ -2,8 +2,8 @@
 
 pynetdicom's ``AssociationSocket.recv`` reads a PDU 4 KiB at a time into a
 growing bytearray, and trusts the PDU length the peer declares (up to
-4 GiB) without comparing it with the maximum we negotiated (DESIGN.md,
-known pitfalls).  The replacement reads into one buffer of the declared
+4 GiB) without comparing it with the maximum we negotiated (docs/architecture.md,
+"Pitfalls the code guards against").  The replacement reads into one buffer of the declared
 size with ``recv_into`` (a few syscalls per PDU instead of one per 4 KiB),
 and refuses a declared length over the limit: the connection is closed,
 which pynetdicom treats as a lost peer (the association is aborted, a

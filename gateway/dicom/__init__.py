@@ -1,3 +1,3 @@
 """The gateway's DICOM services: pynetdicom SCPs (Verification, MWL, MPPS,
 Storage, Storage Commitment).  What they need of pynetdicom beyond its
-public API lives in the extension package, dicomext/ (DESIGN.md rule 10)."""
+public API lives in the extension package, dicomext/ (docs/architecture.md rule 10)."""

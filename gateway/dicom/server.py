@@ -2,7 +2,7 @@
 
 pynetdicom runs each association in its own thread; handlers here stay
 synchronous, read or write through the thread-safe store and answer the
-peer (DESIGN.md rule 4).
+peer (docs/architecture.md rule 4).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def no_dataset_logging() -> None:
     handlers that format each PDU and DIMSE message, whatever the log level:
     ~0.2 ms of CPU per worklist response on a 2-core VM (a 22-match station
     query: 82 -> 78 ms).  Those lines carry patient data, which our logs
-    never do (DESIGN.md rule 8); warnings and errors are still logged.
+    never do (docs/architecture.md rule 8); warnings and errors are still logged.
     """
     _config.LOG_HANDLER_LEVEL = "none"
     _config.LOG_REQUEST_IDENTIFIERS = False

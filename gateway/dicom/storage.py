@@ -1,4 +1,4 @@
-"""C-STORE SCP into the durable spool (PS3.4 Annex B; DESIGN.md rules 1, 5).
+"""C-STORE SCP into the durable spool (PS3.4 Annex B; docs/architecture.md rules 1, 5).
 
 pynetdicom streams the dataset to a file under the spool's ``incoming/``
 (``STORE_RECV_CHUNKED_DATASET``), so memory stays bounded whatever the size.
@@ -161,9 +161,9 @@ class StorageScp:
         )
         destinations = destinations_for(self.rules, routed)
         if destinations and self._is_prior(header.study_uid, req):
-            destinations = ()  # a prior fetched from the PACS goes nowhere (issue 18)
+            destinations = ()  # a prior fetched from the PACS goes nowhere (README "Priors from the PACS")
         if destinations and self.is_phantom(header.patient_id):
-            destinations = ()  # a QA phantom scan is no patient's (issue 16)
+            destinations = ()  # a QA phantom scan is no patient's (README "Running a DXA service")
         row_id = self.store.add_instance(record, supersede=bool(existing) and self.policy == "replace", destinations=destinations)
         ae = self.metrics.ae_label(calling)
         self.metrics.instances.labels(sop_class, ae).inc()

@@ -150,7 +150,7 @@ class ExamStore:
         self, conn, exam_id: int, status: str, text: str, reporter: str, destinations, study_uid: str, now: str, render: Renderer | None = None
     ) -> int:
         """The report version, its outbound payloads (rendered now, with their
-        sha256: DESIGN.md rule 9) and its outbox rows, in one transaction."""
+        sha256: docs/architecture.md rule 9) and its outbox rows, in one transaction."""
         conn.execute(
             "UPDATE exams SET report_status = ?, report_text = ?, reporter = ?, signed_at = ?, updated_at = ? WHERE id = ?",
             (status, text, reporter, now, now, exam_id),

@@ -168,7 +168,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX wl_multi_station ON worklist_items (start_date)
         WHERE status IN ('SCHEDULED', 'IN PROGRESS') AND instr(station_ae, '\\') > 0;
     """,
-    # 5: what was signed is what is sent (DESIGN.md rule 9): every outbound
+    # 5: what was signed is what is sent (docs/architecture.md rule 9): every outbound
     # payload of a released report version, rendered once with its hash; and
     # the clinical context of orders and exams (README: "The clinical context")
     """

@@ -1,8 +1,8 @@
 """The SQLite store: WAL, synchronous=FULL, one writer, a reader per thread.
 
 Thread-safe: pynetdicom's handler threads and the asyncio side's executor
-both call it (DESIGN.md rule 4).  Every write is one transaction that is
-durable when the method returns (DESIGN.md rule 1).
+both call it (docs/architecture.md rule 4).  Every write is one transaction that is
+durable when the method returns (docs/architecture.md rule 1).
 """
 
 from __future__ import annotations
@@ -709,7 +709,7 @@ class SqliteStore(ExamStore, ServiceStore, PriorStore, QaStore):
         order_key: str,
         now: str,
     ) -> None:
-        """Outbox rows, in the caller's transaction (DESIGN.md rule 2)."""
+        """Outbox rows, in the caller's transaction (docs/architecture.md rule 2)."""
         for destination in destinations:
             conn.execute(
                 "INSERT INTO outbox (destination, kind, ref_table, ref_id, order_key, state, next_attempt_at, created_at, updated_at)"

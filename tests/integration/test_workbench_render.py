@@ -101,7 +101,7 @@ def test_signed_report_pdf_reaches_the_pacs_in_the_study_and_the_emr(world, tmp_
     """Issue 15: the PDF of the signed report, rendered at release from the same
     text, is in the PACS as Encapsulated PDF (PS3.3 A.45.1) in the exam's study
     and in the FHIR DiagnosticReport's presentedForm (FHIR R4 Attachment: base64
-    data, SHA-1 hash); the download is those same bytes (DESIGN.md rule 9); an
+    data, SHA-1 hash); the download is those same bytes (docs/architecture.md rule 9); an
     amendment is a second object in the study."""
     d, orthanc, fhir = world
     previous, current = _pair("PWBPDF")
@@ -134,7 +134,7 @@ def test_signed_report_pdf_reaches_the_pacs_in_the_study_and_the_emr(world, tmp_
     assert bytes(stored.EncapsulatedDocument)[: stored.EncapsulatedDocumentLength] == pdf
     archived = wait_for(lambda: (d.archive / f"{obj['SOPInstanceUID']}.dcm").exists(), 15)
     assert archived  # a folder destination gets the same Part 10 file
-    # the bytes stored at release are the bytes sent (DESIGN.md rule 9)
+    # the bytes stored at release are the bytes sent (docs/architecture.md rule 9)
     assert hashlib.sha256((d.archive / f"{obj['SOPInstanceUID']}.dcm").read_bytes()).hexdigest() == hashes["report-pdf:pacs"]["sha256"]
 
     bundle = orjson.loads(wait_for(lambda: fhir.received and fhir.received[-1], 15))
@@ -279,7 +279,7 @@ def test_report_images_render_as_png_of_their_size(world, tmp_path):
 
 
 def test_pacs_down_at_release_gets_the_stored_object_when_back(world, tmp_path):
-    """DESIGN.md rule 2 and 9: the Encapsulated PDF of a version released while the
+    """docs/architecture.md rule 2 and 9: the Encapsulated PDF of a version released while the
     PACS is down waits in the outbox and, once the PACS is back, arrives as the
     bytes stored at release (its PDF is the download's)."""
     d, orthanc, _ = world

@@ -1,6 +1,6 @@
 """dicomext: every pynetdicom replacement is on for the pinned pynetdicom, stays
 off when the code it mirrors differs, and nothing else reaches into pynetdicom
-(DESIGN.md rule 10)."""
+(docs/architecture.md rule 10)."""
 
 from __future__ import annotations
 

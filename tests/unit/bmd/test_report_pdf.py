@@ -40,7 +40,7 @@ def pdf_text(pdf: bytes) -> str:
 
 
 def test_the_pdf_is_the_report_text_laid_out():
-    """DESIGN.md rule 9: the PDF shows the text as signed -- every line of it,
+    """docs/architecture.md rule 9: the PDF shows the text as signed -- every line of it,
     the results table and the signature -- with the patient block on each page."""
     _, text, values = _report()
     pdf = report_pdf(text, values, PdfContext(created=RELEASED, author="Dr Test Reporter"))
