@@ -52,7 +52,7 @@ def install(only: Iterable[str] | None = None) -> dict[str, Status]:
         raise ValueError(f"no pynetdicom extension named {', '.join(unknown)}")
     result = {name: apply(BY_NAME[name], pynetdicom.__version__) for name in names}
     active = sorted(name for name, s in result.items() if s.active)
-    log.debug("dicomext.installed", extra={"fields": {"active": active, "pynetdicom": pynetdicom.__version__}})
+    log.info("dicomext.installed", extra={"fields": {"active": active, "pynetdicom": pynetdicom.__version__}})
     return result
 
 

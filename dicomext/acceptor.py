@@ -10,8 +10,9 @@ association counts as much as what it does per message.  pynetdicom 3.0:
   ~550 pydicom UIDs re-validated by regex each time.  Negotiation only reads
   them (``presentation.negotiate_as_acceptor`` builds new result contexts),
   and the gateway replaces the list, never changes an item
-  (gateway/dicom/server.py, ``_on_requested``), so each association gets its own list of
-  the shared, read-only contexts.
+  (gateway/dicom/server.py, ``_on_requested``), so each association gets
+  its own list of the shared, read-only contexts.  A process that changes
+  an accepted association's contexts in place must not install this.
 - runs a full ``gc.collect()`` every 60 turns of the server loop
   (``AssociationServer.service_actions``, "dead Association threads aren't
   being garbage collected").  In a daemon holding tens of thousands of

@@ -149,10 +149,10 @@ def check(replacement: Replacement) -> tuple[str, ...]:
 
 
 def apply(replacement: Replacement, version: str = "") -> Status:
-    """Apply ``replacement`` if the code it mirrors is as expected; idempotent."""
+    """Apply ``replacement`` if the code it mirrors is as expected; idempotent (checked once)."""
     with _lock:
         done = _status.get(replacement.name)
-        if done is not None and done.active:
+        if done is not None:
             return done
         differs = check(replacement)
         if differs:

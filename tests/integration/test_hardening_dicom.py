@@ -5,6 +5,7 @@ Each test talks to the real daemon over raw sockets, pynetdicom or dcmtk.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
+import dicomext
 from tests.support import dcmtk, start_daemon
 
 
@@ -154,6 +156,10 @@ def test_a_pdu_left_half_sent_on_an_established_association_is_dropped(tmp_path)
         assert not assoc.is_established
         assert '"event":"dicom.read_timeout"' in d.log_text()
         assert echo_from(d.dicom_port) == 0x0000
+        # the read bound is dicomext's pdu_size_guard: the daemon says every replacement is on
+        installed = [json.loads(line) for line in d.log_text().splitlines() if '"event":"dicomext.installed"' in line]
+        assert installed and sorted(installed[0]["active"]) == sorted(dicomext.BY_NAME)
+        assert "dicomext.replacement_off" not in d.log_text()
     finally:
         assert d.stop() == 0
 
