@@ -5,9 +5,12 @@ code flow (RFC 6749 section 4.1) with PKCE S256 (RFC 7636 section 4).
 ``authorization_endpoint`` with a one-time ``state`` bound to this browser's
 login cookie, a ``nonce`` and the code challenge; the provider sends it back
 to ``/workbench/oidc/callback`` with a code, which is exchanged (with the
-code verifier) at the ``token_endpoint`` for an access token.  That token is
+code verifier) at the ``token_endpoint`` for an ID token and an access token.
+The ID token must be the provider's, for our client, unexpired and carry the
+login's nonce (OpenID Connect Core 1.0 3.1.3.7); the access token is then
 checked like any bearer token (gateway/security/oidc.py: signature, issuer,
-audience, expiry, roles claim) and becomes the session's identity.
+audience, expiry, roles claim) and becomes the session's identity, the
+session ending at its ``exp``.
 """
 
 from __future__ import annotations
@@ -52,8 +55,10 @@ async def start(verifier: OidcVerifier, login: OidcLoginSettings, redirect_uri: 
     return authorization_url(endpoint, login, redirect_uri, state, nonce, code_verifier)
 
 
-async def finish(verifier: OidcVerifier, login: OidcLoginSettings, redirect_uri: str, code: str, code_verifier: str) -> Identity:
-    """The identity of the access token the code is exchanged for; OidcError else."""
+async def finish(verifier: OidcVerifier, login: OidcLoginSettings, redirect_uri: str, code: str, code_verifier: str, nonce: str) -> Identity:
+    """The identity of the access token the code is exchanged for, once the
+    ID token that comes with it is verified (OpenID Connect Core 1.0 3.1.3.7,
+    its nonce the one this login sent); OidcError (NonceMismatch) else."""
     meta = await verifier.metadata()
     endpoint = meta.get("token_endpoint")
     if not endpoint:
@@ -67,6 +72,10 @@ async def finish(verifier: OidcVerifier, login: OidcLoginSettings, redirect_uri:
     if login.resource:
         form["resource"] = login.resource
     answer = await verifier.post_form(endpoint, form, auth)
+    id_token = answer.get("id_token")
+    if not isinstance(id_token, str) or id_token.count(".") != 2:
+        raise OidcError("the provider gave no id_token (is openid in security.oidc.login.scope?)")
+    await verifier.id_token(id_token, login.client_id, nonce)
     token = answer.get("access_token")
     if not isinstance(token, str) or token.count(".") != 2:
         raise OidcError("the provider gave no JWT access token (set security.oidc.login.resource?)")

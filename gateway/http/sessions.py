@@ -3,8 +3,11 @@
 A session is a random 256-bit id in an HttpOnly, SameSite=Strict cookie
 (``Secure`` under TLS) mapped to the identity that logged in and the
 session's CSRF token; it ends at logout or after ``http.session_idle_minutes``
-without a request.  The store is in memory: one gateway process serves the
-workbench, and a restart logs everyone out (README "The reporting workbench").
+without a request, and a session made from an OIDC token (the provider's
+login or a pasted access token) also ends at that token's ``exp``, whatever
+its use: the provider's lifetime is the longest a login lasts.  The store
+is in memory: one gateway process serves the workbench, and a restart logs
+everyone out (README "The reporting workbench").
 """
 
 from __future__ import annotations
@@ -32,10 +35,15 @@ class Session:
     created: float
     last_seen: float
     via: str = "token"  # token | oidc: how the browser logged in
+    ends_at: float | None = None  # on the store's clock: the identity's token expiry; None: idle timeout only
     flash: str = ""  # one message for the next page ("Signed and sent.")
 
     def csrf_ok(self, presented: str | None) -> bool:
         return bool(presented) and hmac.compare_digest(self.csrf.encode(), str(presented).encode())
+
+    def over(self, now: float, idle_seconds: float) -> bool:
+        """Whether the session has ended at ``now``: idle too long, or its token expired."""
+        return now - self.last_seen > idle_seconds or (self.ends_at is not None and now >= self.ends_at)
 
 
 @dataclass
@@ -51,10 +59,11 @@ class PendingLogin:
 
 
 class SessionStore:
-    def __init__(self, idle_seconds: float, *, clock=time.monotonic, pending_seconds: float = 600.0) -> None:
+    def __init__(self, idle_seconds: float, *, clock=time.monotonic, wall=time.time, pending_seconds: float = 600.0) -> None:
         self.idle_seconds = idle_seconds
         self.pending_seconds = pending_seconds
         self._clock = clock
+        self._wall = wall  # Unix time, to place a token's exp on the store's clock
         self._sessions: dict[str, Session] = {}
         self._pending: dict[str, PendingLogin] = {}
         self._lock = threading.Lock()
@@ -63,8 +72,10 @@ class SessionStore:
         return len(self._sessions)
 
     def create(self, identity: Identity, via: str) -> Session:
+        """A new session for ``identity``; it ends at the identity's ``expires_at`` if it has one."""
         now = self._clock()
-        s = Session(secrets.token_urlsafe(32), identity, secrets.token_urlsafe(32), now, now, via)
+        ends_at = None if identity.expires_at is None else now + (identity.expires_at - self._wall())
+        s = Session(secrets.token_urlsafe(32), identity, secrets.token_urlsafe(32), now, now, via, ends_at)
         with self._lock:
             self._expire(now)
             if len(self._sessions) >= MAX_SESSIONS:  # the oldest idle one goes first
@@ -82,7 +93,7 @@ class SessionStore:
             s = self._sessions.get(sid)
             if s is None:
                 return None
-            if now - s.last_seen > self.idle_seconds:
+            if s.over(now, self.idle_seconds):
                 del self._sessions[sid]
                 return None
             s.last_seen = now
@@ -93,7 +104,7 @@ class SessionStore:
             return self._sessions.pop(sid, None) if sid else None
 
     def _expire(self, now: float) -> None:
-        for sid in [k for k, s in self._sessions.items() if now - s.last_seen > self.idle_seconds]:
+        for sid in [k for k, s in self._sessions.items() if s.over(now, self.idle_seconds)]:
             del self._sessions[sid]
         for st in [k for k, p in self._pending.items() if now - p.created > self.pending_seconds]:
             del self._pending[st]

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from concurrent.futures import Executor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +29,7 @@ from gateway.exams import Actor, ExamService, SignError
 from gateway.http import auth, oidc_login
 from gateway.http.sessions import COOKIE, PRE_COOKIE, LoginThrottle, Session, SessionStore
 from gateway.logs import fields
-from gateway.security.oidc import OidcError, OidcVerifier
+from gateway.security.oidc import NonceMismatch, OidcError, OidcVerifier
 from gateway.security.tokens import Identity
 from gateway.store.exams import NoSuchExam
 from mappings import workbench as view
@@ -186,6 +187,8 @@ class Workbench:
                     why = f"oidc: {exc}"[:200]
         if ident is not None and not ident.roles:
             ident, why = None, "no gateway role"
+        if ident is not None and ident.expires_at is not None and ident.expires_at <= time.time():
+            ident, why = None, "oidc: expired"  # within the verifier's leeway, but a session would end at once
         if ident is None:
             self.throttle.failed(remote)
             log.warning("workbench.login_refused", extra=fields(reason=why, remote=remote))
@@ -225,7 +228,14 @@ class Workbench:
             await self._audit("auth.failure", f"anonymous@{remote}", {"reason": f"workbench oidc: {reason}", "remote": remote})
             return self._login_page(request, browser, fresh, 401, "The hospital's sign-in did not succeed.")
         try:
-            ident = await oidc_login.finish(self.oidc, self.login, self._redirect_uri(request), q["code"], pending.verifier)
+            ident = await oidc_login.finish(self.oidc, self.login, self._redirect_uri(request), q["code"], pending.verifier, pending.nonce)
+        except NonceMismatch as exc:  # OpenID Connect Core 1.0 15.5.2: an injected or replayed answer
+            log.warning("workbench.oidc_refused", extra=fields(reason=f"oidc: {exc}"))
+            await self._audit("auth.failure", f"anonymous@{remote}", {"reason": f"workbench oidc: {exc}", "remote": remote})
+            return self._login_page(
+                request, browser, fresh, 401,
+                "The hospital's sign-in answer does not belong to the sign-in started here (its nonce does not match): nobody is signed in. Please sign in again.",
+            )
         except (OidcError, OSError, asyncio.TimeoutError, ValueError) as exc:
             reason = f"oidc: {exc}"[:200] if isinstance(exc, OidcError) else type(exc).__name__
             log.warning("workbench.oidc_refused", extra=fields(reason=reason))

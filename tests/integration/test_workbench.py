@@ -25,6 +25,7 @@ from tests.hl7_messages import orm, segment
 from tests.integration.test_exams import ENV, exam_of, store
 from tests.integration.test_oidc import Provider, _key, _node_ready
 from tests.orthanc import wait_for
+from tests.workbench_client import Browserless
 from tests.support import MllpClient, ack_fields, dcmtk, free_port, http_request, start_daemon
 from tests.unit.bmd.helpers import HOLOGIC, known_exam
 
@@ -38,6 +39,7 @@ DR = {"name": "dr-wb", "token": "token-dr-wb-0123456789abcdef", "roles": ["repor
 RAD = {"name": "rad-wb", "token": "token-rad-wb-0123456789abcdef", "roles": ["radiographer"], "display_name": "Rita Radiographer"}
 NOTE = "Movement artefact at L4: re-scanned"
 OIDC_CLIENT = "workbench"
+OIDC_TTL = 15  # seconds the provider's access tokens for the workbench live: a session made from one ends then
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("workbench")
     emr = EmrSimulator(port=0).start()
     http_port = free_port()
-    idp = None
+    idp, idp_key = None, _key("wb-key")
     overrides = {
         "http": {"host": "127.0.0.1", "port": http_port},
         "storage": {"min_free_bytes": 0},
@@ -56,8 +58,8 @@ def world(tmp_path_factory):
     }
     if _node_ready():
         idp_port = free_port()
-        clients = [{"client_id": OIDC_CLIENT, "roles": ["reporter"], "redirect_uris": [f"http://127.0.0.1:{http_port}/workbench/oidc/callback"]}]
-        idp = Provider(tmp / "idp", idp_port, [_key("wb-key")], clients=clients)
+        clients = [{"client_id": OIDC_CLIENT, "roles": ["reporter"], "ttl": OIDC_TTL, "redirect_uris": [f"http://127.0.0.1:{http_port}/workbench/oidc/callback"]}]
+        idp = Provider(tmp / "idp", idp_port, [idp_key], clients=clients)
         overrides["security"]["oidc"] = {
             "issuer": idp.issuer, "audience": "urn:dxa-gateway", "leeway": 5,
             "login": {"client_id": OIDC_CLIENT, "scope": "openid api", "resource": "urn:dxa-gateway"},
@@ -94,7 +96,7 @@ def world(tmp_path_factory):
             return next((e for e in rows if e["accession_number"] == "ACC-WB" and e["state"] == "parsed"), None)
 
         ids["current"] = wait_for(current_exam, 20)["id"]
-        yield {"daemon": d, "emr": emr, "idp": idp, "ids": ids}
+        yield {"daemon": d, "emr": emr, "idp": idp, "idp_key": idp_key, "ids": ids}
     finally:
         d.stop()
         emr.stop()
@@ -320,26 +322,103 @@ def test_session_cookie_is_strict_needs_csrf_and_ends_at_logout(world, browser, 
     assert status == 401 and "/workbench/login" in body
 
 
-def test_oidc_login_with_pkce(world, browser, tmp_path):
+def provider_sign_in(driver, user: str) -> None:
+    """At the provider's development login form (any login), then its consent
+    if it asks, until the browser is back on the workbench."""
+    for _ in range(6):
+        wait(driver, lambda drv: "/workbench/" in drv.current_url or all_css(drv, "button[type=submit]"))
+        if "/workbench/" in driver.current_url:
+            return
+        if all_css(driver, "input[name=login]"):
+            all_css(driver, "input[name=login]")[0].send_keys(user)
+            all_css(driver, "input[name=password]")[0].send_keys("any")
+        all_css(driver, "button[type=submit]")[0].click()
+    raise AssertionError(f"the provider's sign-in did not come back: {driver.current_url}")
+
+
+def test_oidc_login_with_pkce_ends_at_the_tokens_exp(world, browser, tmp_path):
     """Issue 15 item 4: with security.oidc.login, the authorization code flow
-    with PKCE S256 (RFC 7636) at the hospital's provider; the access token it
-    yields is checked like a bearer token and its roles claim opens the queue."""
+    with PKCE S256 (RFC 7636) at the hospital's provider; the ID token is
+    verified and the access token it yields is checked like a bearer token, its
+    roles claim opens the queue.  The session ends at that token's exp (the
+    provider's TTL, OIDC_TTL seconds) though the idle timeout is 30 minutes,
+    while a session from a static token made before it goes on."""
     if world["idp"] is None:
         pytest.skip("node and the npm package oidc-provider (tests/oidc) are needed")
     d = world["daemon"]
+    static = Browserless(d.http)
+    assert static.login(DR["token"]).status == 303
     browser.delete_all_cookies()
     browser.get(d.http + "/workbench/login")
     by_id(browser, "oidc-login").click()
     wait(browser, lambda drv: all_css(drv, "input[name=login]"))
     assert browser.current_url.startswith(world["idp"].issuer)
-    all_css(browser, "input[name=login]")[0].send_keys("dr-oidc")
-    all_css(browser, "input[name=password]")[0].send_keys("any")
-    all_css(browser, "button[type=submit]")[0].click()
-    wait(browser, lambda drv: "/workbench/" in drv.current_url or all_css(drv, "button[type=submit]"))
-    if "/workbench/" not in browser.current_url:  # the provider asks for consent
-        all_css(browser, "button[type=submit]")[0].click()
+    provider_sign_in(browser, "dr-oidc")
     wait(browser, lambda drv: drv.current_url.endswith("/workbench/queue"))
     assert "dr-oidc" in browser.find_element("css selector", "header .who").text
     shot(browser, tmp_path, "oidc-queue")
     assert any(r["actor"] == "dr-oidc" and r["detail"].get("via") == "workbench login (oidc)" for r in audit(d, "auth.success"))
-    logout(browser)
+    jar = {"Cookie": f"dxagw_session={browser.get_cookie('dxagw_session')['value']}"}
+    # used every second, the session still ends when the token does
+    assert wait_for(lambda: http_request(d.http + "/api/exams?limit=1", headers=jar)[0] == 401, OIDC_TTL + 30, interval=1)
+    browser.refresh()
+    wait(browser, lambda drv: "/workbench/login" in drv.current_url)
+    assert static.get("/workbench/queue").status == 200  # the static token's session keeps its idle timeout only
+
+
+def test_oidc_login_refused_when_the_id_token_nonce_is_not_this_logins(world, browser, tmp_path):
+    """OpenID Connect Core 1.0 3.1.3.7 and 15.5.2: the ID token's nonce must be
+    the one sent with this login's authorization request.  An authorization
+    request whose nonce was changed, or removed, on its way to the provider
+    (the provider then signs an ID token with that nonce, or none) signs
+    nobody in: a page says why, no session cookie is set, an auth.failure
+    is audited."""
+    if world["idp"] is None:
+        pytest.skip("node and the npm package oidc-provider (tests/oidc) are needed")
+    d = world["daemon"]
+    for case, change in (("other", lambda q: {**q, "nonce": ["not-the-nonce-sent"]}), ("missing", lambda q: {k: v for k, v in q.items() if k != "nonce"})):
+        browser.delete_all_cookies()
+        browser.get(d.http + "/workbench/login")  # this browser's login cookie
+        start = Browserless(d.http, cookies={"dxagw_login": browser.get_cookie("dxagw_login")["value"]}).get("/workbench/oidc/start")
+        assert start.status == 303
+        to = urllib.parse.urlsplit(start.headers["Location"])
+        query = urllib.parse.parse_qs(to.query)
+        assert query["nonce"][0] and query["state"][0]
+        browser.get(urllib.parse.urlunsplit(to._replace(query=urllib.parse.urlencode(change(query), doseq=True))))
+        provider_sign_in(browser, f"dr-nonce-{case}")
+        wait(browser, lambda drv: all_css(drv, "#error"))
+        assert "/workbench/oidc/callback" in browser.current_url
+        assert "nonce does not match" in by_id(browser, "error").text and "nobody is signed in" in by_id(browser, "error").text
+        assert browser.get_cookie("dxagw_session") is None
+        shot(browser, tmp_path, f"oidc-nonce-{case}")
+    def reasons():
+        return {r["detail"].get("reason") or "" for r in audit(d, "auth.failure")}
+
+    assert wait_for(lambda: {"workbench oidc: id_token nonce does not match this login's", "workbench oidc: id_token carries no nonce"} <= reasons(), 10)
+    assert not any(r["actor"].startswith("dr-nonce") for r in audit(d, "auth.success"))
+
+
+def test_pasted_oidc_token_session_ends_at_its_exp(world):
+    """README "The reporting workbench": an OIDC access token pasted into the
+    login form makes a session that ends at the token's exp (here 4 s after
+    it was made, signed with the provider's key); one already expired, if
+    still within the verifier's leeway, is refused at the form."""
+    if world["idp"] is None:
+        pytest.skip("node and the npm package oidc-provider (tests/oidc) are needed")
+    import time
+
+    import jwt
+
+    d, key = world["daemon"], jwt.PyJWK(world["idp_key"]).key
+
+    def token(exp: float) -> str:
+        claims = {"iss": world["idp"].issuer, "aud": "urn:dxa-gateway", "sub": "dr-pasted", "preferred_username": "dr-pasted", "roles": ["reporter"], "exp": int(exp)}
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "wb-key"})
+
+    client = Browserless(d.http)
+    assert client.login(token(time.time() + 4)).status == 303
+    assert client.get("/workbench/queue").status == 200
+    assert wait_for(lambda: client.get("/workbench/queue").status == 401, 20, interval=0.5)
+    late = Browserless(d.http).login(token(time.time() - 2))  # leeway 5: a valid bearer token, but no session
+    assert late.status == 401 and late.cookie("dxagw_session") is None
+    assert wait_for(lambda: any(r["detail"].get("reason") == "workbench login: oidc: expired" for r in audit(d, "auth.failure")), 10)

@@ -42,6 +42,23 @@ def test_session_ends_after_the_idle_timeout_and_each_request_restarts_it():
     assert store.get("") is None and store.get("not-a-session") is None
 
 
+def test_session_from_an_oidc_token_ends_at_its_exp_however_busy():
+    """README "The reporting workbench": a session made from an OIDC token ends
+    at the token's exp even while in use; a static token's keeps the idle timeout only."""
+    clock = Clock()
+    wall = 1_700_000_000.0
+    store = SessionStore(30 * 60, clock=clock, wall=lambda: wall + (clock.now - 1000.0))
+    oidc = store.create(Identity("dr-oidc", frozenset({"reporter"}), via="oidc", expires_at=wall + 120), "oidc")
+    static = store.create(DR, "token")
+    clock.now += 119
+    assert store.get(oidc.id) is oidc
+    clock.now += 1
+    assert store.get(oidc.id) is None  # at exp, though used a second ago
+    assert store.get(static.id) is static
+    clock.now += 29 * 60
+    assert store.get(static.id) is static
+
+
 def test_csrf_token_is_the_sessions_own():
     s = SessionStore(60).create(DR, "token")
     assert s.csrf_ok(s.csrf)
