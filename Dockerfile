@@ -6,6 +6,7 @@ COPY hl7v2 hl7v2
 COPY mappings mappings
 COPY routes routes
 COPY simulators simulators
+COPY dicomext dicomext
 COPY config config
 RUN pip install --no-cache-dir . && mkdir -p /etc/dxa-gateway /var/lib/dxa-gateway \
     && cp config/docker.yaml /etc/dxa-gateway/gateway.yaml

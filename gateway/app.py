@@ -18,12 +18,14 @@ from gateway.sr_reader import SrReader
 from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
 from gateway.entitlement import Entitlement
-from gateway.http import exams_api, priors_api, qa_api, service_api
+from gateway.http import exam_views, exams_api, priors_api, qa_api, service_api
 from gateway.http.auth import HOW_TO_ADD, HttpAuth, default_allowed_hosts
 from gateway.security import tls
 from gateway.security.oidc import OidcVerifier
 from gateway.security.tokens import TokenRegistry
 from gateway.http.server import HttpServer
+from gateway.http.sessions import SessionStore
+from gateway.http.workbench import Workbench
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.outbox import Dispatcher
@@ -105,6 +107,8 @@ class Gateway:
             )
             self.mllp_tls.ssl_context = tls.for_listener(c.hl7.tls)
         self.oidc = OidcVerifier(c.security.oidc) if c.security.oidc is not None else None
+        # workbench logins (README "The reporting workbench"): in this process's memory
+        self.sessions = SessionStore(c.http.session_idle_minutes * 60)
         self.http_auth = HttpAuth(
             TokenRegistry(c.security.tokens),
             oidc=self.oidc.identity if self.oidc is not None else None,
@@ -112,6 +116,7 @@ class Gateway:
             metrics_public=c.http.metrics_public,
             audit=self.audit,
             tls=c.http.tls is not None,
+            sessions=self.sessions,
         )
         self.http = HttpServer(
             c.http.host, c.http.port, self.store, self.metrics, self.executor, parse_executor=self.parse_executor,
@@ -148,6 +153,11 @@ class Gateway:
         qa_api.register(self.http.app, self.qa, self.executor)
         self.metrics.registry.register(QaCollector(self.qa))
         exams_api.register(self.http.app, self.exams, self.executor)
+        Workbench(
+            self.exams, self.executor, self.sessions, self.http_auth, oidc=self.oidc,
+            login=c.security.oidc.login if c.security.oidc is not None else None, tls=c.http.tls is not None,
+        ).register(self.http.app)
+        exam_views.register(self.http.app, self.exams, self.executor, audit=self.audit)  # the workbench's images, trend, PDF
         self.http.entitlement = self.entitlement
         service_api.register(self.http.app, self.store, self.entitlement, self.executor)
         priors_api.register(self.http.app, self.store, self.executor, c.priors)

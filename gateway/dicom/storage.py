@@ -20,6 +20,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pynetdicom import evt
 
+from dicomext import incoming
+
 from gateway.config import DicomSettings
 from gateway.logs import fields
 from gateway.metrics import Metrics
@@ -126,7 +128,7 @@ class StorageScp:
             log.info("store.duplicate_kept_first", extra=fields(sop_instance_uid=sop_instance, calling_ae=calling, first=existing[0].id))
             return SUCCESS
         try:
-            received = getattr(req, "_dataset_file", None)
+            received = incoming.received_file(req)
             path, size, sha256 = self.spool.keep(temp, header, received if isinstance(received, IncomingFile) else None)
         except OSError as exc:
             reason = "disk full" if exc.errno == errno.ENOSPC else f"cannot write the spool: {exc.strerror}"
@@ -173,16 +175,3 @@ class StorageScp:
         )
         self.notify(header.kind, row_id)
         return SUCCESS
-
-
-def discard_partial(assoc) -> None:
-    """Remove the half-received file of a peer that vanished mid-transfer."""
-    message = getattr(getattr(assoc, "dimse", None), "message", None)
-    handle = getattr(message, "_data_set_file", None)
-    if handle is None:
-        return
-    try:
-        handle.close()
-    except OSError:
-        pass
-    Path(handle.name).unlink(missing_ok=True)

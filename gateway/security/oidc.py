@@ -56,6 +56,28 @@ class OidcVerifier:
         self._lock = asyncio.Lock()
         self._ssl = ssl.create_default_context(cafile=str(settings.ca)) if settings.ca else None
         self._jwks_uri: str | None = None
+        self._meta: dict | None = None
+
+    async def metadata(self) -> dict:
+        """The issuer's discovery document (OpenID Connect Discovery 1.0 section 4), fetched once."""
+        if self._meta is None:
+            meta = await self._get_json(self.issuer + "/.well-known/openid-configuration")
+            if str(meta.get("issuer", "")).rstrip("/") != self.issuer:
+                raise OidcError("the discovery document names another issuer")
+            self._meta = meta
+        return self._meta
+
+    async def post_form(self, url: str, form: dict[str, str], auth: tuple[str, str] | None = None) -> dict:
+        """POST a form to the provider (its token endpoint); the JSON answer, or OidcError."""
+        timeout = aiohttp.ClientTimeout(total=10)
+        basic = aiohttp.BasicAuth(*auth) if auth else None
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.post(url, data=form, auth=basic, ssl=self._ssl if self._ssl is not None else True) as rsp:
+                body = await rsp.json(content_type=None)
+                if rsp.status != 200 or not isinstance(body, dict):
+                    error = body.get("error", "") if isinstance(body, dict) else ""
+                    raise OidcError(f"the token endpoint answered {rsp.status} {error}".strip())
+                return body
 
     async def _get_json(self, url: str) -> dict:
         timeout = aiohttp.ClientTimeout(total=10)

@@ -532,6 +532,16 @@ class SqliteStore(ExamStore, ServiceStore, PriorStore, QaStore):
         )
         return [self._instance_row(r) for r in rows]
 
+    def study_instances(self, study_uid: str, kinds: tuple[str, ...] = ("image",)) -> list[InstanceRow]:
+        """The study's current instances of these kinds, in arrival order (the workbench's images)."""
+        marks = ", ".join("?" * len(kinds))
+        rows = self._query(
+            f"SELECT id, received_at, is_current, {self._INSTANCE_COLUMNS} FROM instances"
+            f" WHERE study_uid = ? AND is_current = 1 AND kind IN ({marks}) ORDER BY id",
+            (study_uid, *kinds),
+        )
+        return [self._instance_row(r) for r in rows]
+
     def get_instance(self, row_id: int) -> InstanceRow | None:
         row = self._query_one(
             f"SELECT id, received_at, is_current, {self._INSTANCE_COLUMNS} FROM instances WHERE id = ?", (row_id,)

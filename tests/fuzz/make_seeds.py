@@ -115,6 +115,24 @@ def vendor_srs() -> tuple[list[bytes], list[bytes]]:
     return hologic, ge
 
 
+def ge_trees_and_xml() -> tuple[list[bytes], list[bytes]]:
+    """GE sample SRs in the tree grammar (tests/fuzz/sr_tree.py) and GE results XML."""
+    from mappings.bmd.samples import GE_LAYOUT, ge_report_images, ge_sr, random_exam
+    from tests.fuzz.sr_tree import encode
+    from tests.unit.bmd.helpers import header
+
+    trees, xml = [], []
+    for seed in (1, 2):
+        exam = random_exam("ge", header(), random.Random(seed))
+        trees.append(encode(ge_sr(exam)))
+        xml += [str(ds.ImageComments).encode() for ds in ge_report_images(exam)[:2] if "ImageComments" in ds]
+    xml.append(
+        b'<DENSITOMETRY_RESULTS><CURRENT_EXAM><SCAN type="Left Femur"><TREND><TREND_ROI region="Neck">'
+        b'<BMD units=" g/cm2">0,826</BMD><YAT>-1,5</YAT><AMZ>-0.4</AMZ></TREND_ROI></TREND></SCAN></CURRENT_EXAM></DENSITOMETRY_RESULTS>'
+    )
+    return trees, xml
+
+
 def main() -> None:
     _write("pdu", pdus())
     _write("cstore_header", datasets())
@@ -124,6 +142,9 @@ def main() -> None:
     hologic, ge = vendor_srs()
     _write("hologic", hologic)
     _write("ge_lunar", ge)
+    trees, xml = ge_trees_and_xml()
+    _write("ge_lunar_tree", trees)
+    _write("ge_xml", xml)
 
 
 if __name__ == "__main__":

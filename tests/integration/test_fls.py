@@ -65,9 +65,9 @@ def test_osteoporosis_report_reaches_the_fls_and_a_normal_one_does_not(tmp_path)
 
         status, versions = call(d, "GET", f"/api/exams/{rows['osteo']['id']}/reports")
         assert status == 200
-        assert {p["destination"] for p in versions[0]["payloads"]} == {"emr", "fls:fls", "fls:fls_fhir"}
+        assert {p["destination"] for p in versions[0]["payloads"]} == {"emr", "fls:fls", "fls:fls_fhir", "document:pdf"}
         status, versions = call(d, "GET", f"/api/exams/{rows['normal']['id']}/reports")
-        assert {p["destination"] for p in versions[0]["payloads"]} == {"emr"}
+        assert {p["destination"] for p in versions[0]["payloads"]} == {"emr", "document:pdf"}  # every version has its PDF (issue 15)
         assert all("PFLS2" not in m for m in fls.received) and all(b"PFLS2" not in m for m in fls_fhir.received)
         metrics = call(d, "GET", "/metrics")[1]
         assert 'dxagw_fls_notifications_total{reason="osteoporosis"} 1.0' in metrics

@@ -266,8 +266,10 @@ def test_mpps_uids_cannot_write_outside_a_folder_destination(tmp_path):
         uid, status = scu.create(mpps_create_dataset(study_uid="1.2.826.0.1.3680043.8.498.402"), uid=tolerated)
         assert status.Status == 0x0000
         scu.release()
-        assert wait_for(lambda: root.is_dir() and any(root.iterdir()), 30)
-        assert [p.name.split(".json")[0].rsplit(".", 1)[0] for p in root.iterdir()] == [tolerated]
+        # routes/folder.py writes ".<name>.tmp" first, then renames it: wait for the file itself
+        delivered = lambda: [p for p in root.iterdir() if not p.name.startswith(".")] if root.is_dir() else []
+        assert wait_for(lambda: delivered(), 30)
+        assert [p.name.split(".json")[0].rsplit(".", 1)[0] for p in delivered()] == [tolerated]
         written = {p for p in tmp_path.rglob("*.json")} - set(root.iterdir())
         assert not written, written
         assert not list(Path("/tmp").glob(Path(outside).name + "*"))

@@ -231,8 +231,10 @@ def test_auto_release_stores_the_payload_it_sends(tmp_path):
         assert row["report"]["status"] == "P"
         assert wait_for(lambda: emr.received, 15)
         versions = call(d, "GET", f"/api/exams/{row['id']}/reports")[1]
-        (payload,) = versions[0]["payloads"]
-        assert payload["destination"] == "emr" and payload["format"] == "hl7-oru"
+        payloads = {p["destination"]: p for p in versions[0]["payloads"]}
+        assert set(payloads) == {"emr", "document:pdf"}  # the ORU, and the version's PDF (issue 15)
+        payload = payloads["emr"]
+        assert payload["format"] == "hl7-oru" and payloads["document:pdf"]["format"] == "pdf"
         assert payload["sha256"] == hashlib.sha256(emr.received[0].encode("utf-8")).hexdigest()
         assert "Reported by: auto-release" in emr.received[0]
         assert "without a reporter's review" in emr.received[0]
