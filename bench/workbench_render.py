@@ -5,7 +5,7 @@ a report image's PNG and the trend SVG take (pure functions, no daemon).
     python bench/workbench_render.py --repeat 100
 
 The PDF and its DICOM object are rendered inside the release transaction
-(DESIGN.md rule 9), so their time is added to every sign; the PNG and the
+(docs/architecture.md rule 9), so their time is added to every sign; the PNG and the
 SVG are rendered per request.  It prints figures (median and 95th
 percentile of the repetitions, and sizes); it asserts nothing about time.
 """
@@ -58,7 +58,7 @@ def exam() -> BmdExam:
 
 
 def report_image(rows: int = 1320, cols: int = 1200) -> Dataset:
-    """A Hologic-sized RGB Secondary Capture report image (DOMAIN.md section 2: ~1200x1320)."""
+    """A Hologic-sized RGB Secondary Capture report image (docs/domain.md section 2: ~1200x1320)."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

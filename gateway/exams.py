@@ -631,7 +631,7 @@ class ExamService:
         except ValueError as exc:  # no study to join: the release stands, the PACS copy is not made
             log.warning("report_pdf.not_built", extra=fields(report=report_id, reason=str(exc)))
             return
-        sop_uid = object_uids(exam, report_id)[1]  # the control id: receivers are idempotent by it (DESIGN.md rule 2)
+        sop_uid = object_uids(exam, report_id)[1]  # the control id: receivers are idempotent by it (docs/architecture.md rule 2)
         for destination in destinations:
             yield RenderedPayload(REPORT_PDF_PREFIX + destination, "dicom-pdf", sop_uid, body)
 

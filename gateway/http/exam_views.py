@@ -13,7 +13,7 @@ The pages (gateway/http, the workbench) put these in ``<img>`` and ``<a>``:
   patient's earlier ones in the store (mappings/bmd/trend_svg.py), with the
   LSC band of ``reports.lsc_*``;
 - ``GET /api/exams/{id}/report.pdf``: the latest released version's PDF,
-  the bytes stored at release (DESIGN.md rule 9).
+  the bytes stored at release (docs/architecture.md rule 9).
 
 Each successful read is audited (``exam.read``: who, which exam, what;
 an ATNA Patient Record read).  Files are read and decoded in the executor.
@@ -195,7 +195,7 @@ def register(app: web.Application, service: ExamService, executor: Executor, aud
             if other.id == row.id or other.state not in ("parsed", "prior") or not other.exam:
                 continue
             prior = BmdExam.from_dict(other.exam)
-            if prior_identity_problem(current, prior):  # the same ID, another patient (issue 18): never drawn
+            if prior_identity_problem(current, prior):  # the same ID, another patient (README "Priors from the PACS"): never drawn
                 continue
             earlier.append(prior)
         sites = trend_sites(current, earlier, lsc=service.lsc, cross_calibrated=service.settings.cross_calibrated)

@@ -1,5 +1,5 @@
-"""The reporting workbench: server-side HTML pages under /workbench/ (issue 15;
-README "The reporting workbench").
+"""The reporting workbench: server-side HTML pages under /workbench/ (README "The
+reporting workbench").
 
 Pages are Jinja2 templates (gateway/http/templates/, autoescaped) served by
 aiohttp-jinja2, with one local style sheet and one small script

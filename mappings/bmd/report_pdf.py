@@ -12,7 +12,7 @@ added that the text does not say, besides the page header and numbers.
 Deterministic: the same text, values and ``created`` give the same bytes
 (fpdf2 derives the file identifier from the content and the creation date;
 the producer is fixed), so the hash stored at release can be reproduced
-(DESIGN.md rule 9).  The PDF uses the standard Helvetica/Courier fonts
+(docs/architecture.md rule 9).  The PDF uses the standard Helvetica/Courier fonts
 (WinAnsi encoding, nothing embedded): characters outside it are written
 without their accents, or as ``?``; the text/plain form of the report keeps
 the exact characters (docs/fhir.md).
