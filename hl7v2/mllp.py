@@ -194,15 +194,6 @@ async def read_frame(reader: asyncio.StreamReader, max_frame: int = MAX_FRAME) -
 # -- blocking sockets ----------------------------------------------------------
 
 
-def client_tls(ca: str, cert: str = "", key: str = "") -> ssl.SSLContext:
-    """TLS 1.2+ toward an MLLP/TLS listener: its CA, and our client certificate if given."""
-    ctx = ssl.create_default_context(cafile=ca)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert:
-        ctx.load_cert_chain(cert, key or None)
-    return ctx
-
-
 class MllpClient:
     """Blocking MLLP client: one connection, many messages, one ACK each
     (over TLS when given an ``ssl.SSLContext``)."""

@@ -195,7 +195,7 @@ def register(app: web.Application, service: ExamService, executor: Executor, aud
             if other.id == row.id or other.state not in ("parsed", "prior") or not other.exam:
                 continue
             prior = BmdExam.from_dict(other.exam)
-            if prior_identity_problem(current, prior):  # the same ID, another patient (mappings/priors.py): never drawn
+            if prior_identity_problem(current, prior):  # the same ID, another patient (README "Priors from the PACS"): never drawn
                 continue
             earlier.append(prior)
         sites = trend_sites(current, earlier, lsc=service.lsc, cross_calibrated=service.settings.cross_calibrated)

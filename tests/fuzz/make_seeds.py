@@ -11,6 +11,7 @@ from pydicom import dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from hl7v2.mllp import frame
 from tests.hl7_messages import adt, omi, orm
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -84,7 +85,7 @@ def hl7_messages() -> list[bytes]:
 
 
 def mllp_streams() -> list[bytes]:
-    frames = b"".join(b"\x0b" + m + b"\x1c\x0d" for m in hl7_messages()[:2])
+    frames = b"".join(frame(m) for m in hl7_messages()[:2])
     return [b"\x03" + frames, b"\x10junk" + frames, b"\x00\x0bMSH|a\x0bMSH|b\x1c\x0d"]
 
 
