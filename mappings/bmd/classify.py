@@ -421,7 +421,7 @@ def classify(
     if fracture:
         prompts.append("Fragility fracture reported: consider vertebral fracture assessment and investigation.")
     if ctx.vertebral_fracture:
-        prompts.append("Low-trauma vertebral fracture reported: consider investigation for secondary causes (seed 001).")
+        prompts.append("Low-trauma vertebral fracture reported: consider investigation for secondary causes (UK DXA service guidance, Reporting).")
     if ctx.glucocorticoids:
         prompts.append("Glucocorticoid use reported: FRAX underestimates the risk at higher doses; adjust for the dose (NOGG).")
     return result(category, used, lowest, score)
