@@ -199,6 +199,9 @@ class EmrOptions:
     drop: bool = False
     fail_first: int = 0  # faults only for the first N messages (0 = all)
     max_frame: int = 16 * 1024 * 1024
+    tls_cert: str = ""  # MLLP over TLS (and HTTPS for FHIR) on our ports: our certificate and key (PEM)
+    tls_key: str = ""
+    tls_ca: str = ""  # with TLS: the CA a sender's certificate must chain to (then required)
 
 
 class EmrSimulator:
@@ -258,7 +261,12 @@ class EmrSimulator:
         o = self.options
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._on_connection, o.host, o.port, limit=1024 * 1024)
+        context = None
+        if o.tls_cert:
+            from simulators.tls import server_tls
+
+            context = server_tls(o.tls_cert, o.tls_key, o.tls_ca)
+        server = await asyncio.start_server(self._on_connection, o.host, o.port, limit=1024 * 1024, ssl=context)
         self.port = server.sockets[0].getsockname()[1]
         runner = None
         if o.http_port is not None:
@@ -267,7 +275,7 @@ class EmrSimulator:
             app.router.add_post("/Bundle", self._on_fhir)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            site = web.TCPSite(runner, o.host, o.http_port)
+            site = web.TCPSite(runner, o.host, o.http_port, ssl_context=context)
             await site.start()
             self.http_port = runner.addresses[0][1]
         self._ready.set()

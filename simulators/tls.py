@@ -1,4 +1,5 @@
-"""The simulators' TLS client context (MLLP/TLS, DICOM TLS toward the gateway)."""
+"""The simulators' TLS contexts: clients toward the gateway (MLLP/TLS, DICOM
+TLS) and the PACS' and EMR's listeners the gateway sends to."""
 
 from __future__ import annotations
 
@@ -11,4 +12,16 @@ def client_tls(ca: str, cert: str = "", key: str = "") -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if cert:
         ctx.load_cert_chain(cert, key or None)
+    return ctx
+
+
+def server_tls(cert: str, key: str, ca: str = "") -> ssl.SSLContext:
+    """TLS 1.2+ for a simulated peer's listener (the PACS, the EMR): our
+    certificate; with ``ca``, a client certificate under it is required."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key or None)
+    if ca:
+        ctx.load_verify_locations(cafile=ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
