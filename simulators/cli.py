@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--vendor", choices=["hologic", "ge"], default="hologic")
     d.add_argument("--data", default=None, help="folder for the demo (default: a new temporary folder)")
     d.add_argument("--keep-running", action="store_true", help="leave the gateway up after the summary")
+    d.add_argument("--tls", action="store_true", help="TLS on every hop (DICOM, MLLP, HTTPS; client certificates) with a throwaway CA in DATA/pki")
     d.add_argument("--log-level", default="WARNING", help="Python log level for the DICOM/HTTP libraries (default WARNING)")
     return parser
 
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from simulators.demo import run_demo
 
-        return run_demo(patients=args.patients, vendor=args.vendor, data=args.data, keep_running=args.keep_running)
+        return run_demo(patients=args.patients, vendor=args.vendor, data=args.data, keep_running=args.keep_running, tls=args.tls)
 
     if args.command == "scanner":
         from simulators.scanner import ScannerOptions, ScannerSimulator
