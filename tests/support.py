@@ -200,5 +200,22 @@ def findscu(port: int, keys: list[str], *, aet: str = "DXA1", aec: str = "DXAGW"
     return proc.returncode, proc.stdout + proc.stderr, files
 
 
+def storescu(port: int, datasets, folder: Path, *, aet: str = "DXA1", aec: str = "DXAGW") -> str:
+    """Save ``datasets`` under ``folder`` and send them in one association with
+    dcmtk storescu; every one must be answered Success.  Returns its output."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, ds in enumerate(datasets):
+        path = folder / f"{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(str(path))
+    env = dict(os.environ, TCP_NODELAY="1")
+    r = subprocess.run([dcmtk("storescu"), "-v", "-aet", aet, "-aec", aec, "127.0.0.1", str(port), *files], capture_output=True, text=True, env=env)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert out.count("Received Store Response (Success)") == len(files), out
+    return out
+
+
 def have_dcmtk() -> bool:
     return shutil.which(str(DCMTK / "findscu")) is not None

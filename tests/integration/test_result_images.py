@@ -20,24 +20,12 @@ import pytest
 from pydicom.uid import generate_uid
 
 from mappings.bmd import samples
-from tests.integration.test_exams import ENV, api, exams
+from tests.integration.test_exams import api, exams
 from tests.orthanc import wait_for
-from tests.support import dcmtk, start_daemon
+from tests.support import start_daemon, storescu
 from tests.unit.bmd.helpers import HOLOGIC, known_exam, region
 
 SETTLE = {"reports": {"settle_seconds": 0.5}, "storage": {"min_free_bytes": 0}}
-
-
-def store_all(daemon, datasets, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i, ds in enumerate(datasets):
-        path = folder / f"{i}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        files.append(str(path))
-    r = subprocess.run([dcmtk("storescu"), "-v", "-aet", "DXA1", "-aec", "DXAGW", "127.0.0.1", str(daemon.dicom_port), *files], capture_output=True, text=True, env=ENV)
-    assert r.returncode == 0, r.stderr
-    assert (r.stdout + r.stderr).count("Received Store Response (Success)") == len(files), r.stdout + r.stderr
 
 
 def study_exam(daemon, study_uid: str, state: str = "parsed"):
@@ -60,7 +48,7 @@ def test_hologic_report_images_alone_make_one_exam_with_the_right_values(daemon,
     Positions; WHO: T <= -2.5 osteoporosis)."""
     known = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC, patient_id=f"PIMG-{modality}", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
     images = samples.hologic_report_images(known, modality=modality)
-    store_all(daemon, images, tmp_path / "images")
+    storescu(daemon.dicom_port, images, tmp_path / "images")
     row = wait_for(lambda: study_exam(daemon, known.study_instance_uid), 20)
     assert row, exams(daemon)
     assert len([e for e in exams(daemon) if e["study_instance_uid"] == known.study_instance_uid]) == 1
@@ -82,11 +70,11 @@ def test_a_later_scan_of_the_study_updates_the_exam_and_a_rescan_is_shown(daemon
     both neck results are kept and shown (exam JSON and report text), and the
     lowest diagnoses (ISCD: lowest site; issue 14 item 4, never silently dropped)."""
     known = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC, patient_id="PRESCAN", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
-    store_all(daemon, samples.hologic_report_images(known), tmp_path / "first")
+    storescu(daemon.dicom_port, samples.hologic_report_images(known), tmp_path / "first")
     first = wait_for(lambda: study_exam(daemon, known.study_instance_uid), 20)
     assert first["classification"]["lowest_score"] == "-2.5"
     again = dataclasses.replace(known, sop_instance_uid=generate_uid(), regions=(region("neck", "L", "0.540", "-2.8", "-2.0"),))
-    store_all(daemon, samples.hologic_report_images(again), tmp_path / "again")
+    storescu(daemon.dicom_port, samples.hologic_report_images(again), tmp_path / "again")
     row = wait_for(lambda: (lambda r: r if r and r["classification"]["lowest_score"] == "-2.8" else None)(study_exam(daemon, known.study_instance_uid)), 20)
     necks = [r for r in row["exam"]["regions"] if (r["site"], r["laterality"]) == ("neck", "L")]
     assert sorted(r["bmd"] for r in necks) == ["0.540", "0.571"] and sorted(r["repeat"] for r in necks) == [1, 2]
@@ -154,7 +142,7 @@ def test_an_acknowledged_object_becomes_an_exam_after_kill_9(tmp_path):
         os.kill(worker, signal.SIGSTOP)  # nothing can be read before the crash
         known = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC, patient_id="PKILL9", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
         images = samples.hologic_report_images(known)
-        store_all(d, images, tmp_path / "images")
+        storescu(d.dicom_port, images, tmp_path / "images")
         d.stop(signal.SIGKILL)
     finally:
         if _alive(worker):
@@ -186,7 +174,7 @@ def test_no_report_is_drafted_while_the_study_settles_and_the_window_survives_a_
     d = start_daemon(tmp_path / "gw", {**SETTLE, "reports": {"settle_seconds": 3600}})
     known = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC, patient_id="PSETTLE", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
     try:
-        store_all(d, samples.hologic_report_images(known), tmp_path / "images")
+        storescu(d.dicom_port, samples.hologic_report_images(known), tmp_path / "images")
         row = wait_for(lambda: (lambda r: r if r and len(r["exam"]["sources"]) == 4 else None)(study_exam(d, known.study_instance_uid, "settling")), 20)
         assert row and row["settle_until"] and row["report"]["status"] is None
         assert api(d, f"/api/exams/{row['id']}/report")[0] == 404
@@ -210,11 +198,11 @@ def test_an_sr_over_the_reader_memory_limit_is_kept_unparsed_and_the_daemon_serv
     try:
         first = _reader_pid(d)
         big = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC, patient_id="PBIG", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
-        store_all(d, [samples.hologic_sr(big, text="<HologicHeader1>" + "x" * (200 * 1024 * 1024))], tmp_path / "big")
+        storescu(d.dicom_port, [samples.hologic_sr(big, text="<HologicHeader1>" + "x" * (200 * 1024 * 1024))], tmp_path / "big")
         row = wait_for(lambda: study_exam(d, big.study_instance_uid, "unparsed"), 60)
         assert row and "memory limit (384 MB)" in row["reason"], exams(d)
         small = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC, patient_id="PSMALL", sop_instance_uid=generate_uid(), study_instance_uid=generate_uid())
-        store_all(d, [samples.hologic_sr(small)], tmp_path / "small")
+        storescu(d.dicom_port, [samples.hologic_sr(small)], tmp_path / "small")
         assert wait_for(lambda: study_exam(d, small.study_instance_uid), 30)
         assert _reader_pid(d) != first
     finally:

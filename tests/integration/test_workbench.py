@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
 import urllib.parse
 from decimal import Decimal
 from pathlib import Path
 
-import orjson
 import pytest
 from pydicom.uid import generate_uid
 
@@ -22,11 +20,11 @@ from mappings.bmd import samples
 from mappings.bmd.samples import hologic_sr
 from simulators.emr import EmrSimulator
 from tests.hl7_messages import orm, segment
-from tests.integration.test_exams import ENV, exam_of, store
+from tests.integration.test_exams import exam_of, store
 from tests.integration.test_oidc import Provider, _key, _node_ready
 from tests.orthanc import wait_for
 from tests.workbench_client import Browserless
-from tests.support import MllpClient, ack_fields, dcmtk, free_port, http_request, start_daemon
+from tests.support import MllpClient, ack_fields, free_port, http_request, start_daemon, storescu
 from tests.unit.bmd.helpers import HOLOGIC, known_exam
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -84,12 +82,7 @@ def world(tmp_path_factory):
         store(d, ds, tmp / "previous.dcm")
         ids["previous"] = wait_for(lambda: exam_of(ds)(d), 20)["id"]
         # this exam: the scanner's report images, one per scan, results in their private text
-        files = []
-        for i, image in enumerate(samples.hologic_report_images(current)):
-            image.save_as(tmp / f"image{i}.dcm", enforce_file_format=True)
-            files.append(str(tmp / f"image{i}.dcm"))
-        r = subprocess.run([dcmtk("storescu"), "-aet", "DXA1", "-aec", "DXAGW", "127.0.0.1", str(d.dicom_port), *files], capture_output=True, text=True, env=ENV)
-        assert r.returncode == 0, r.stderr
+        storescu(d.dicom_port, samples.hologic_report_images(current), tmp / "images")
 
         def current_exam():
             rows = http_request(d.http + "/api/exams?patient=PWB", token=d.token)[1]

@@ -8,15 +8,13 @@ no patient data in a refusal."""
 from __future__ import annotations
 
 import ssl
-import subprocess
 
 import pytest
 import trustme
 
 from mappings.bmd import samples
-from tests.integration.test_exams import ENV
 from tests.orthanc import wait_for
-from tests.support import dcmtk, http_request, start_daemon
+from tests.support import http_request, start_daemon, storescu
 from tests.unit.bmd.helpers import HOLOGIC, known_exam
 from tests.workbench_client import Browserless
 from gateway.security.roles import required_roles
@@ -38,12 +36,7 @@ def world(tmp_path_factory):
     d = start_daemon(tmp / "gw", {"storage": {"min_free_bytes": 0}, "security": {"tokens": TOKENS}})
     try:
         exam = known_exam(samples.HOLOGIC_LAYOUT, HOLOGIC, patient_id=PATIENT_ID, patient_name="^".join(NAME), accession_number="ACC-QUILL")
-        files = []
-        for i, image in enumerate(samples.hologic_report_images(exam)):
-            image.save_as(tmp / f"image{i}.dcm", enforce_file_format=True)
-            files.append(str(tmp / f"image{i}.dcm"))
-        r = subprocess.run([dcmtk("storescu"), "-aet", "DXA1", "-aec", "DXAGW", "127.0.0.1", str(d.dicom_port), *files], capture_output=True, text=True, env=ENV)
-        assert r.returncode == 0, r.stderr
+        storescu(d.dicom_port, samples.hologic_report_images(exam), tmp / "images")
 
         def parsed():
             rows = http_request(d.http + f"/api/exams?patient={PATIENT_ID}", token=d.token)[1]

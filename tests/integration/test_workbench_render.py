@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import subprocess
 import urllib.request
 from decimal import Decimal
 from io import BytesIO
@@ -26,10 +25,10 @@ from mappings.bmd.models import site_name
 from mappings.bmd.samples import hologic_sr
 from tests.dicom_data import secondary_capture
 from tests.fhir_peer import FhirPeer
-from tests.integration.test_exams import ENV, exam_of, store
+from tests.integration.test_exams import exam_of, store
 from tests.integration.test_report_release import call
 from tests.orthanc import start_orthanc, wait_for
-from tests.support import dcmtk, start_daemon
+from tests.support import start_daemon, storescu
 from tests.unit.bmd.helpers import HOLOGIC, known_exam
 
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
@@ -66,17 +65,6 @@ def get(daemon, path: str) -> tuple[int, bytes, str]:
             return rsp.status, rsp.read(), rsp.headers.get_content_type()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(), exc.headers.get_content_type()
-
-
-def store_files(daemon, datasets, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i, ds in enumerate(datasets):
-        path = folder / f"{i}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        files.append(str(path))
-    r = subprocess.run([dcmtk("storescu"), "-aet", "DXA1", "-aec", "DXAGW", "127.0.0.1", str(daemon.dicom_port), *files], capture_output=True, text=True, env=ENV)
-    assert r.returncode == 0, r.stderr
 
 
 def _orthanc_pdfs(orthanc, study_uid: str) -> list[dict]:
@@ -234,7 +222,7 @@ def test_report_images_render_as_png_of_their_size(world, tmp_path):
     broken = secondary_capture(tmp_path / "broken.dcm", pixels=16 * 16, study_uid=known.study_instance_uid, patient_id="PWBIMG")
     broken.PixelData = b"\0" * 10  # fewer bytes than Rows x Columns
     roi = _presentation_state(grey)
-    store_files(d, [*images, grey, broken, roi], tmp_path / "images")
+    storescu(d.dicom_port, [*images, grey, broken, roi], tmp_path / "images")
 
     def exam_row():
         rows = [e for e in call(d, "GET", "/api/exams?patient=PWBIMG")[1] if e["state"] == "parsed"]
