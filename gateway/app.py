@@ -10,7 +10,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.audit_atna import AuditForwarder
-from gateway.config import Config, storage_path
+from gateway.config import Config, open_configured_store, storage_path
 from gateway.data_folder import make_private
 from gateway.dicom.server import DicomServer
 from gateway.exams import ExamService
@@ -30,13 +30,13 @@ from gateway.outbox import Dispatcher
 from gateway.priors.service import PriorService
 from gateway.qa import QaCollector, QaService
 from gateway.spool import Spool
-from gateway.store import open_store
 from gateway.store.exams import RESULT_KINDS
 from mappings.hl7_orders import OrderOptions
 from routes.rules import compile_routes
 
 log = logging.getLogger("gateway")
 
+SHARED_INCOMING_STALE = 3600.0  # seconds: a partial reception this old in a shared spool is left over
 SHUTDOWN_GRACE = 8.0  # seconds for in-flight work; the process exits within 10 s
 STOP_DEADLINE = 9.5  # past this the process exits anyway: what was acknowledged is on disk (DESIGN.md rule 1)
 
@@ -65,7 +65,7 @@ class Gateway:
         self.metrics = Metrics(known_aes=known_ae_titles(config))
         data = storage_path(config)
         make_private(data)  # files 0600, folders 0700 (gateway/data_folder.py)
-        self.store = open_store(str(data))
+        self.store = open_configured_store(config)
         self.metrics.watch_worklist(self.store.count_worklist_by_status)
         self.spool = Spool(data, config.storage.min_free_bytes)
         self.metrics.watch_spool(self.store.instance_totals, self.spool.free_bytes)
@@ -205,7 +205,8 @@ class Gateway:
         self._loop = loop
         self.sr_reader.start()
         self.audit_trail.start()
-        removed = self.spool.clean_incoming()
+        # Replicas share the spool folder (storage.database): leave live receptions alone.
+        removed = self.spool.clean_incoming(older_than=SHARED_INCOMING_STALE if self.config.storage.database else None)
         if removed:
             log.warning("spool.partial_files_removed", extra=fields(count=removed))
         # Objects acknowledged before a crash but not read yet, and exams whose

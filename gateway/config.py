@@ -257,8 +257,20 @@ class SecuritySettings(_Model):
 
 
 class StorageSettings(_Model):
-    path: Path = Path("./data")
+    path: Path = Path("./data")  # the spool (and, without ``database``, gateway.sqlite3); replicas share one
     min_free_bytes: int = Field(1024**3, ge=0)  # below this, C-STORE answers 0xA700
+    # postgresql://user@host/db: a PostgreSQL database several replicas share
+    # (gateway/store/postgres.py); unset: SQLite under ``path``, the embedded default
+    database: str | None = None
+    replica_id: str = ""  # names this replica's outbox leases; unset: host:pid
+    lease_seconds: float | None = Field(None, gt=0)  # an outbox claim's lease; unset: 120 s
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("storage.database is a postgresql:// URL (unset: SQLite under storage.path)")
+        return value or None
 
 
 class WorklistDefaults(_Model):
@@ -465,6 +477,12 @@ class Config(_Model):
             for name in route.to
             if name in self.destinations and self.destinations[name].type not in ("hl7", "fhir")
         ]
+        if self.storage.lease_seconds is not None:  # a lease must outlast the longest delivery attempt (gateway/outbox.py)
+            out += [
+                (("storage", "lease_seconds"), f"shorter than a delivery attempt to {name!r} may take ({2 * d.ack_timeout + 5:g} s: 2 x ack_timeout + 5)")
+                for name, d in self.destinations.items()
+                if self.storage.lease_seconds <= 2 * d.ack_timeout + 5
+            ]
         for i, src in enumerate(self.priors.sources):
             dest = self.destinations.get(src.destination)
             want = "dicomweb" if src.method == "dicomweb" else "dicom"
@@ -559,6 +577,24 @@ def load_config(path: str | Path | None = None) -> Config:
     if problems:
         raise ConfigError("\n".join(problems))
     return config
+
+
+def outbox_lease_seconds(config: Config) -> float:
+    """``storage.lease_seconds``, else 120 s or, when longer, the longest
+    delivery attempt (2 x ack_timeout + 5, gateway/outbox.py) plus 30 s."""
+    if config.storage.lease_seconds is not None:
+        return config.storage.lease_seconds
+    return max([120.0] + [2 * d.ack_timeout + 35 for d in config.destinations.values()])
+
+
+def open_configured_store(config: Config):
+    """The store ``storage`` names: SQLite under ``storage.path``, or ``storage.database``."""
+    from gateway.store import open_store
+
+    return open_store(
+        str(storage_path(config)), config.storage.database,
+        replica_id=config.storage.replica_id or None, lease_seconds=outbox_lease_seconds(config),
+    )  # fmt: skip
 
 
 def storage_path(config: Config, base: Path | None = None) -> Path:

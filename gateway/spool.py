@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 import tempfile
 from pathlib import Path
 
@@ -45,13 +46,21 @@ class Spool:
     def has_room(self) -> bool:
         return self.free_bytes() >= self.min_free_bytes
 
-    def clean_incoming(self) -> int:
-        """Remove partial receptions left by a crash or a vanished peer."""
+    def clean_incoming(self, older_than: float | None = None) -> int:
+        """Remove partial receptions left by a crash or a vanished peer.
+
+        ``older_than`` (seconds): only files not written to for that long --
+        replicas sharing the spool folder leave each other's live receptions.
+        """
         removed = 0
+        cutoff = None if older_than is None else time.time() - older_than
         for path in self.incoming.iterdir():
-            if path.is_file():
-                path.unlink(missing_ok=True)
-                removed += 1
+            try:
+                if path.is_file() and (cutoff is None or path.stat().st_mtime < cutoff):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            except FileNotFoundError:  # another replica removed it
+                continue
         return removed
 
     def _target(self, header: InstanceHeader) -> Path:

@@ -1,7 +1,8 @@
 """The versioned schema: migration N takes the database from N-1 to N.
 
-``PRAGMA user_version`` holds the version.  Append new migrations; never edit
-one that has shipped.
+``PRAGMA user_version`` holds the version (SQLite).  Append new migrations;
+never edit one that has shipped.  PostgreSQL runs the same numbers
+(gateway/store/pg_migrations.py translates each, or takes its own script).
 """
 
 MIGRATIONS: list[str] = [
@@ -254,5 +255,12 @@ MIGRATIONS: list[str] = [
         received_at TEXT NOT NULL
     );
     CREATE INDEX qa_serial ON qa_scans (serial, scanned_at);
+    """,
+    # 9: several replicas share the outbox (issue 17): a claim is a lease,
+    #    held by one replica until it runs out
+    """
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';  -- the replica sending it
+    ALTER TABLE outbox ADD COLUMN lease_until TEXT;                     -- in_flight: another replica may take it after this
+    CREATE INDEX outbox_leased ON outbox (destination, lease_until) WHERE state = 'in_flight';
     """,
 ]

@@ -7,6 +7,8 @@ commit that marks its object read, so a crash never loses or doubles one.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -27,6 +29,14 @@ class QaScanRow:
 
 
 _COLS = "id, serial, instance_id, station_ae, manufacturer, model, patient_id, site, bmd, scanned_at, received_at"
+
+
+class QaAggregate(Protocol):
+    """Scanner QA: phantom scans by scanner."""
+
+    def add_qa_scan(self, row: QaScanRow) -> int: ...  # fmt: skip
+    def qa_scans(self, serial: str) -> list[QaScanRow]: ...  # fmt: skip
+    def qa_serials(self) -> list[str]: ...  # fmt: skip
 
 
 class QaStore:

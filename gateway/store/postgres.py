@@ -1,0 +1,118 @@
+"""The PostgreSQL store: ``storage.database: postgresql://user@host/db``.
+
+Several gateway replicas share one database (and one spool folder): each
+serves the MWL, takes C-STORE, MPPS and HL7, and delivers the outbox.  The
+aggregates are the SQLite store's (gateway/store/aggregates.py) over a
+psycopg 3 connection pool; what differs is here:
+
+- every write is one transaction, committed (durable) before the method
+  returns; there is no group commit (PostgreSQL commits concurrent
+  transactions together itself);
+- read-modify-write of the worklist (an order change, an MPPS moving its
+  step) holds a transaction-scoped advisory lock, as SQLite's one writer does;
+- the outbox is claimed ``FOR UPDATE SKIP LOCKED`` with a lease
+  (gateway/store/outbox.py): a replica killed mid-delivery leaves rows whose
+  lease runs out and another replica takes them; per-study order holds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+
+from gateway.store.aggregates import Aggregates
+from gateway.store.db import PgConnection, lock_key
+from gateway.store.pg_migrations import pg_migrations
+from gateway.store.records import StoreError
+
+T = TypeVar("T")
+
+DEFAULT_LEASE_SECONDS = 120.0
+POOL_SIZE = 16  # the daemon's I/O executor has 16 threads; DICOM handler threads wait their turn
+
+
+def default_replica_id() -> str:
+    """host:pid -- unique per process; a restarted replica's rows come back when their lease runs out."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class PostgresStore(Aggregates):
+    """The shared store (``storage.database``)."""
+
+    _CLAIM_LOCK = " FOR UPDATE OF o SKIP LOCKED"
+    _REFERRED_AT = "(convert_from(item, 'UTF8')::jsonb ->> 'referred_at')"
+
+    def __init__(self, url: str, *, replica_id: str | None = None, lease_seconds: float | None = None, pool_size: int = POOL_SIZE) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        self.replica_id = replica_id or default_replica_id()
+        self.lease_seconds = float(lease_seconds) if lease_seconds else DEFAULT_LEASE_SECONDS
+        self._pool = ConnectionPool(
+            url, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=False, name="dxagw-store", timeout=30
+        )
+        try:
+            self._pool.open(wait=True, timeout=30)
+            self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    # -- the database contract (gateway/store/db.py) ---------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[PgConnection]:
+        with self._pool.connection() as conn:
+            yield PgConnection(conn)
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._read() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def _query_one(self, sql: str, args: tuple = ()) -> tuple | None:
+        with self._read() as conn:
+            return conn.execute(sql, args).fetchone()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[PgConnection]:
+        with self._pool.connection() as conn:
+            with conn.transaction():
+                yield PgConnection(conn)
+
+    def _grouped(self, work: Callable[[PgConnection], T]) -> T:
+        with self._transaction() as conn:
+            return work(conn)
+
+    def _lock(self, conn: PgConnection, name: str) -> None:
+        """Until this transaction ends, no other replica's holds ``name``."""
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(name),))
+
+    # -- schema ------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        scripts = pg_migrations()
+        with self._pool.connection() as conn:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("migrate"),))
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                row = conn.execute("SELECT version FROM schema_version").fetchone()
+                if row is None:
+                    conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+                version = row[0] if row else 0
+                if version > len(scripts):
+                    raise StoreError(f"database schema {version} is newer than this gateway ({len(scripts)})")
+                for number, script in enumerate(scripts[version:], start=version + 1):
+                    conn.execute(script)
+                    conn.execute("UPDATE schema_version SET version = %s", (number,))
+
+    @property
+    def schema_version(self) -> int:
+        return self._query_one("SELECT version FROM schema_version")[0]
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def ping(self) -> bool:
+        return self._query_one("SELECT 1")[0] == 1
