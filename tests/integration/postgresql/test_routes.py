@@ -1,0 +1,3 @@
+"""tests/integration/test_routes.py again, on PostgreSQL (see conftest.py here)."""
+
+from tests.integration.test_routes import *  # noqa: F403
