@@ -263,7 +263,7 @@ class StorageSettings(_Model):
     # (gateway/store/postgres.py); unset: SQLite under ``path``, the embedded default
     database: str | None = None
     replica_id: str = ""  # names this replica's outbox leases; unset: host:pid
-    lease_seconds: float | None = Field(None, gt=0)  # an outbox claim's lease; unset: 120 s
+    lease_seconds: float | None = Field(None, gt=0)  # an outbox claim's lease, renewed while sending; unset: 60 s
 
     @field_validator("database")
     @classmethod
@@ -477,12 +477,6 @@ class Config(_Model):
             for name in route.to
             if name in self.destinations and self.destinations[name].type not in ("hl7", "fhir")
         ]
-        if self.storage.lease_seconds is not None:  # a lease must outlast the longest delivery attempt (gateway/outbox.py)
-            out += [
-                (("storage", "lease_seconds"), f"shorter than a delivery attempt to {name!r} may take ({2 * d.ack_timeout + 5:g} s: 2 x ack_timeout + 5)")
-                for name, d in self.destinations.items()
-                if self.storage.lease_seconds <= 2 * d.ack_timeout + 5
-            ]
         for i, src in enumerate(self.priors.sources):
             dest = self.destinations.get(src.destination)
             want = "dicomweb" if src.method == "dicomweb" else "dicom"
@@ -579,21 +573,13 @@ def load_config(path: str | Path | None = None) -> Config:
     return config
 
 
-def outbox_lease_seconds(config: Config) -> float:
-    """``storage.lease_seconds``, else 120 s or, when longer, the longest
-    delivery attempt (2 x ack_timeout + 5, gateway/outbox.py) plus 30 s."""
-    if config.storage.lease_seconds is not None:
-        return config.storage.lease_seconds
-    return max([120.0] + [2 * d.ack_timeout + 35 for d in config.destinations.values()])
-
-
 def open_configured_store(config: Config):
     """The store ``storage`` names: SQLite under ``storage.path``, or ``storage.database``."""
     from gateway.store import open_store
 
     return open_store(
         str(storage_path(config)), config.storage.database,
-        replica_id=config.storage.replica_id or None, lease_seconds=outbox_lease_seconds(config),
+        replica_id=config.storage.replica_id or None, lease_seconds=config.storage.lease_seconds,
     )  # fmt: skip
 
 

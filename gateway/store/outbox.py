@@ -22,6 +22,7 @@ class OutboxAggregate(Protocol):
     """Deliveries: claimed, finished, retried; their queue depth."""
 
     def claim_outbox(self, destination: str, now: str, limit: int = 1) -> list[OutboxRow]: ...
+    def renew_outbox_lease(self, row_id: int) -> bool: ...
     def next_outbox_due(self, destination: str) -> str | None: ...
     def finish_outbox(self, row_id: int, *, state: str, error: str = ..., next_attempt_at: str | None = ...) -> bool: ...
     def resume_in_flight(self) -> int: ...
@@ -90,6 +91,18 @@ class OutboxStore:
                     (self.replica_id, until, now, row[0]),
                 )
         return [OutboxRow(*r) for r in rows]
+
+    def renew_outbox_lease(self, row_id: int) -> bool:
+        """A delivery still under way keeps its lease (the dispatcher calls this
+        every third of the lease); False when the lease was lost."""
+        if self.lease_seconds is None:
+            return True
+        now = datetime.fromisoformat(_now())
+        until = (now + timedelta(seconds=self.lease_seconds)).isoformat(timespec="milliseconds")
+        with self._transaction() as conn:
+            return conn.execute(
+                "UPDATE outbox SET lease_until = ? WHERE id = ? AND state = 'in_flight' AND claimed_by = ?", (until, row_id, self.replica_id)
+            ).rowcount == 1
 
     def next_outbox_due(self, destination: str) -> str | None:
         row = self._query_one(

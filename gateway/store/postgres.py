@@ -29,7 +29,7 @@ from gateway.store.records import StoreError
 
 T = TypeVar("T")
 
-DEFAULT_LEASE_SECONDS = 120.0
+DEFAULT_LEASE_SECONDS = 60.0  # the dispatcher renews it every third of this while sending
 POOL_SIZE = 16  # the daemon's I/O executor has 16 threads; DICOM handler threads wait their turn
 
 
