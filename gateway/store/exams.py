@@ -1,7 +1,8 @@
-"""The exams part of the SQLite store: BMD results, reports, study doses.
+"""The exams aggregate of the store: BMD results, reports, study doses.
 
-A mixin of :class:`~gateway.store.sqlite.SqliteStore`; it uses that class's
-``_transaction``, ``_query``, ``_query_one``, ``_enqueue`` and ``_audit``.
+A mixin over the database contract of gateway/store/db.py (SQLite or
+PostgreSQL); it uses ``_transaction``, ``_query``, ``_query_one``, and the
+outbox's ``_enqueue`` and the audit's ``_audit``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol, Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 import orjson
 

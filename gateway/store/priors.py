@@ -1,18 +1,17 @@
-"""The priors part of the SQLite store (issue 18): studies asked of the PACS,
+"""The priors aggregate of the store (issue 18): studies asked of the PACS,
 each exam's prior lookup, backfill runs.
 
-A mixin of :class:`~gateway.store.sqlite.SqliteStore` (``_transaction``,
-``_query``, ``_query_one``, ``_audit``).  A ``prior_studies`` row is written
+A mixin over the database contract of gateway/store/db.py (``_transaction``,
+``_query``, ``_query_one``, and the audit's ``_audit``).  A ``prior_studies`` row is written
 before the C-MOVE is sent, so the objects it brings through our own C-STORE
 SCP are known as priors (kept out of the routes and the reports).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
 
 def _now() -> str:

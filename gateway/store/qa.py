@@ -1,16 +1,15 @@
-"""The scanner-QA part of the SQLite store (issue 16 item 1): phantom scans.
+"""The scanner-QA aggregate of the store (issue 16 item 1): phantom scans.
 
-A mixin of :class:`~gateway.store.sqlite.SqliteStore` (``_transaction``,
-``_query``, ``_set_results``).  A phantom's BMD is recorded in the same
+A mixin over the database contract of gateway/store/db.py (``_transaction``,
+``_query``, and the exams' ``_set_results``).  A phantom's BMD is recorded in the same
 commit that marks its object read, so a crash never loses or doubles one.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)

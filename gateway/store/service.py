@@ -1,4 +1,4 @@
-"""The service-KPI part of the SQLite store: each order's way through the
+"""The service-KPI aggregate of the store: each order's way through the
 service as :class:`mappings.kpis.Episode` values.
 
 A mixin over the database contract of gateway/store/db.py (uses ``_query``).
@@ -7,9 +7,8 @@ Times without a zone (HL7 TS, DICOM DA/TM) are the gateway host's local time.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from datetime import date, datetime
+from typing import Protocol
 
 import orjson
 
