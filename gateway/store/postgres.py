@@ -21,6 +21,7 @@ import os
 import socket
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from gateway.store.aggregates import Aggregates
 from gateway.store.db import PgConnection, lock_key
@@ -30,12 +31,22 @@ from gateway.store.records import StoreError
 T = TypeVar("T")
 
 DEFAULT_LEASE_SECONDS = 60.0  # the dispatcher renews it every third of this while sending
+CONNECT_TIMEOUT = 15.0  # seconds at start for the first connection
 POOL_SIZE = 16  # the daemon's I/O executor has 16 threads; DICOM handler threads wait their turn
 
 
 def default_replica_id() -> str:
     """host:pid -- unique per process; a restarted replica's rows come back when their lease runs out."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def redacted(url: str) -> str:
+    """The URL without its password (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 class PostgresStore(Aggregates):
@@ -45,7 +56,7 @@ class PostgresStore(Aggregates):
     _REFERRED_AT = "(convert_from(item, 'UTF8')::jsonb ->> 'referred_at')"
 
     def __init__(self, url: str, *, replica_id: str | None = None, lease_seconds: float | None = None, pool_size: int = POOL_SIZE) -> None:
-        from psycopg_pool import ConnectionPool
+        from psycopg_pool import ConnectionPool, PoolTimeout
 
         self.url = url
         self.replica_id = replica_id or default_replica_id()
@@ -54,8 +65,11 @@ class PostgresStore(Aggregates):
             url, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=False, name="dxagw-store", timeout=30
         )
         try:
-            self._pool.open(wait=True, timeout=30)
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
             self._migrate()
+        except PoolTimeout:
+            self._pool.close()
+            raise StoreError(f"cannot connect to the database {redacted(url)} within {CONNECT_TIMEOUT:g} s") from None
         except BaseException:
             self._pool.close()
             raise
