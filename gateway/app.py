@@ -36,7 +36,6 @@ from routes.rules import compile_routes
 
 log = logging.getLogger("gateway")
 
-SHARED_INCOMING_STALE = 3600.0  # seconds: a partial reception this old in a shared spool is left over
 SHUTDOWN_GRACE = 8.0  # seconds for in-flight work; the process exits within 10 s
 STOP_DEADLINE = 9.5  # past this the process exits anyway: what was acknowledged is on disk (DESIGN.md rule 1)
 
@@ -205,8 +204,7 @@ class Gateway:
         self._loop = loop
         self.sr_reader.start()
         self.audit_trail.start()
-        # Replicas share the spool folder (storage.database): leave live receptions alone.
-        removed = self.spool.clean_incoming(older_than=SHARED_INCOMING_STALE if self.config.storage.database else None)
+        removed = self.spool.clean_incoming()
         if removed:
             log.warning("spool.partial_files_removed", extra=fields(count=removed))
         # Objects acknowledged before a crash but not read yet, and exams whose

@@ -9,7 +9,7 @@ aggregate code over either (gateway/store/db.py).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import ContextManager, Protocol
 
 from gateway.store.records import (  # noqa: F401  (the records, re-exported)
     DuplicateInstance,
@@ -48,6 +48,7 @@ class Store(
 
     schema_version: int
 
+    def exclusive(self, name: str) -> ContextManager[None]: ...  # work under a name, one replica at a time
     def ping(self) -> bool: ...
     def close(self) -> None: ...
 

@@ -103,6 +103,19 @@ class PostgresStore(Aggregates):
         """Until this transaction ends, no other replica's holds ``name``."""
         conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(name),))
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Work under ``name`` across several calls, one replica (and thread) at a time:
+        a session advisory lock on a connection of its own, released at exit or
+        when the replica dies (its session ends)."""
+        key = lock_key(name)
+        with self._pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
     # -- schema ------------------------------------------------------------------------
 
     def _migrate(self) -> None:

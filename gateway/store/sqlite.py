@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 from gateway.store.aggregates import Aggregates
+from gateway.store.db import lock_key
 from gateway.store.migrations import MIGRATIONS
 from gateway.store.records import StoreError
 from mappings.worklist import ACTIVE_STATUSES
@@ -49,6 +50,7 @@ class SqliteStore(Aggregates):
         self._group_leader = False
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._closed = False
+        self._named_locks = [threading.Lock() for _ in range(64)]  # exclusive(), striped
         self._writer = self._connect()
         self._migrate()
 
@@ -190,6 +192,12 @@ class SqliteStore(Aggregates):
 
     def _lock(self, conn, name: str) -> None:
         """Nothing to do: SQLite has one writer (BEGIN IMMEDIATE serialises every write)."""
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Work under ``name`` across several calls, one thread at a time (one process)."""
+        with self._named_locks[lock_key(name) % len(self._named_locks)]:
+            yield
 
 
 __all__ = ["SqliteStore", "ACTIVE_STATUSES"]
