@@ -81,4 +81,4 @@ class InstanceStore:
     def instance_totals(self) -> tuple[int, int]:
         """(current instances, their bytes)."""
         row = self._query_one("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM instances WHERE is_current = 1")
-        return row[0], row[1]
+        return int(row[0]), int(row[1])  # PostgreSQL's SUM of a BIGINT is a numeric (Decimal)
