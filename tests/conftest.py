@@ -20,12 +20,8 @@ def postgres_server():
     if os.environ.get(DATABASE_ENV):
         yield os.environ[DATABASE_ENV]
         return
-    import importlib.util
-
     from tests.postgres import pg_bin, start_cluster
 
-    if importlib.util.find_spec("gateway.store.postgres") is None:  # until branch pg-store is merged
-        pytest.skip("this gateway has no PostgreSQL store yet (gateway/store/postgres.py)")
     if pg_bin() is None:
         pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): ./run-tests installs it from Debian")
     cluster = start_cluster()

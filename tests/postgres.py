@@ -70,11 +70,11 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _run(cluster_or_user, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    user = cluster_or_user.user if isinstance(cluster_or_user, Cluster) else cluster_or_user
-    if user is not None:
-        cmd = ["runuser", "-u", user, "--", *cmd]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+def _run(cluster: Cluster, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    if cluster.user is not None:
+        cmd = ["runuser", "-u", cluster.user, "--", *cmd]
+    # cwd: the cluster's folder, which its user can enter (a root checkout may not be)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, cwd=cluster.dir)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
     return proc

@@ -46,7 +46,7 @@ end
 
 class Pacs:
     def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
         (folder / "receipts.lua").write_text(RECEIPT_LUA)
         self.orthanc = start_orthanc(folder / "orthanc", {"LuaScripts": [str(folder / "receipts.lua")]})
 
@@ -101,12 +101,12 @@ def sop_uid(path: Path) -> str:
 
 
 def outbox_rows(daemon) -> list[tuple]:
-    """(id, state, claimed_by, lease_until, updated_at, SOP Instance UID) of every PACS row."""
+    """(id, state, claimed_by, lease_until, delivered_at, SOP Instance UID) of every PACS row."""
     conn = store_connection(daemon)
     try:
         return conn.execute(
-            "SELECT o.id, o.state, o.claimed_by, o.lease_until, o.updated_at, i.sop_instance_uid FROM outbox o"
-            " JOIN instances i ON i.id = o.instance_id WHERE o.destination = 'pacs' ORDER BY o.id"
+            "SELECT o.id, o.state, o.claimed_by, o.lease_until, o.delivered_at, i.sop_instance_uid FROM outbox o"
+            " JOIN instances i ON o.ref_table = 'instances' AND i.id = o.ref_id WHERE o.destination = 'pacs' ORDER BY o.id"
         ).fetchall()
     finally:
         conn.close()
