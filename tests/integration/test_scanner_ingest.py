@@ -379,9 +379,9 @@ def test_kill_9_under_concurrent_load_loses_nothing_acknowledged(tmp_path):
             assert sha == sha256_of(Path(f))
             assert sha256_of(again.dir / "data" / path) == sha  # the spool file is whole
         assert not any(Path(path).parts[0] == "incoming" for path, _ in rows.values())  # nothing indexed is a partial
-        if not again.database:  # one process owns the spool: partials cleaned at start
-            assert list((again.dir / "data" / "incoming").iterdir()) == []
-        # (PostgreSQL: replicas share the spool, so a start removes only partials an hour old, gateway/app.py)
+        # Partials cleaned at start: a killed writer holds no lock on its file any more
+        # (gateway/spool.py; replicas sharing the spool leave only live receptions).
+        assert list((again.dir / "data" / "incoming").iterdir()) == []
     finally:
         assert again.stop() == 0
 
