@@ -2,9 +2,11 @@ FROM python:3.11-slim
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway gateway
+COPY hl7v2 hl7v2
 COPY mappings mappings
 COPY routes routes
 COPY simulators simulators
+COPY dicomext dicomext
 COPY config config
 RUN pip install --no-cache-dir . && mkdir -p /etc/dxa-gateway /var/lib/dxa-gateway \
     && cp config/docker.yaml /etc/dxa-gateway/gateway.yaml

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -27,6 +26,8 @@ from pathlib import Path
 from _common import BENCH_HEADERS, BENCH_TOKEN, REPO, free_port, machine, percentile, start, start_gateway, stop, wait_port  # noqa: F401
 import yaml
 
+from hl7v2.ack import answer
+from hl7v2.mllp import MllpReceiver
 from simulators.ris import RisOptions, RisSimulator
 from simulators.scanner import ScannerOptions, ScannerSimulator
 
@@ -37,42 +38,18 @@ class Emr:
     """An MLLP receiver that ACKs every message and notes when, by accession."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.acked: dict[str, float] = {}  # accession -> time of the ACK
         self.messages = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._receiver = MllpReceiver(self._ack, nodelay=True, sent=self._acked)
+        self.port = self._receiver.port
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def _ack(self, message: bytes) -> bytes:
+        self.messages += 1
+        return answer(message, "AA", control_id=f"A{self.messages}", timestamp=f"{datetime.now():%Y%m%d%H%M%S}")
 
-    def _serve(self, conn: socket.socket) -> None:
-        buf = b""
-        with conn:
-            while True:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                buf += chunk
-                while b"\x1c\r" in buf:
-                    frame, buf = buf.split(b"\x1c\r", 1)
-                    segments = frame.lstrip(b"\x0b").decode("utf-8", "replace").split("\r")
-                    msh = segments[0].split("|")
-                    obr = next((s.split("|") for s in segments if s.startswith("OBR")), [])
-                    accession = obr[2] if len(obr) > 2 else ""
-                    ack = f"MSH|^~\\&|EMR|H|DXAGW|DXA|{datetime.now():%Y%m%d%H%M%S}||ACK|A{self.messages}|P|2.5.1\rMSA|AA|{msh[9] if len(msh) > 9 else ''}\r"
-                    conn.sendall(b"\x0b" + ack.encode() + b"\x1c\r")
-                    self.messages += 1
-                    self.acked.setdefault(accession, time.time())
+    def _acked(self, message: bytes) -> None:
+        obr = next((s.split("|") for s in message.decode("utf-8", "replace").split("\r") if s.startswith("OBR")), [])
+        self.acked.setdefault(obr[2] if len(obr) > 2 else "", time.time())
 
 
 def main() -> None:

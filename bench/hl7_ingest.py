@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,9 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402  (puts the repo root on sys.path)
 from _common import BENCH_HEADERS, machine, percentile, start_gateway, write_gateway_config  # noqa: E402
 
+from hl7v2.ack import read_msa  # noqa: E402
+from hl7v2.er7 import msh_field  # noqa: E402
+from hl7v2.mllp import MllpClient  # noqa: E402
 from tests.hl7_messages import msh, pid, segment  # noqa: E402
 
-START, END = b"\x0b", b"\x1c\x0d"
 STATIONS = [f"DXA{n}" for n in range(1, 11)]
 FAMILY = ["SMITH", "JOHNSON", "MULLER", "DUBOIS", "ROSSI", "NGUYEN", "PATEL", "O'BRIEN", "GARCIA", "JONES"]
 GIVEN = ["MARY", "ANNE", "JANE", "MONIKA", "CHANTAL", "GIULIA", "JOHN", "PETER"]
@@ -62,42 +62,18 @@ def orm(run: str, n: int) -> bytes:
     return ("\r".join(segs) + "\r").encode()
 
 
-class Client:
-    """Blocking MLLP client: one connection, one message at a time."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def request(self, message: bytes) -> bytes:
-        self.sock.sendall(START + message + END)
-        while END not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("connection closed before the ACK")
-            self.buf += chunk
-        data, self.buf = self.buf.split(END, 1)
-        return data[data.find(START) + 1 :]
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-_MSA = re.compile(rb"(?:^|\r)MSA\|([^|\r]*)\|([^|\r]*)")
-
-
 def send_all(port: int, messages: list[bytes], latencies: list[float], codes: dict, errors: list) -> None:
-    client = Client(port)
+    client = MllpClient("127.0.0.1", port, timeout=60)
     try:
         for message in messages:
-            control_id = message.split(b"\r", 1)[0].split(b"|")[9]
+            control_id = msh_field(message, 10)
             t0 = time.perf_counter()
             ack = client.request(message)
             latencies.append(time.perf_counter() - t0)
-            m = _MSA.search(ack)
-            code = m.group(1).decode() if m else "no MSA"
-            if m and m.group(2) != control_id:
+            code, acked_id, _ = read_msa(ack)
+            if not code:
+                code = "no MSA"
+            elif acked_id != control_id:
                 code = "MSA-2 mismatch"
             codes[code] = codes.get(code, 0) + 1
     except Exception as exc:  # noqa: BLE001 - reported, the run goes on

@@ -350,7 +350,7 @@ class WlmscpfsServer(Server):
         self.setup["write .wl files (pydicom, shared with Orthanc)"] = files_seconds
         self.port = free_port()
         t0 = time.perf_counter()
-        # TCP_NODELAY=1: the Debian build leaves Nagle on otherwise (DESIGN.md).
+        # TCP_NODELAY=1: the Debian build leaves Nagle on otherwise (docs/architecture.md, Pitfalls).
         self.proc = start([WLMSCPFS, "-dfp", str(wl_root), str(self.port)], env={"TCP_NODELAY": "1"}, log=work / "wlmscpfs.log")
         wait_port(self.port, self.proc)
         self.setup["process start to listening"] = time.perf_counter() - t0

@@ -18,12 +18,14 @@ from gateway.sr_reader import SrReader
 from gateway.hl7.intake import Hl7Intake
 from gateway.hl7.listener import MllpServer
 from gateway.entitlement import Entitlement
-from gateway.http import exams_api, priors_api, qa_api, service_api
+from gateway.http import exam_views, exams_api, priors_api, qa_api, service_api
 from gateway.http.auth import HOW_TO_ADD, HttpAuth, default_allowed_hosts
 from gateway.security import tls
 from gateway.security.oidc import OidcVerifier
 from gateway.security.tokens import TokenRegistry
 from gateway.http.server import HttpServer
+from gateway.http.sessions import SessionStore
+from gateway.http.workbench import Workbench
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.outbox import Dispatcher
@@ -37,7 +39,7 @@ from routes.rules import compile_routes
 log = logging.getLogger("gateway")
 
 SHUTDOWN_GRACE = 8.0  # seconds for in-flight work; the process exits within 10 s
-STOP_DEADLINE = 9.5  # past this the process exits anyway: what was acknowledged is on disk (DESIGN.md rule 1)
+STOP_DEADLINE = 9.5  # past this the process exits anyway: what was acknowledged is on disk (docs/architecture.md rule 1)
 
 
 def _force_exit() -> None:
@@ -104,6 +106,8 @@ class Gateway:
             )
             self.mllp_tls.ssl_context = tls.for_listener(c.hl7.tls)
         self.oidc = OidcVerifier(c.security.oidc) if c.security.oidc is not None else None
+        # workbench logins (README "The reporting workbench"): in this process's memory
+        self.sessions = SessionStore(c.http.session_idle_minutes * 60)
         self.http_auth = HttpAuth(
             TokenRegistry(c.security.tokens),
             oidc=self.oidc.identity if self.oidc is not None else None,
@@ -111,6 +115,7 @@ class Gateway:
             metrics_public=c.http.metrics_public,
             audit=self.audit,
             tls=c.http.tls is not None,
+            sessions=self.sessions,
         )
         self.http = HttpServer(
             c.http.host, c.http.port, self.store, self.metrics, self.executor, parse_executor=self.parse_executor,
@@ -136,10 +141,10 @@ class Gateway:
             hl7_application=c.hl7.application, hl7_facility=c.hl7.facility, defer=self._defer, dose=c.dose,
         )
         self.priors = None
-        if c.priors.sources:  # issue 18: earlier studies from the PACS
+        if c.priors.sources:  # README "Priors from the PACS": earlier studies
             self.priors = PriorService(c, self.store, self.spool, self._on_stored, lambda exam_id: self._exam_submit(lambda: self.exams.priors_done(exam_id)))
             self.exams.priors = self.priors
-        # scanner QA (issue 16 item 1): phantoms are not routed, not exams; MWL blocked on a fail
+        # scanner QA (README "Running a DXA service"): phantoms are not routed, not exams; MWL blocked on a fail
         self.qa = QaService(self.store, c.qa)
         self.exams.qa = self.qa
         self.dicom.storage.is_phantom = self.qa.is_phantom
@@ -147,6 +152,11 @@ class Gateway:
         qa_api.register(self.http.app, self.qa, self.executor)
         self.metrics.registry.register(QaCollector(self.qa))
         exams_api.register(self.http.app, self.exams, self.executor)
+        Workbench(
+            self.exams, self.executor, self.sessions, self.http_auth, oidc=self.oidc,
+            login=c.security.oidc.login if c.security.oidc is not None else None, tls=c.http.tls is not None,
+        ).register(self.http.app)
+        exam_views.register(self.http.app, self.exams, self.executor, audit=self.audit)  # the workbench's images, trend, PDF
         self.http.entitlement = self.entitlement
         service_api.register(self.http.app, self.store, self.entitlement, self.executor)
         priors_api.register(self.http.app, self.store, self.executor, c.priors)
@@ -261,7 +271,7 @@ class Gateway:
         await stop.wait()
         log.info("gateway.stopping")
         # A peer that holds a socket or a thread cannot keep the process up
-        # past the README's 10 s (issue 11: SIGTERM waited 41 s).
+        # past the README's 10 s (a SIGTERM once waited 41 s).
         watchdog = threading.Timer(STOP_DEADLINE, _force_exit)
         watchdog.daemon = True
         watchdog.start()

@@ -1,4 +1,4 @@
-"""``dxa-gateway``: run the daemon, check a config, run the demo."""
+"""``dxa-gateway``: run the daemon, check a config, make tokens (the demo is ``dxa-sim demo``)."""
 
 from __future__ import annotations
 
@@ -41,12 +41,6 @@ def _check(args: argparse.Namespace) -> int:
         return 2
     print(f"{args.path}: ok")
     return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
-
-    return run_demo(patients=args.patients, vendor=args.vendor, data=args.data, keep_running=args.keep_running)
 
 
 def _token_new(args: argparse.Namespace) -> int:
@@ -101,12 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("path")
     check.set_defaults(func=_check)
-    demo = sub.add_parser("demo", help="run a short DXA day on loopback with the simulators")
-    demo.add_argument("--patients", type=int, default=5)
-    demo.add_argument("--vendor", choices=["hologic", "ge"], default="hologic")
-    demo.add_argument("--data", default=None, help="folder for the demo (default: a new temporary folder)")
-    demo.add_argument("--keep-running", action="store_true", help="leave the gateway up after the summary")
-    demo.set_defaults(func=_demo)
     token = sub.add_parser("token", help="HTTP identities")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     tnew = token_sub.add_parser("new", help="make a bearer token and print its config line")

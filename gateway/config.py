@@ -1,4 +1,4 @@
-"""The one config: YAML validated into typed models at start (DESIGN.md rule 7).
+"""The one config: YAML validated into typed models at start (docs/architecture.md rule 7).
 
 An error names the key and the file line.  ``${VAR}`` in a string value is
 taken from the environment (for secrets).
@@ -184,6 +184,7 @@ class HttpSettings(_Model):
     metrics_public: bool = False  # /metrics without the `metrics` role
     allowed_hosts: list[str] = []  # Host header values accepted; empty: the bind address and localhost
     tls: TlsSettings | None = None
+    session_idle_minutes: float = Field(30, gt=0, le=24 * 60)  # a workbench session ends after this long unused
 
 
 ROLES = ("orders", "radiographer", "reporter", "admin", "viewer", "metrics")
@@ -210,6 +211,18 @@ class TokenEntry(_Model):
         return self
 
 
+class OidcLoginSettings(_Model):
+    """The workbench's login at the provider: authorization code with PKCE
+    (RFC 6749 4.1, RFC 7636 S256); the access token it gets is checked like
+    any bearer token (issuer, audience, roles claim)."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: str = ""  # empty: a public client (PKCE alone)
+    scope: str = "openid"
+    resource: str = ""  # RFC 8707 resource indicator, when the provider needs one to issue a JWT for our audience
+    redirect_uri: str = ""  # empty: this request's scheme and Host + /workbench/oidc/callback
+
+
 class OidcSettings(_Model):
     """Bearer tokens issued by an OpenID provider (checked against its JWKS)."""
 
@@ -220,6 +233,7 @@ class OidcSettings(_Model):
     leeway: float = Field(60, ge=0)  # seconds of clock skew allowed on exp/nbf/iat
     jwks_cache: float = Field(300, gt=0)  # seconds a fetched key set is reused
     ca: Path | None = None  # CA bundle for the issuer's HTTPS
+    login: OidcLoginSettings | None = None  # the workbench's "sign in with the hospital's provider"
 
 
 class SyslogSettings(_Model):
@@ -373,7 +387,18 @@ class Destination(_Model):
         return self
 
 
-ROUTE_KINDS = ("image", "sr", "pdf", "dose", "report", "mpps", "order-status", "other")
+ROUTE_KINDS = ("image", "sr", "pdf", "dose", "report", "mpps", "order-status", "other", "fls", "report-pdf")
+#: destination types a kind can go to, where it is narrower than every type
+KIND_DESTINATION_TYPES = {
+    "fls": ("hl7", "fhir"),  # HL7 REF^I12 or a FHIR Task (docs/fls.md)
+    "report-pdf": ("dicom", "dicomweb", "folder"),  # the signed report as Encapsulated PDF (docs/dicom-conformance.md)
+}
+
+
+def _one_of(types: tuple[str, ...]) -> str:
+    """("hl7", "fhir") -> "an hl7 or fhir"."""
+    words = ", ".join(types[:-1]) + " or " + types[-1] if len(types) > 1 else types[0]
+    return ("an " if types[0][0] in "aehiou" else "a ") + words
 
 
 class RouteMatch(_Model):
@@ -384,8 +409,9 @@ class RouteMatch(_Model):
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    # fls: fracture liaison notifications of released reports (docs/fls.md)
-    kind: list[Literal["image", "sr", "pdf", "dose", "report", "mpps", "order-status", "other", "fls"]] = []
+    # fls: fracture liaison notifications of released reports (docs/fls.md);
+    # report-pdf: the released report as DICOM Encapsulated PDF in the exam's study
+    kind: list[Literal["image", "sr", "pdf", "dose", "report", "mpps", "order-status", "other", "fls", "report-pdf"]] = []
     sop_class: list[str] = []
     modality: list[str] = []
     calling_ae: list[str] = []
@@ -403,7 +429,7 @@ class Route(_Model):
 
 
 class PriorSource(_Model):
-    """One place to ask for a patient's earlier DXA studies (issue 18)."""
+    """One place to ask for a patient's earlier DXA studies (README "Priors from the PACS")."""
 
     destination: str  # a dicom (method c-move, c-get) or dicomweb (method dicomweb) destination
     method: Literal["c-move", "c-get", "dicomweb"]
@@ -470,12 +496,13 @@ class Config(_Model):
             for name in self.reports.reporters
             if name in identities and "reporter" not in identities[name].roles
         ]
-        out += [  # a fracture liaison notification is HL7 REF^I12 or a FHIR Task (docs/fls.md)
-            (("routes", i, "to"), f"kind fls needs an hl7 or fhir destination, not {self.destinations[name].type} ({name!r})")
+        out += [  # fls: HL7 REF^I12 or a FHIR Task (docs/fls.md); report-pdf: a DICOM object
+            (("routes", i, "to"), f"kind {kind} needs {_one_of(types)} destination, not {self.destinations[name].type} ({name!r})")
             for i, route in enumerate(self.routes)
-            if "fls" in route.match.kind
+            for kind, types in KIND_DESTINATION_TYPES.items()
+            if kind in route.match.kind
             for name in route.to
-            if name in self.destinations and self.destinations[name].type not in ("hl7", "fhir")
+            if name in self.destinations and self.destinations[name].type not in types
         ]
         for i, src in enumerate(self.priors.sources):
             dest = self.destinations.get(src.destination)

@@ -1,4 +1,4 @@
-"""The data folder is private: files 0600, folders 0700 (issue 11, item 8).
+"""The data folder is private: files 0600, folders 0700 (README "Security").
 
 The SQLite store holds raw HL7 with patient data and the spool holds the
 images; nobody but the gateway's own user may read them.  The process

@@ -14,9 +14,11 @@ from the radiographer), compares it with the patient's previous exam and
 writes the report text.  The report is preliminary until a reporter signs
 it (or ``reports.auto_release``).  Each released version (final, then
 corrected) has its outbound payloads -- the ORU^R01 for HL7 destinations,
-the FHIR Bundle for FHIR ones -- rendered once, in the same commit as the
-version and its outbox rows, and stored with their sha256: every delivery
-attempt sends exactly those bytes (DESIGN.md rule 9).
+the FHIR Bundle for FHIR ones, the PDF of the report (for download and the
+Bundle's ``presentedForm``) and its DICOM Encapsulated PDF for ``report-pdf``
+routes -- rendered once, in the same commit as the version and its outbox
+rows, and stored with their sha256: every delivery attempt sends exactly
+those bytes (docs/architecture.md rule 9).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from gateway.fls import FlsNotifier
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.sr_reader import ReaderFailed, SrReader, SrReading, read_dose_sr, read_results
-from gateway.store.exams import ExamRow, NoSuchExam, RenderedPayload, ResultReading
+from gateway.store.exams import PDF_DOCUMENT, REPORT_PDF_PREFIX, ExamRow, NoSuchExam, RenderedPayload, ResultReading
 from mappings.bmd.classify import CATEGORY_TEXT, Classification, classify, menopausal_status
 from mappings.bmd.drl import ReferenceLevel, check_dose, report_note
 from mappings.bmd.compare import DEFAULT_LSC_PERCENT, Comparison, LscTable, SiteChange, compare_exams
@@ -44,7 +46,9 @@ from mappings.bmd.fhir_bundle import FhirContext, build_bundle, bundle_json
 from mappings.bmd.hl7_oru import OruContext, build_oru_r01
 from mappings.bmd.merge import merge_exams
 from mappings.bmd.models import BmdExam, RegionResult
-from mappings.bmd.report import ReportDetails, render_report
+from mappings.bmd.encapsulated_pdf import PdfObjectContext, encapsulated_pdf_bytes, object_uids
+from mappings.bmd.report import ReportDetails, render_report, report_values, row_use
+from mappings.bmd.report_pdf import PdfContext, report_pdf
 from mappings.clinical_context import ClinicalContext, ContextError, with_table_limit
 from mappings.worklist import WorklistItem
 from mappings.priors import prior_identity_problem
@@ -126,11 +130,24 @@ def comparison_json(c: Comparison | None) -> dict | None:
 
 
 @dataclass(frozen=True, slots=True)
+class ExamReview:
+    """What the reporting workbench shows of one exam (gateway/http/workbench.py)."""
+
+    row: ExamRow
+    exam: BmdExam | None
+    order: WorklistItem | None
+    context: ClinicalContext
+    classification: Classification | None
+    comparison: Comparison | None
+    uses: tuple[str, ...]  # per region: lowest, used, excluded, in <spine>, not used (mappings/bmd/report.py row_use)
+
+
+@dataclass(frozen=True, slots=True)
 class Actor:
     """Who signs a report or edits an exam's context.
 
     Today the name comes from the request body; when the HTTP side
-    authenticates callers (DESIGN.md rule 8) the identity -- name, role and
+    authenticates callers (docs/architecture.md rule 8) the identity -- name, role and
     identifier -- comes from there instead, in ``gateway/http/exams_api.py``
     (:func:`~gateway.http.exams_api.actor_of`), the one place that builds it.
     """
@@ -160,9 +177,9 @@ def _hl7_time(iso: str) -> str:
 
 
 class ExamService:
-    #: gateway/priors/service.py PriorService when ``priors.sources`` are configured (issue 18)
+    #: gateway/priors/service.py PriorService when ``priors.sources`` are configured (README "Priors from the PACS")
     priors = None
-    #: gateway/qa.py QaService: phantom scans and scanner QA flags (issue 16 item 1)
+    #: gateway/qa.py QaService: phantom scans and scanner QA flags (README "Running a DXA service")
     qa = None
 
     def __init__(
@@ -185,7 +202,7 @@ class ExamService:
         self.destination_types = dict(destination_types or {})
         self.hl7_application = hl7_application
         self.hl7_facility = hl7_facility
-        # dose.reference_levels (issue 16 item 5; mappings/bmd/drl.py)
+        # dose.reference_levels (docs/domain.md section 5; mappings/bmd/drl.py)
         self.dose_levels = {k: ReferenceLevel(Decimal(str(v.value)), v.units, v.quantity) for k, v in (dose.reference_levels if dose else {}).items()}
         self.fls = FlsNotifier(rules, self.destination_types, hl7_application=hl7_application, hl7_facility=hl7_facility, metrics=metrics)
         self.lsc = LscTable(
@@ -218,14 +235,14 @@ class ExamService:
         ctx = context or ClinicalContext()
         age = exam.patient_age if exam.patient_age is not None else age_at(exam.patient_birth_date, exam.exam_date)
         sex = (exam.patient_sex or "").upper()[:1]
-        # reports.menopausal_default concerns women under 50 only (ISCD; issue 14 defect 2)
+        # reports.menopausal_default concerns women under 50 only (ISCD; docs/domain.md section 4)
         menopausal = menopausal_status(age, sex, ctx.menopausal, self.settings.menopausal_default)
         classification = classify(exam, age=age, sex=sex, menopausal=menopausal, context=ctx)
         previous = self.store.previous_exam(exam.patient_id, exam.exam_date or "99999999", exam_id) if exam.patient_id else None
         comparison = None
         if previous is not None and previous.state == "prior" and previous.exam:
             problem = prior_identity_problem(exam, BmdExam.from_dict(previous.exam))
-            if problem:  # issue 18: the same ID, another patient's study
+            if problem:  # README "Priors from the PACS": the same ID, another patient's study
                 reason = f"held in the PACS under this patient ID, but its {problem}: not compared (wrong-patient risk; check the patient's identity)"
                 return classification, Comparison(False, reason, previous.exam_date), None
         if previous is not None and previous.exam:
@@ -246,7 +263,7 @@ class ExamService:
         )
 
     def _text(self, exam: BmdExam, classification: Classification, comparison: Comparison | None, status: str, details: ReportDetails) -> str:
-        """The report text, with the reader's technical flags (seed 001 Reporting)."""
+        """The report text, with the reader's technical flags (docs/domain.md section 4)."""
         return render_report(
             exam, classification, comparison, status=status, template=self.template, details=details,
             technical_notes=tuple(exam.flags) + tuple(n for n in [report_note(check_dose(exam, self.dose_levels))] if n),
@@ -471,7 +488,7 @@ class ExamService:
             details = self._details(item, ctx, reporter="auto-release", reporter_comment="Released automatically (reports.auto_release) without a reporter's review.")
             text = self._text(exam, classification, comparison, status, details)
             text = f"{text.rstrip()}\n\n{NOT_EVALUATED}\n"
-            render = self._renderer(exam, row.accession, item, classification, comparison, text, status, Actor("auto-release"), release[1], ctx)
+            render = self._renderer(exam, row.accession, item, classification, comparison, text, status, Actor("auto-release"), release[1], ctx, details)
         values = {"state": "parsed", "exam": exam.to_dict(), "analysis": analysis, "report_status": status, "report_text": text, "settle_until": None}
         self.store.draft_exam(row.id, values=values, release=release, render=render)
         self.metrics.exams.labels("parsed").inc()
@@ -548,28 +565,48 @@ class ExamService:
         log.info("exam.context", extra=fields(exam=exam_id, role=actor.role or "-"))
         return merged.to_dict()
 
+    def review(self, exam_id: int) -> ExamReview | None:
+        """The exam analysed as the report would be (order and radiographer's context, previous exam)."""
+        row = self.store.get_exam(exam_id)
+        if row is None:
+            return None
+        if row.state != "parsed" or not row.exam:
+            return ExamReview(row, None, None, ClinicalContext(), None, None, ())
+        exam = BmdExam.from_dict(row.exam)
+        item, ctx = self._order(exam, row)
+        classification, comparison, _ = self._analyse(exam, row.id, ctx)
+        return ExamReview(row, exam, item, ctx, classification, comparison, tuple(row_use(exam, classification)))
+
     # -- release: render once, store, send those bytes -------------------------------
 
     def _renderer(
         self, exam: BmdExam, accession: str, item: WorklistItem | None, classification: Classification,
         comparison: Comparison | None, text: str, status: str, actor: Actor, destinations: tuple[str, ...],
-        context: ClinicalContext | None = None,
+        context: ClinicalContext | None = None, details: ReportDetails | None = None,
     ):
         """The release-time renderer: every payload of this version, one per destination."""
         placer = item.placer_order_number if item else ""
+        values = report_values(exam, classification, comparison, status=status, details=details)
+        pdf_destinations = self._pdf_destinations(exam.device.manufacturer)
         filler = (item.filler_order_number if item else "") or accession
         ordering = (item.requesting_physician or item.referring_physician) if item else ""
 
         def render(report_id: int, released_at: str):
             when = _hl7_time(released_at)
-            issued = datetime.fromisoformat(released_at).isoformat(timespec="seconds")
+            at = datetime.fromisoformat(released_at)
+            issued = at.isoformat(timespec="seconds")
+            # the PDF: a layout of this text, dated by the release (reproducible bytes)
+            pdf = report_pdf(text, values, PdfContext(created=at, author=actor.name))
+            yield RenderedPayload(PDF_DOCUMENT, "pdf", f"R{report_id}", pdf)
+            if pdf_destinations:
+                yield from self._pdf_objects(exam, item, pdf, report_id, at, status, pdf_destinations)
             for n, destination in enumerate(destinations, start=1):
                 if self.destination_types.get(destination) == "fhir":
                     ctx = FhirContext(
                         issued=issued, status=status, placer_order_number=placer,
                         performer=self.hl7_facility or self.hl7_application, interpreter=actor.name, interpreter_id=actor.id,
                     )
-                    body = bundle_json(build_bundle(exam, classification, text, ctx)).encode("utf-8")
+                    body = bundle_json(build_bundle(exam, classification, text, ctx, pdf=pdf)).encode("utf-8")
                     yield RenderedPayload(destination, "fhir-bundle", f"R{report_id}", body)
                 else:
                     control_id = f"DXAGWR{report_id}.{n}"  # MSH-10: one per version per destination
@@ -580,13 +617,35 @@ class ExamService:
                         interpreter_id=actor.id, interpreted_at=when,
                     )
                     yield RenderedPayload(destination, "hl7-oru", control_id, build_oru_r01(exam, classification, comparison, text, oru).encode("utf-8"))
-            # fracture liaison (issue 16 item 4): in the same commit, as stored bytes
+            # fracture liaison (docs/fls.md): in the same commit, as stored bytes
             yield from self.fls.payloads(
                 exam, classification, context or ClinicalContext(), report_id=report_id, released_at=released_at, hl7_time=when,
                 status=status, referrer=actor.name, referrer_id=actor.id, placer=placer, filler=filler,
             )
 
         return render
+
+    def _pdf_destinations(self, manufacturer: str) -> tuple[str, ...]:
+        """Destinations of routes naming kind ``report-pdf`` (a catch-all route sends no documents)."""
+        rules = tuple(r for r in self.rules if "report-pdf" in r.kinds)
+        return destinations_for(rules, RoutedObject(kind="report-pdf", modality="BMD", manufacturer=manufacturer))
+
+    def _pdf_objects(self, exam: BmdExam, item: WorklistItem | None, pdf: bytes, report_id: int, at: datetime, status: str, destinations):
+        """The version's Encapsulated PDF (one object, the same bytes for every destination)."""
+        utc = at.astimezone(timezone.utc)
+        ctx = PdfObjectContext(
+            report_id=report_id, content_date=utc.strftime("%Y%m%d"), content_time=utc.strftime("%H%M%S"), status=status,
+            institution=self.hl7_facility, referring_physician=(item.referring_physician if item else "") or "",
+            issuer_of_patient_id=(item.issuer_of_patient_id if item else "") or "",
+        )
+        try:
+            body = encapsulated_pdf_bytes(exam, pdf, ctx)
+        except ValueError as exc:  # no study to join: the release stands, the PACS copy is not made
+            log.warning("report_pdf.not_built", extra=fields(report=report_id, reason=str(exc)))
+            return
+        sop_uid = object_uids(exam, report_id)[1]  # the control id: receivers are idempotent by it (docs/architecture.md rule 2)
+        for destination in destinations:
+            yield RenderedPayload(REPORT_PDF_PREFIX + destination, "dicom-pdf", sop_uid, body)
 
     def payload(self, store, ref_table: str, ref_id: int, destination_type: str, control_id: str, now: datetime):
         """A version released before payloads were stored (schema 3): rendered
@@ -626,7 +685,7 @@ class ExamService:
 
         The report text, the ORU^R01 and the FHIR Bundle of this version are
         rendered here, stored with their hashes in the same commit as the
-        version and its outbox rows, and sent as they are (DESIGN.md rule 9).
+        version and its outbox rows, and sent as they are (docs/architecture.md rule 9).
         """
         actor = reporter if isinstance(reporter, Actor) else Actor(reporter)
         row = self.store.get_exam(exam_id)
@@ -655,7 +714,7 @@ class ExamService:
         )
         text = self._text(exam, classification, comparison, status, details)
         destinations = self._destinations(exam.device.manufacturer)
-        render = self._renderer(exam, row.accession, item, classification, comparison, text, status, actor, destinations, ctx)
+        render = self._renderer(exam, row.accession, item, classification, comparison, text, status, actor, destinations, ctx, details)
         report_id = self.store.release_report(exam_id, status=status, text=text, reporter=actor.name.strip(), destinations=destinations, render=render)
         self.metrics.reports.labels(status).inc()
         log.info("report.released", extra=fields(exam=exam_id, report=report_id, status=status))

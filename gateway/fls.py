@@ -8,7 +8,7 @@ release transaction, stored in ``report_payloads`` under the destination
 name ``fls:<destination>`` (so a destination that also takes the ORU keeps
 both), and queued as an outbox row of kind ``fls``: the dispatcher sends
 those stored bytes with the retries and dead letters of every delivery
-(DESIGN.md rules 2 and 9; docs/fls.md).
+(docs/architecture.md rules 2 and 9; docs/fls.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Structured JSON logs on stderr, without patient data (DESIGN.md rule 8).
+"""Structured JSON logs on stderr, without patient data (docs/architecture.md rule 8).
 
 Callers log events with non-PHI fields only (row ids, UIDs, AE titles,
 message control ids): ``log.info("hl7.ack", extra={"fields": {...}})``.

@@ -1,7 +1,7 @@
 """Prometheus metrics of one gateway process (served at /metrics).
 
-Every label comes from a closed set (issue 11.5: a label per received MSH-9
-or calling AE title grew /metrics without bound): message types the
+Every label comes from a closed set (a label per received MSH-9
+or calling AE title would grow /metrics without bound): message types the
 gateway takes, AE titles named in the configuration, else ``other``.
 """
 
@@ -90,7 +90,7 @@ class _OutboxCollector:
 
 
 class _ServiceCollector:
-    """Service waits (seed 001 "Service data") as histograms over every
+    """Service waits (docs/domain.md section 1 item 6) as histograms over every
     episode in the store, computed at scrape time and kept five minutes
     (bench/kpis.py: about 1.3 s CPU for 20,000 orders)."""
 

@@ -4,13 +4,15 @@ Per destination, ``concurrency`` asyncio workers claim due rows (order kept
 per study), turn each into a :class:`~routes.base.Delivery` and hand it to
 the destination's sender.  A row is done only on the receiver's success;
 failures are retried with exponential backoff and jitter, refusals and
-rows past ``max_attempts`` become dead letters (DESIGN.md rule 2).
+rows past ``max_attempts`` become dead letters (docs/architecture.md rule 2).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 import random
 import time
 from concurrent.futures import Executor
@@ -23,14 +25,19 @@ from gateway.logs import fields
 from gateway.security import tls
 from gateway.metrics import Metrics
 from gateway.store import OutboxRow, Store
+from gateway.store.exams import FLS_PREFIX, REPORT_PDF_PREFIX
 from mappings.hl7_status import build_status_message
-from routes.base import Delivery, DeliveryError, JsonBody, Refused, Retry, Sender, idle
+from routes.base import Delivery, DeliveryError, JsonBody, PathOutsideRoot, Refused, Retry, Sender, idle, path_inside
 from routes.dicom_scu import DicomSender
 from routes.folder import FolderSender
 from routes.hl7_mllp import MllpSender
 from routes.http_senders import FhirSender, StowSender
 
 log = logging.getLogger("gateway.outbox")
+
+#: outbox kinds whose payload is stored under "<prefix><destination>" (gateway/store/exams.py)
+STORED_UNDER = {"fls": FLS_PREFIX, "report-pdf": REPORT_PDF_PREFIX}
+PAYLOAD_FOLDER = "payloads"  # DICOM payloads as files for the senders (under storage.path)
 
 IDLE_POLL = 1.0  # seconds a worker sleeps when nothing is due (a wake-up cuts it short)
 
@@ -198,6 +205,26 @@ class Dispatcher:
         self.metrics.outbox_latency.labels(name).observe(time.perf_counter() - started)
         log.info("outbox.delivered", extra=fields(destination=name, outbox=row.id, kind=row.kind, attempts=row.attempts + 1))
 
+    def _payload_file(self, stored) -> Path:
+        """A stored DICOM payload as a Part 10 file the senders stream (C-STORE,
+        STOW-RS, folder): ``<data>/payloads/<SOP Instance UID>.dcm``, written
+        once (temp, fsync, rename) from the stored bytes and checked against
+        their sha256 before every attempt."""
+        try:
+            target = path_inside(self.data_dir / PAYLOAD_FOLDER, f"{stored.control_id}.dcm")
+        except PathOutsideRoot as exc:
+            raise Refused(f"payload file name {exc}") from None
+        if target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() == stored.sha256:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.tmp")
+        with open(temp, "wb") as f:
+            f.write(stored.body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, target)
+        return target
+
     async def _delivery(self, row: OutboxRow, dest: Destination) -> Delivery:
         """What to send for ``row``, built from the store at delivery time."""
         if row.ref_table == "instances":
@@ -233,13 +260,17 @@ class Dispatcher:
                 mpps_attributes=mpps.attributes,
             )
         if row.ref_table == "reports":
-            # DESIGN.md rule 9: the bytes rendered when the version was released
-            # a fracture liaison notification is stored as "fls:<destination>" (gateway/fls.py)
-            key = f"fls:{row.destination}" if row.kind == "fls" else row.destination
+            # docs/architecture.md rule 9: the bytes rendered when the version was released
+            # a fracture liaison notification is stored as "fls:<destination>" (gateway/fls.py),
+            # an Encapsulated PDF as "report-pdf:<destination>" (gateway/exams.py)
+            key = STORED_UNDER.get(row.kind, "") + row.destination
             stored = await self._db(self.store.report_payload, row.ref_id, key)
-            if stored is None and row.kind == "fls":
-                raise Refused("no fracture liaison notification stored for this version")
+            if stored is None and row.kind in STORED_UNDER:
+                raise Refused(f"no {row.kind} payload stored for this version")
             if stored is not None:
+                if stored.format == "dicom-pdf":
+                    path = await self._db(self._payload_file, stored)
+                    return Delivery(outbox_id=row.id, kind=row.kind, path=path, control_id=stored.control_id)
                 if stored.format in ("fhir-bundle", "fls-fhir-task"):
                     return Delivery(outbox_id=row.id, kind=row.kind, resource_json=stored.body, control_id=stored.control_id)
                 return Delivery(outbox_id=row.id, kind=row.kind, message=stored.body, control_id=stored.control_id)

@@ -1,4 +1,4 @@
-"""Scanner QA (issue 16 item 1; README "Running a DXA service").
+"""Scanner QA (README "Running a DXA service").
 
 A scan whose Patient ID matches ``qa.phantom_patient_ids`` is a phantom: it
 is never routed (gateway/dicom/storage.py), never an exam or a report
@@ -106,7 +106,7 @@ class QaService:
 
     def flag(self, exam: BmdExam, now: datetime | None = None) -> BmdExam:
         """The patient exam with a flag when its scanner's QA failed or is overdue
-        (seed 001 QA: issues affecting reliability go to the person reporting)."""
+        (docs/domain.md section 1 item 7: what affects reliability goes to the person reporting)."""
         serial = exam.device.serial.strip()
         if not serial or not self.scans(serial):
             return exam

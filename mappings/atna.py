@@ -165,6 +165,13 @@ def event_for(row: dict, us: str, our_address: str = "") -> AuditEvent | None:
         who = Participant(name, True, None, d.get("remote", address))
         what = ParticipantObject(str(d.get("path") or d.get("called_ae") or d.get("type") or event), "2", "13", NODE_ID, descriptions=(str(d.get("reason", "")) or event,))
         return AuditEvent(SECURITY_ALERT, "E", at, MINOR_FAILURE, (who, gateway), (what,), type_code=kind, outcome_description=str(d.get("reason", event))[:200])
+    if event in ("workbench.exam", "workbench.queue", "workbench.today"):
+        # PS3.15 A.5.3 Patient Record (DCM 110110), action R: a page showed these patients' data
+        who = Participant(name, True, None, address)
+        shown = [d["patient_id"]] if d.get("patient_id") else [str(p) for p in d.get("patient_ids") or ()]
+        what = f"exam {d['exam']} viewed" if "exam" in d else f"{event.split('.', 1)[1]} list viewed"
+        objs = tuple(ParticipantObject(p, "1", "1", PATIENT_NUMBER, descriptions=(what, "workbench")) for p in shown[:100])
+        return AuditEvent(PATIENT_RECORD, "R", at, SUCCESS, (who, gateway), objs) if objs else None
     patient = d.get("patient_id", "")
     if event.startswith(("hl7.", "fhir.")) or event in ("worklist.create", "worklist.bulk_create", "worklist.status", "worklist.justify"):
         msg_type = event.split(".", 1)[1]
@@ -190,8 +197,9 @@ def event_for(row: dict, us: str, our_address: str = "") -> AuditEvent | None:
     if event == "outbox.delivered":
         dest = Participant(d.get("destination", name), False, DESTINATION, d.get("host", ""))
         src = Participant(us, True, SOURCE, our_address)
-        if d.get("kind") == "report":
-            report = ParticipantObject(str(d.get("ref_id", "")), "2", "3", REPORT_NUMBER, descriptions=("report sent",))
+        if d.get("kind") in ("report", "report-pdf"):  # the ORU / Bundle, or the Encapsulated PDF
+            what = "report PDF sent" if d.get("kind") == "report-pdf" else "report sent"
+            report = ParticipantObject(str(d.get("ref_id", "")), "2", "3", REPORT_NUMBER, descriptions=(what,))
             pat = ParticipantObject(patient or "-", "1", "1", PATIENT_NUMBER)
             return AuditEvent(EXPORT, "R", at, SUCCESS, (src, dest), (report, pat))
         if d.get("ref_table") == "instances":
@@ -199,6 +207,10 @@ def event_for(row: dict, us: str, our_address: str = "") -> AuditEvent | None:
             pat = ParticipantObject(patient or "-", "1", "1", PATIENT_NUMBER)
             return AuditEvent(INSTANCES_TRANSFERRED, "R", at, SUCCESS, (src, dest), (study, pat))
         return None
+    if event == "exam.read":  # the workbench showed an exam's images, trend or report PDF
+        who = Participant(name, True, None, address)
+        obj = ParticipantObject(patient or "-", "1", "1", PATIENT_NUMBER, details=(("exam", str(d.get("exam", ""))),), descriptions=(str(d.get("what", "exam")),))
+        return AuditEvent(PATIENT_RECORD, "R", at, SUCCESS, (who, gateway), (obj,))
     if event == "dicom.query":
         who = Participant(name, True, SOURCE, address)
         q = ParticipantObject(d.get("sop_class", ""), "2", "24", SOP_CLASS_UID, query=base64.b64decode(d.get("query", "") or b""), details=(("TransferSyntax", d.get("transfer_syntax", "")),))

@@ -316,8 +316,8 @@ def context_from_hl7(raw: bytes, default_charset: str = "UNICODE UTF-8") -> Clin
     the indication.  NTE-3 lines: ``Label: value`` are facts, others the
     indication.  A message the order parser accepted never raises here.
     """
-    from mappings.hl7_orders import split_message
-    from mappings.hl7_text import CHARSETS, decode_message
+    from hl7v2.charsets import CHARSETS, decode_message
+    from hl7v2.er7 import split_message
 
     try:
         text, charset = decode_message(raw, default_charset)

@@ -23,7 +23,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from mappings.hl7_text import Hl7Error
+from hl7v2.errors import Hl7Error
 from mappings.worklist import Code, WorklistItem
 
 # PS3.5 Table 6.2-1: maximum length in characters.  PN: 64 per component

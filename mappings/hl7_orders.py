@@ -24,7 +24,9 @@ import re
 from dataclasses import dataclass, field
 
 from mappings.hl7_bounds import Location, bound_item, bound_value
-from mappings.hl7_text import CHARSETS, Encoding, Hl7Error, decode_message, unescape
+from hl7v2.charsets import CHARSETS, decode_message
+from hl7v2.er7 import Header, Message, Segment, read_header, split_message
+from hl7v2.errors import Hl7Error
 from mappings.patient_medical import (
     HEIGHT_CODES,
     HL7_PRIORITY,
@@ -87,31 +89,6 @@ class OrderOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class Header:
-    """What the MSH says, and what the ACK needs."""
-
-    sending_application: str
-    sending_facility: str
-    receiving_application: str
-    receiving_facility: str
-    timestamp: str
-    message_type: str
-    trigger: str
-    control_id: str
-    processing_id: str
-    version: str
-    charset: str  # HL7 Table 0211 name
-
-    @property
-    def sender(self) -> str:
-        return f"{self.sending_application}|{self.sending_facility}"
-
-    @property
-    def dicom_charset(self) -> str:
-        return CHARSETS.get(self.charset, ("", ""))[1]
-
-
-@dataclass(frozen=True, slots=True)
 class OrderKey:
     """How an existing order is found: placer, filler or accession number."""
 
@@ -168,141 +145,7 @@ class ParsedMessage:
     actions: tuple[Action, ...] = field(default_factory=tuple)
 
 
-class _Segment:
-    """Field access on one segment: ``get(5, 1)`` is PID-5.1, unescaped."""
-
-    def __init__(self, seg_id: str, fields: list[str], seq: int, enc: Encoding, codec: str) -> None:
-        self.id = seg_id
-        self.fields = fields
-        self.seq = seq
-        self.enc = enc
-        self.codec = codec
-
-    def raw(self, n: int) -> str:
-        return self.fields[n] if n < len(self.fields) else ""
-
-    def reps(self, n: int) -> list[str]:
-        raw = self.raw(n)
-        return raw.split(self.enc.repetition) if raw else []
-
-    def get(self, n: int, comp: int = 1, sub: int = 1, rep: int = 1) -> str:
-        reps = self.reps(n)
-        if len(reps) < rep:
-            return ""
-        comps = reps[rep - 1].split(self.enc.component)
-        if len(comps) < comp:
-            return ""
-        subs = comps[comp - 1].split(self.enc.subcomponent)
-        if len(subs) < sub:
-            return ""
-        value = unescape(subs[sub - 1], self.enc, self.codec)
-        return "" if value == '""' else value.strip()
-
-    def components(self, n: int, rep: int = 1) -> list[str]:
-        reps = self.reps(n)
-        if len(reps) < rep:
-            return []
-        return [
-            unescape(c.split(self.enc.subcomponent)[0], self.enc, self.codec).strip()
-            for c in reps[rep - 1].split(self.enc.component)
-        ]
-
-    def error(self, n: int, text: str, code: int = 102, comp: int = 0) -> Hl7Error:
-        return Hl7Error(text, code=code, segment=self.id, sequence=self.seq, field=n, component=comp)
-
-    def require(self, n: int, comp: int = 1, what: str = "") -> str:
-        value = self.get(n, comp)
-        if not value:
-            name = f"{self.id}-{n}" + (f".{comp}" if comp > 1 else "")
-            raise self.error(n, f"{name} {what or 'value'} is required", code=101, comp=comp if comp > 1 else 0)
-        return value
-
-
-class _Message:
-    def __init__(self, segments: list[_Segment]) -> None:
-        self.segments = segments
-
-    def first(self, seg_id: str) -> _Segment | None:
-        for seg in self.segments:
-            if seg.id == seg_id:
-                return seg
-        return None
-
-
-def _fields(segment: str, sep: str) -> list[str]:
-    """A segment's fields as raw text; field n at index n.
-
-    As python-hl7 splits them (HL7 v2.5 2.5.4): in MSH (and the batch
-    headers) index 1 is the field separator itself and index 2 the encoding
-    characters, so MSH-n is at index n like every other segment's fields.
-    """
-    if segment[:3] in ("MSH", "BHS", "FHS") and len(segment) > 3:
-        end = segment.find(segment[3], 4)
-        if end < 0:
-            return [segment[:3], segment[3], segment[4:]]
-        return [segment[:3], segment[3], segment[4:end], *segment[end + 1 :].split(sep)]
-    return segment.split(sep)
-
-
-def split_message(text: str, codec: str) -> _Message:
-    """Segments of an ER7 message; the first must be MSH.
-
-    Only segments and fields are split here: the gateway reads components
-    on demand (:class:`_Segment`), so the full tree python-hl7 builds for
-    every sub-component, only to be joined back into field strings, was
-    most of the cost of an order (0.8 of 1.2 ms on a 2-core VM).
-    """
-    text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
-    if not text.startswith("MSH") or len(text) < 8:
-        raise Hl7Error("message does not start with an MSH segment", code=100, segment="MSH", ack_code="AR")
-    text = text.strip()  # as python-hl7 did: whitespace around the message is not data
-    sep = text[3]
-    lines = text.split("\r")
-    msh_raw = _fields(lines[0], sep)
-    enc_chars = msh_raw[2] if len(msh_raw) > 2 else ""
-    if len(enc_chars) < 4:
-        raise Hl7Error("MSH-2 encoding characters are incomplete", code=102, segment="MSH", field=2, ack_code="AR")
-    enc = Encoding(
-        field=sep,
-        component=enc_chars[0],
-        repetition=enc_chars[1],
-        escape=enc_chars[2],
-        subcomponent=enc_chars[3],
-    )
-    segments: list[_Segment] = []
-    counts: dict[str, int] = {}
-    for line in lines:
-        raw = _fields(line, sep)
-        seg_id = raw[0] if raw else ""
-        if not _SEGMENT_ID.fullmatch(seg_id):
-            raise Hl7Error(f"bad segment identifier {seg_id[:8]!r}", code=100, segment=seg_id[:3], ack_code="AE")
-        counts[seg_id] = counts.get(seg_id, 0) + 1
-        segments.append(_Segment(seg_id, raw, counts[seg_id], enc, codec))
-    return _Message(segments)
-
-
-_SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
-
-
-def read_header(msg: _Message, charset: str) -> Header:
-    """The MSH fields, unchecked (an ACK needs them even for a bad message)."""
-    msh = msg.segments[0]
-    return Header(
-        sending_application=msh.get(3),
-        sending_facility=msh.get(4),
-        receiving_application=msh.get(5),
-        receiving_facility=msh.get(6),
-        timestamp=msh.get(7),
-        message_type=msh.get(9, 1),
-        trigger=msh.get(9, 2),
-        control_id=msh.get(10),
-        processing_id=msh.get(11),
-        version=msh.get(12, 1),
-        charset=charset,
-    )
-
-
-def check_header(msg: _Message, header: Header) -> None:
+def check_header(msg: Message, header: Header) -> None:
     """Refuse what the gateway does not take (HL7 v2.5 2.9.2.1 step 1)."""
     msh = msg.segments[0]
     msg_type, trigger, version = header.message_type, header.trigger, header.version
@@ -351,7 +194,7 @@ def parse_message(raw: bytes, options: OrderOptions = OrderOptions()) -> ParsedM
 # -- field types -------------------------------------------------------------
 
 
-def _ts(seg: _Segment, n: int, comp: int = 1, *, value: str | None = None) -> tuple[str, str]:
+def _ts(seg: Segment, n: int, comp: int = 1, *, value: str | None = None) -> tuple[str, str]:
     """An HL7 TS/DTM as (DICOM DA, DICOM TM); raises a data type error."""
     raw = seg.get(n, comp) if value is None else value
     if not raw:
@@ -369,7 +212,7 @@ def _ts(seg: _Segment, n: int, comp: int = 1, *, value: str | None = None) -> tu
     return f"{year}{month}{day}", time
 
 
-def _xpn(seg: _Segment, n: int, rep: int = 1) -> str:
+def _xpn(seg: Segment, n: int, rep: int = 1) -> str:
     """XPN (family^given^middle^suffix^prefix) -> DICOM PN (PS3.5 6.2)."""
     c = seg.components(n, rep) + [""] * 6
     family = c[0]
@@ -377,13 +220,13 @@ def _xpn(seg: _Segment, n: int, rep: int = 1) -> str:
     return "^".join([family, given, middle, prefix, suffix]).rstrip("^")
 
 
-def _xcn(seg: _Segment, n: int) -> str:
+def _xcn(seg: Segment, n: int) -> str:
     """XCN (id^family^given^middle^suffix^prefix) -> DICOM PN."""
     c = seg.components(n) + [""] * 7
     return "^".join([c[1], c[2], c[3], c[5], c[4]]).rstrip("^")
 
 
-def _referrer_id(orc: _Segment, obr: _Segment, pv1: _Segment | None) -> tuple[str, str]:
+def _referrer_id(orc: Segment, obr: Segment, pv1: Segment | None) -> tuple[str, str]:
     """The referrer's XCN-1 identifier and its field: ORC-12, else OBR-16, else PV1-8."""
     for seg, n in ((orc, 12), (obr, 16), (pv1, 8)):
         if seg is not None and (seg.get(n, 1) or _xcn(seg, n)):
@@ -391,7 +234,7 @@ def _referrer_id(orc: _Segment, obr: _Segment, pv1: _Segment | None) -> tuple[st
     return "", ""
 
 
-def _referred_at(orc: _Segment, obr: _Segment) -> str:
+def _referred_at(orc: Segment, obr: Segment) -> str:
     """ORC-9 date/time of transaction, else OBR-6 requested date/time (for the
     service KPIs); optional, so a bad value is dropped rather than refused."""
     for seg, n in ((orc, 9), (obr, 6)):
@@ -404,7 +247,7 @@ def _referred_at(orc: _Segment, obr: _Segment) -> str:
     return ""
 
 
-def _patient(msg: _Message) -> tuple[_Segment, dict]:
+def _patient(msg: Message) -> tuple[Segment, dict]:
     pid = msg.first("PID")
     if pid is None:
         raise Hl7Error("PID segment is required", code=100, segment="PID")
@@ -443,7 +286,7 @@ def _field_ref(spec: str) -> tuple[str, int, int]:
     return m.group(1), int(m.group(2)), int(m.group(3) or 1)
 
 
-def _order_actions(msg: _Message, header: Header, options: OrderOptions) -> list[Action]:
+def _order_actions(msg: Message, header: Header, options: OrderOptions) -> list[Action]:
     """ORM^O01 and OMI^O23: one action per ORC group."""
     _, patient = _patient(msg)
     pv1 = msg.first("PV1")
@@ -452,7 +295,7 @@ def _order_actions(msg: _Message, header: Header, options: OrderOptions) -> list
     station_seg, station_field, station_comp = _field_ref(options.station_ae_field)
     medical = _patient_medical(msg)
 
-    groups: list[list[_Segment]] = []
+    groups: list[list[Segment]] = []
     for seg in msg.segments:
         if seg.id == "ORC":
             groups.append([seg])
@@ -589,7 +432,7 @@ def _order_actions(msg: _Message, header: Header, options: OrderOptions) -> list
 
 
 def _locations(
-    msg: _Message, orc: _Segment, source: _Segment, zds: _Segment | None, station: Location
+    msg: Message, orc: Segment, source: Segment, zds: Segment | None, station: Location
 ) -> dict[str, Location]:
     """Where each worklist field of one step (from an OBR or IPC) came from, for ERR-2."""
     obr = source if source.id == "OBR" else next((s for s in msg.segments if s.id == "OBR"), None)
@@ -639,7 +482,7 @@ def _locations(
     return where
 
 
-def _priority(tq1: _Segment | None, obr: _Segment, orc: _Segment) -> str:
+def _priority(tq1: Segment | None, obr: Segment, orc: Segment) -> str:
     """TQ1-9, else OBR-27.6 / ORC-7.6 (TQ priority), as Requested Procedure Priority.
 
     HL7 Table 0027 codes without a DICOM equivalent (PRN) give no priority.
@@ -650,7 +493,7 @@ def _priority(tq1: _Segment | None, obr: _Segment, orc: _Segment) -> str:
     return ""
 
 
-def _patient_medical(msg: _Message) -> dict:
+def _patient_medical(msg: Message) -> dict:
     """AL1 allergies and OBX height, weight and pregnancy, wherever they are in the message.
 
     IHE RAD TF-2 4.4 (RAD-4): OBX-3 ``^BODY HEIGHT`` / ``^BODY WEIGHT`` (or
@@ -688,7 +531,7 @@ def _patient_medical(msg: _Message) -> dict:
     return out
 
 
-def _adt_actions(msg: _Message, header: Header) -> list[Action]:
+def _adt_actions(msg: Message, header: Header) -> list[Action]:
     pid, patient = _patient(msg)
     demographics = PatientDemographics(
         patient_id=bound_value("patient_id", patient["patient_id"], ("PID", pid.seq, 3, 1)),

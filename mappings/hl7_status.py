@@ -7,16 +7,17 @@ Pure: the caller passes the control ID and the time.
 
 from __future__ import annotations
 
-from mappings.hl7_text import escape
+from hl7v2.er7 import components, message, segment
+from hl7v2.escaping import escape
 from mappings.worklist import WorklistItem
 
 ORDER_STATUS = {"IN PROGRESS": "IP", "COMPLETED": "CM", "DISCONTINUED": "DC"}
 
 
 def _pn_to_xpn(pn: str) -> str:
-    parts = (pn.split("^") + [""] * 5)[:5]
-    family, given, middle, prefix, suffix = (escape(p) for p in parts)
-    return "^".join([family, given, middle, suffix, prefix]).rstrip("^")
+    """DICOM PN (Family^Given^Middle^Prefix^Suffix) -> XPN (family^given^middle^suffix^prefix)."""
+    family, given, middle, prefix, suffix = (pn.split("^") + [""] * 5)[:5]
+    return components(family, given, middle, suffix, prefix)
 
 
 def build_status_message(
@@ -34,15 +35,18 @@ def build_status_message(
     status = ORDER_STATUS.get(mpps_status, "IP")
     patient_id = escape(item.patient_id) if item else ""
     issuer = escape(item.issuer_of_patient_id) if item else ""
+    code = item.requested_procedure_code if item else None
     segments = [
-        "|".join(["MSH", "^~\\&", escape(sending_application), escape(sending_facility), "", "", timestamp, "", "ORM^O01^ORM_O01", escape(control_id), "P", "2.5.1", "", "", "AL", "NE", "", "UNICODE UTF-8"]),
-        "|".join(["PID", "1", "", f"{patient_id}^^^{issuer}^MR" if item else "", "", _pn_to_xpn(item.patient_name) if item else ""]),
-        "|".join(["ORC", "SC", escape(item.placer_order_number) if item else "", escape(item.filler_order_number) if item else "", "", status]),
-        "|".join(
-            ["OBR", "1", escape(item.placer_order_number) if item else "", escape(item.filler_order_number) if item else "",
-             f"{escape(item.requested_procedure_code.value)}^{escape(item.requested_procedure_code.meaning)}^{escape(item.requested_procedure_code.scheme)}" if item and item.requested_procedure_code else "",
-             "", "", "", "", "", "", "", "", "", "", "", "", "", escape(accession), "", "", "", "", "", "", "", "", ""]
-        ).rstrip("|"),
-        "|".join(["ZDS", f"{escape(study_uid)}^DXAGW^Application^DICOM"]),
-    ]
-    return "\r".join(segments) + "\r"
+        segment("MSH", {3: escape(sending_application), 4: escape(sending_facility), 7: timestamp, 9: "ORM^O01^ORM_O01",
+                        10: escape(control_id), 11: "P", 12: "2.5.1", 15: "AL", 16: "NE", 18: "UNICODE UTF-8"}),
+        segment("PID", {1: "1", 3: f"{patient_id}^^^{issuer}^MR" if item else "", 5: _pn_to_xpn(item.patient_name) if item else ""}),
+        segment("ORC", {1: "SC", 2: escape(item.placer_order_number) if item else "", 3: escape(item.filler_order_number) if item else "", 5: status}),
+        segment(
+            "OBR",
+            {1: "1", 2: escape(item.placer_order_number) if item else "", 3: escape(item.filler_order_number) if item else "",
+             4: components(code.value, code.meaning, code.scheme, trim=False) if code else "", 18: escape(accession)},
+            trim=True,
+        ),
+        segment("ZDS", {1: f"{escape(study_uid)}^DXAGW^Application^DICOM"}),
+    ]  # fmt: skip
+    return message(segments)

@@ -1,8 +1,8 @@
-"""Service KPIs of a DXA service (seed 001, "Monitoring and reporting service
-data"; DOMAIN.md section 1 item 6): referrals, did-not-attend and
+"""Service KPIs of a DXA service (docs/domain.md section 1 item 6, service
+data): referrals, did-not-attend and
 cancellations, waiting times (referral to scan), time to report, report to
 delivered, the WHO category mix, prompts for further investigation and the
-dose per exam type against its reference level (seed 000 section 11), per
+dose per exam type against its reference level (docs/domain.md section 5), per
 month and per scanner.
 
 Pure: the gateway turns store rows into :class:`Episode` values (aware
@@ -103,7 +103,7 @@ def dose_finding(analysis: dict | None) -> DoseFinding | None:
 
 
 def _doses(findings: list[DoseFinding]) -> dict:
-    """Dose per exam type (seed 000 section 11): count, median in the level's
+    """Dose per exam type (docs/domain.md section 5): count, median in the level's
     units, how many over their DRL and how many not compared; a type seen in
     several units gets one entry per units, ``"<type> [<units>]"``."""
     groups: dict[tuple[str, str], list[DoseFinding]] = {}

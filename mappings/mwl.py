@@ -1,9 +1,9 @@
 """Modality Worklist query matching and responses (PS3.4 Annex K, C.2.2.2).
 
-The store narrows the candidates with an :class:`IndexFilter` taken from the
-query; :func:`matches` then applies the full PS3.4 matching rules to each
-candidate and :func:`build_response` returns the requested keys only.
-Pure: datasets in, datasets out.
+A query is compiled once into an :class:`MwlQuery`: the store narrows the
+candidates with its :class:`IndexFilter`, :meth:`MwlQuery.matches` applies
+the full PS3.4 matching rules to each candidate and :meth:`MwlQuery.response`
+returns the requested keys only.  Pure: datasets in, datasets out.
 """
 
 from __future__ import annotations
@@ -139,66 +139,24 @@ def _dt_bounds(value: str) -> tuple[str | None, str | None] | None:
     return (m.group(1) or None, m.group(2) or None) if m else None
 
 
-def _range(value: str) -> tuple[str | None, str | None] | None:
-    """``a-b``, ``a-``, ``-b`` -> bounds; a single value -> None."""
-    if "-" not in value:
-        return None
-    lo, hi = value.split("-", 1)
-    return (lo or None, hi or None)
+# -- the compiled query --------------------------------------------------------
+#
+# MwlQuery.compile() turns the identifier into one object: each key with a
+# value becomes a matcher (PS3.4 C.2.2.2), which also says what an index
+# can narrow on for it; each return key becomes a projection.  The index
+# filter, the matcher, the response and its shape all come from these, so
+# a matching rule changes in one place.
 
-
-def index_filter(query: Dataset) -> IndexFilter:
-    """The part of the query that an index can answer (exact or prefix)."""
-    sps = Dataset()
-    seq = query.get("ScheduledProcedureStepSequence")
-    if seq:
-        sps = seq[0]
-
-    def exact(ds: Dataset, keyword: str) -> str | None:
-        elem = ds.data_element(keyword) if keyword in ds else None
-        if elem is None:
-            return None
-        value = _query_value(elem)
-        if not value or "*" in value or "?" in value or "\\" in value:
-            return None
-        return value
-
-    date_from = date_to = None
-    date = exact(sps, "ScheduledProcedureStepStartDate")
-    if date:
-        bounds = _range(date)
-        date_from, date_to = bounds if bounds else (date, date)
-    name_prefix = None
-    if "PatientName" in query:
-        name = _query_value(query["PatientName"])
-        prefix = re.split(r"[*?]", name, maxsplit=1)[0]
-        if prefix:
-            name_prefix = prefix.upper()
-    uids: tuple[str, ...] = ()
-    if "StudyInstanceUID" in query:
-        uids = tuple(v for v in _str_values(query.StudyInstanceUID) if v)
-    status = exact(sps, "ScheduledProcedureStepStatus")
-    statuses = tuple(s for s in ACTIVE_STATUSES if not status or s == status)
-    return IndexFilter(
-        station_ae=exact(sps, "ScheduledStationAETitle"),
-        modality=exact(sps, "Modality"),
-        date_from=date_from,
-        date_to=date_to,
-        patient_id=exact(query, "PatientID"),
-        accession=exact(query, "AccessionNumber"),
-        name_prefix=name_prefix,
-        study_uids=uids,
-        statuses=statuses,
-    )
-
-
-# -- matching ----------------------------------------------------------------
-
-
-def _wildcard_regex(pattern: str, ignore_case: bool) -> re.Pattern:
-    # PS3.4 C.2.2.2.4: * any sequence (incl. none), ? any single character.
-    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile(f"^{body}$", re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL)
+#: keys an index can narrow on -> IndexFilter field (PS3.4 Table K.6-1 levels)
+_TOP_INDEX = {"PatientID": "patient_id", "AccessionNumber": "accession", "PatientName": "name_prefix", "StudyInstanceUID": "study_uids"}
+_SPS_INDEX = {
+    "ScheduledStationAETitle": "station_ae",
+    "Modality": "modality",
+    "ScheduledProcedureStepStartDate": "date",
+    "ScheduledProcedureStepStatus": "statuses",
+}
+_NOT_MATCHED = ("SpecificCharacterSet", "TimezoneOffsetFromUTC")
+_START_DATE, _START_TIME = "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime"
 
 
 def _norm_time(value: str, upper: bool) -> str:
@@ -209,25 +167,212 @@ def _norm_time(value: str, upper: bool) -> str:
     return f"{main.ljust(6, '0')}.{frac.ljust(6, '0')}"
 
 
-def _match_range(vr: str, query: str, value: str) -> bool:
-    bounds = _dt_bounds(query) if vr == "DT" else _range(query)
-    if vr == "TM":
-        v = _norm_time(value, upper=False)
+def _values(candidate: Dataset, tag: int) -> list[str] | None:
+    """The candidate's values of ``tag``, stripped; None if it lacks the attribute."""
+    if tag not in candidate:
+        return None
+    return [v.strip() for v in _str_values(candidate[tag].value)]
+
+
+class _Key:
+    """One matching key with a value (PS3.4 C.2.2.2), compiled."""
+
+    __slots__ = ("tag", "keyword", "query")
+
+    def __init__(self, elem: DataElement, query: str) -> None:
+        self.tag = elem.tag
+        self.keyword = elem.keyword
+        self.query = query
+
+    def matches(self, candidate: Dataset) -> bool:
+        values = _values(candidate, self.tag)
+        if values is None:
+            return False  # a value cannot match an absent attribute
+        return self.match_values(values)
+
+    def match_values(self, values: list[str]) -> bool:
+        raise NotImplementedError
+
+    def narrow(self, field: str) -> dict:
+        """What an index may narrow on for this key, as IndexFilter fields."""
+        return {}
+
+
+class _Single(_Key):
+    """C.2.2.2.1 single value matching (PN case-insensitive by option)."""
+
+    __slots__ = ("ignore_case", "folded")
+
+    def __init__(self, elem: DataElement, query: str, ignore_case: bool) -> None:
+        super().__init__(elem, query)
+        self.ignore_case = ignore_case
+        self.folded = query.upper()
+
+    def match_values(self, values: list[str]) -> bool:
+        if self.ignore_case:
+            return any(v.upper() == self.folded for v in values)
+        return self.query in values
+
+    def narrow(self, field: str) -> dict:
+        if field == "name_prefix":
+            return {"name_prefix": self.folded}
+        if "\\" in self.query:
+            return {}
+        if field == "study_uids":
+            return {"study_uids": (self.query,)}
+        if field == "date":
+            return {"date_from": self.query, "date_to": self.query}
+        if field == "statuses":
+            return {"statuses": tuple(s for s in ACTIVE_STATUSES if s == self.query)}
+        return {field: self.query}
+
+
+class _Wildcard(_Key):
+    """C.2.2.2.4: * any sequence (incl. none), ? any single character."""
+
+    __slots__ = ("rx",)
+
+    def __init__(self, elem: DataElement, query: str, ignore_case: bool) -> None:
+        super().__init__(elem, query)
+        body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in query)
+        self.rx = re.compile(f"^{body}$", re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL)
+
+    def match_values(self, values: list[str]) -> bool:
+        return any(self.rx.match(v) for v in values)
+
+    def narrow(self, field: str) -> dict:
+        if field != "name_prefix":
+            return {}
+        prefix = re.split(r"[*?]", self.query, maxsplit=1)[0]
+        return {"name_prefix": prefix.upper()} if prefix else {}
+
+
+class _UidList(_Key):
+    """C.2.2.2.2: a list of UIDs, any of which matches."""
+
+    __slots__ = ("uids", "wanted")
+
+    def __init__(self, elem: DataElement, query: str) -> None:
+        super().__init__(elem, query)
+        self.uids = tuple(v for v in (u.strip() for u in query.split("\\")) if v)
+        self.wanted = frozenset(v.strip() for v in query.split("\\"))
+
+    def match_values(self, values: list[str]) -> bool:
+        return any(v in self.wanted for v in values)
+
+    def narrow(self, field: str) -> dict:
+        if field == "study_uids":
+            return {"study_uids": self.uids}
+        return {field: self.uids[0]} if len(self.uids) == 1 and field not in ("date", "statuses", "name_prefix") else {}
+
+
+def _range(value: str) -> tuple[str | None, str | None] | None:
+    """``a-b``, ``a-``, ``-b`` -> bounds; a single value -> None."""
+    if "-" not in value:
+        return None
+    lo, hi = value.split("-", 1)
+    return (lo or None, hi or None)
+
+
+class _DateRange(_Key):
+    """C.2.2.2.5 range matching of DA: a single date, ``a-b``, ``a-`` or ``-b``."""
+
+    __slots__ = ("lo", "hi")
+
+    def __init__(self, elem: DataElement, query: str) -> None:
+        super().__init__(elem, query)
+        self.lo, self.hi = _range(query) or (query, query)
+
+    def match_values(self, values: list[str]) -> bool:
+        return any(v and (self.lo is None or v >= self.lo) and (self.hi is None or v <= self.hi) for v in values)
+
+    def narrow(self, field: str) -> dict:
+        return {"date_from": self.lo, "date_to": self.hi} if field == "date" else {}
+
+
+class _TimeRange(_Key):
+    """C.2.2.2.5 range matching of TM; a single time matches all of its precision."""
+
+    __slots__ = ("lo", "hi")
+
+    def __init__(self, elem: DataElement, query: str) -> None:
+        super().__init__(elem, query)
+        bounds = _range(query)
         if bounds is None:
-            return _norm_time(query, False) <= v <= _norm_time(query, True)
-        lo, hi = bounds
-        return (lo is None or v >= _norm_time(lo, False)) and (hi is None or v <= _norm_time(hi, True))
-    if vr == "DT":
-        v = value[:14].ljust(14, "0")
-        if bounds is None:
-            return v.startswith(query[:14]) if query else True
-        lo, hi = bounds
-        return (not lo or v >= lo[:14].ljust(14, "0")) and (not hi or v <= hi[:14].ljust(14, "9"))
-    # DA
-    if bounds is None:
-        return value == query
-    lo, hi = bounds
-    return (lo is None or value >= lo) and (hi is None or value <= hi)
+            self.lo, self.hi = _norm_time(query, False), _norm_time(query, True)
+        else:
+            self.lo = _norm_time(bounds[0], False) if bounds[0] is not None else None
+            self.hi = _norm_time(bounds[1], True) if bounds[1] is not None else None
+
+    def match_values(self, values: list[str]) -> bool:
+        for v in values:
+            if not v:
+                continue
+            t = _norm_time(v, upper=False)
+            if (self.lo is None or t >= self.lo) and (self.hi is None or t <= self.hi):
+                return True
+        return False
+
+
+class _DateTimeRange(_Key):
+    """C.2.2.2.5 range matching of DT (a DT may carry a -ZZZZ offset: split with care)."""
+
+    __slots__ = ("prefix", "lo", "hi")
+
+    def __init__(self, elem: DataElement, query: str) -> None:
+        super().__init__(elem, query)
+        bounds = _dt_bounds(query)
+        self.prefix = query[:14] if bounds is None else None
+        lo, hi = bounds if bounds is not None else (None, None)
+        self.lo = lo[:14].ljust(14, "0") if lo else None
+        self.hi = hi[:14].ljust(14, "9") if hi else None
+
+    def match_values(self, values: list[str]) -> bool:
+        for v in values:
+            if not v:
+                continue
+            t = v[:14].ljust(14, "0")
+            if self.prefix is not None:
+                if t.startswith(self.prefix):
+                    return True
+            elif (self.lo is None or t >= self.lo) and (self.hi is None or t <= self.hi):
+                return True
+        return False
+
+
+class _Sequence(_Key):
+    """C.2.2.2.6 sequence matching: some item of the candidate's sequence matches every key of the query's item."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, elem: DataElement, item: "_Level") -> None:
+        super().__init__(elem, "")
+        self.item = item
+
+    def matches(self, candidate: Dataset) -> bool:
+        if self.tag not in candidate:
+            return False
+        return any(self.item.matches(it) for it in (candidate[self.tag].value or []))
+
+
+class _CombinedDateTime:
+    """C.2.2.2.5.1: the Scheduled Procedure Step Start Date and Time ranges as one datetime range."""
+
+    __slots__ = ("date_from", "date_to", "lo", "hi")
+
+    def __init__(self, date: str, time: str) -> None:
+        dr, tr = _range(date) or (date, date), _range(time) or (time, time)
+        self.date_from, self.date_to = dr
+        self.lo = (dr[0] + _norm_time(tr[0] or "000000", False)) if dr[0] else None
+        self.hi = (dr[1] + _norm_time(tr[1] or "235959.999999", True)) if dr[1] else None
+
+    def matches(self, candidate: Dataset) -> bool:
+        d = str(candidate.get(_START_DATE, "") or "")
+        t = str(candidate.get(_START_TIME, "") or "")
+        if not d:
+            return False
+        value = d + _norm_time(t or "000000", False)
+        return (self.lo is None or value >= self.lo) and (self.hi is None or value <= self.hi)
 
 
 def is_universal(elem: DataElement) -> bool:
@@ -244,84 +389,78 @@ def is_universal(elem: DataElement) -> bool:
     return all(is_universal(sub) for sub in elem.value[0] if _is_return_key(sub))
 
 
-def _match_element(elem: DataElement, candidate: Dataset, opts: MatchOptions) -> bool:
+def _key(elem: DataElement, opts: MatchOptions) -> _Key | None:
+    """The compiled matcher of one query element; None for a universal key (C.2.2.2.3)."""
     if elem.VR == "SQ":
         if is_universal(elem):
-            return True
-        if elem.tag not in candidate:
-            return False
-        # PS3.4 C.2.2.2.6 sequence matching: some item of the candidate's
-        # sequence must match every key of the query item.
-        return any(_match_dataset(elem.value[0], item, opts) for item in (candidate[elem.tag].value or []))
+            return None
+        return _Sequence(elem, _Level.compile(elem.value[0], opts))
     query = _query_value(elem)
     if query == "":
-        return True  # C.2.2.2.3 universal matching
-    if elem.tag not in candidate:
-        return False  # a value cannot match an absent attribute
-    cand = candidate[elem.tag]
-    values = [v.strip() for v in _str_values(cand.value)]
+        return None
     vr = elem.VR
-    if vr in RANGE_VRS:
-        return any(v and _match_range(vr, query, v) for v in values)
+    if vr == "DA":
+        return _DateRange(elem, query)
+    if vr == "TM":
+        return _TimeRange(elem, query)
+    if vr == "DT":
+        return _DateTimeRange(elem, query)
     if vr == "UI":
-        wanted = {v.strip() for v in query.split("\\")}  # C.2.2.2.2 list of UID
-        return any(v in wanted for v in values)
+        return _UidList(elem, query)
     ignore_case = vr == "PN" and opts.case_insensitive_names
     if vr in WILDCARD_VRS and ("*" in query or "?" in query):
-        rx = _wildcard_regex(query, ignore_case)
-        return any(rx.match(v) for v in values)
-    if ignore_case:
-        return any(v.upper() == query.upper() for v in values)
-    return any(v == query for v in values)
+        return _Wildcard(elem, query, ignore_case)
+    return _Single(elem, query, ignore_case)
 
 
-def _match_dataset(query: Dataset, candidate: Dataset, opts: MatchOptions) -> bool:
-    combined = (
-        opts.combined_datetime
-        and "ScheduledProcedureStepStartDate" in query
-        and "ScheduledProcedureStepStartTime" in query
-        and _query_value(query["ScheduledProcedureStepStartDate"])
-        and _query_value(query["ScheduledProcedureStepStartTime"])
-    )
-    for elem in query:
-        if elem.keyword in ("SpecificCharacterSet", "TimezoneOffsetFromUTC"):
-            continue
-        if combined and elem.keyword in ("ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime"):
-            continue
-        if not _match_element(elem, candidate, opts):
-            return False
-    if combined:
-        return _match_combined(query, candidate)
-    return True
+class _Level:
+    """The matching keys of one dataset level (the identifier, or a sequence's item)."""
 
+    __slots__ = ("keys", "combined")
 
-def _match_combined(query: Dataset, candidate: Dataset) -> bool:
-    """PS3.4 C.2.2.2.5.1: a date range and a time range as one datetime range."""
-    qd = _query_value(query["ScheduledProcedureStepStartDate"])
-    qt = _query_value(query["ScheduledProcedureStepStartTime"])
-    d = str(candidate.get("ScheduledProcedureStepStartDate", "") or "")
-    t = str(candidate.get("ScheduledProcedureStepStartTime", "") or "")
-    if not d:
-        return False
-    value = d + _norm_time(t or "000000", False)
-    dr, tr = _range(qd) or (qd, qd), _range(qt) or (qt, qt)
-    lo = (dr[0] + _norm_time(tr[0] or "000000", False)) if dr[0] else None
-    hi = (dr[1] + _norm_time(tr[1] or "235959.999999", True)) if dr[1] else None
-    return (lo is None or value >= lo) and (hi is None or value <= hi)
+    def __init__(self, keys: tuple[_Key, ...], combined: _CombinedDateTime | None) -> None:
+        self.keys = keys
+        self.combined = combined
 
+    @classmethod
+    def compile(cls, query: Dataset, opts: MatchOptions) -> "_Level":
+        combined = None
+        if opts.combined_datetime and _START_DATE in query and _START_TIME in query:
+            date, time = _query_value(query[_START_DATE]), _query_value(query[_START_TIME])
+            if date and time:
+                combined = _CombinedDateTime(date, time)
+        keys = []
+        for elem in query:
+            if elem.keyword in _NOT_MATCHED:
+                continue
+            if combined is not None and elem.keyword in (_START_DATE, _START_TIME):
+                continue
+            key = _key(elem, opts)
+            if key is not None:
+                keys.append(key)
+        return cls(tuple(keys), combined)
 
-def matches(query: Dataset, candidate: Dataset, opts: MatchOptions = MatchOptions()) -> bool:
-    """True if ``candidate`` matches every key of ``query`` (PS3.4 C.2.2.2)."""
-    return _match_dataset(query, candidate, opts)
+    def matches(self, candidate: Dataset) -> bool:
+        for key in self.keys:
+            if not key.matches(candidate):
+                return False
+        return self.combined is None or self.combined.matches(candidate)
+
+    def narrow(self, index: dict[str, str]) -> dict:
+        out: dict = {}
+        for key in self.keys:
+            field = index.get(key.keyword)
+            if field is not None:
+                out.update(key.narrow(field))
+        if self.combined is not None and "ScheduledProcedureStepStartDate" in index:
+            out.update(date_from=self.combined.date_from, date_to=self.combined.date_to)
+        return out
+
+    def key(self, keyword: str) -> _Key | None:
+        return next((k for k in self.keys if k.keyword == keyword), None)
 
 
 # -- responses ---------------------------------------------------------------
-
-
-def _empty_like(elem: DataElement) -> DataElement:
-    if elem.VR == "SQ":
-        return DataElement(elem.tag, "SQ", Sequence([]))
-    return DataElement(elem.tag, elem.VR, None)
 
 
 def _is_return_key(elem: DataElement) -> bool:
@@ -329,30 +468,47 @@ def _is_return_key(elem: DataElement) -> bool:
     return elem.keyword != "SpecificCharacterSet" and elem.tag.group != 0x0000
 
 
-def _query_charset(query: Dataset) -> str:
-    """The first value of the query's Specific Character Set ("" when absent)."""
-    values = _str_values(query.get("SpecificCharacterSet")) if "SpecificCharacterSet" in query else []
-    return values[0] if values else ""
+class _Return:
+    """One return key: the candidate's value, zero length where it has none (PS3.4 C.2.2.1.2)."""
 
+    __slots__ = ("tag", "vr", "item")
 
-def _project(query: Dataset, candidate: Dataset) -> Dataset:
-    """The requested keys of ``candidate``; zero length where it has none."""
-    out = Dataset()
-    for elem in query:
-        if not _is_return_key(elem):
-            continue
-        if elem.tag not in candidate:
-            out.add(_empty_like(elem))
-            continue
-        cand = candidate[elem.tag]
-        if elem.VR == "SQ":
+    def __init__(self, elem: DataElement) -> None:
+        self.tag = elem.tag
+        self.vr = elem.VR
+        # A sequence with keys in its item returns those of each candidate
+        # item; an empty one (or an empty item) returns the items whole.
+        self.item: tuple[_Return, ...] | None = None
+        if elem.VR == "SQ" and elem.value and len(elem.value[0]) > 0:
+            self.item = _returns(elem.value[0])
+
+    def shape(self) -> tuple:
+        if self.vr == "SQ":
+            return (int(self.tag), "SQ", tuple(r.shape() for r in self.item) if self.item is not None else None)
+        return (int(self.tag), self.vr)
+
+    def element(self, candidate: Dataset) -> DataElement:
+        if self.tag not in candidate:
+            if self.vr == "SQ":
+                return DataElement(self.tag, "SQ", Sequence([]))
+            return DataElement(self.tag, self.vr, None)
+        cand = candidate[self.tag]
+        if self.vr == "SQ":
             items = cand.value or []
-            if elem.value and len(elem.value[0]) > 0:
-                out.add(DataElement(elem.tag, "SQ", Sequence([_project(elem.value[0], it) for it in items])))
-            else:
-                out.add(DataElement(elem.tag, "SQ", Sequence([_copy(it) for it in items])))
-            continue
-        out.add(DataElement(elem.tag, cand.VR, cand.value))
+            if self.item is not None:
+                return DataElement(self.tag, "SQ", Sequence([_project(self.item, it) for it in items]))
+            return DataElement(self.tag, "SQ", Sequence([_copy(it) for it in items]))
+        return DataElement(self.tag, cand.VR, cand.value)
+
+
+def _returns(query: Dataset) -> tuple[_Return, ...]:
+    return tuple(_Return(elem) for elem in query if _is_return_key(elem))
+
+
+def _project(returns: tuple[_Return, ...], candidate: Dataset) -> Dataset:
+    out = Dataset()
+    for r in returns:
+        out.add(r.element(candidate))
     return out
 
 
@@ -361,6 +517,12 @@ def _copy(ds: Dataset) -> Dataset:
     for elem in ds:
         out.add(DataElement(elem.tag, elem.VR, elem.value))
     return out
+
+
+def _query_charset(query: Dataset) -> str:
+    """The first value of the query's Specific Character Set ("" when absent)."""
+    values = _str_values(query.get("SpecificCharacterSet")) if "SpecificCharacterSet" in query else []
+    return values[0] if values else ""
 
 
 def _python_codec(charset: str) -> str:
@@ -399,37 +561,65 @@ def choose_charset(query_charset: str, response: Dataset, fallback: str) -> str:
     return "ISO_IR 192"
 
 
-def build_response(query: Dataset, candidate: Dataset, *, fallback_charset: str = "ISO_IR 192") -> Dataset:
-    """The identifier returned for one match: requested keys only."""
-    out = _project(query, candidate)
-    charset = choose_charset(_query_charset(query), out, fallback_charset)
-    if charset:
-        out.SpecificCharacterSet = charset
-    return out
+class MwlQuery:
+    """A Modality Worklist C-FIND identifier, compiled once (PS3.4 K.6.1.2, C.2.2.2).
 
-
-def response_shape(query: Dataset, fallback_charset: str = "ISO_IR 192") -> tuple:
-    """What :func:`build_response` depends on in ``query``, as a hashable key.
-
-    The response holds the requested keys (their tags, the VR of an empty
-    one, the keys asked for inside a sequence item) in the query's first
-    character set or the fallback; the matching values play no part.  Two
-    queries with the same shape get the same response for one candidate.
+    ``index_filter`` is what the store narrows the candidates on (a
+    superset of the matches), :meth:`matches` applies every matching rule
+    to a candidate dataset, :meth:`response` builds the identifier returned
+    for a match (the requested keys only), and ``shape`` is what that
+    response depends on in the query, as a hashable key: two queries of the
+    same shape get the same response for one candidate.
     """
 
-    def shape(ds: Dataset) -> tuple:
-        out = []
-        for elem in ds:
-            if not _is_return_key(elem):
-                continue
-            if elem.VR == "SQ":
-                item = elem.value[0] if elem.value and len(elem.value[0]) > 0 else None
-                out.append((int(elem.tag), "SQ", shape(item) if item is not None else None))
-            else:
-                out.append((int(elem.tag), elem.VR))
-        return tuple(out)
+    __slots__ = ("identifier", "options", "fallback_charset", "index_filter", "shape", "_level", "_returns", "_charset")
 
-    return (shape(query), _query_charset(query), fallback_charset)
+    def __init__(self, identifier: Dataset, options: MatchOptions, fallback_charset: str) -> None:
+        self.identifier = identifier
+        self.options = options
+        self.fallback_charset = fallback_charset
+        self._level = _Level.compile(identifier, options)
+        self._returns = _returns(identifier)
+        self._charset = _query_charset(identifier)
+        self.shape: tuple = (tuple(r.shape() for r in self._returns), self._charset, fallback_charset)
+        self.index_filter = self._index_filter()
+
+    @classmethod
+    def compile(
+        cls,
+        identifier: Dataset,
+        options: MatchOptions = MatchOptions(),
+        *,
+        fallback_charset: str = "ISO_IR 192",
+        allow_unknown: bool = False,
+    ) -> "MwlQuery":
+        """Check the identifier (raises :class:`QueryError`) and compile it."""
+        check_query(identifier, allow_unknown=allow_unknown)
+        return cls(identifier, options, fallback_charset)
+
+    def _index_filter(self) -> IndexFilter:
+        fields = self._level.narrow(_TOP_INDEX)
+        sps = self._level.key("ScheduledProcedureStepSequence")
+        if isinstance(sps, _Sequence):
+            fields.update(sps.item.narrow(_SPS_INDEX))
+        return IndexFilter(**fields)
+
+    @property
+    def return_keys(self) -> tuple[int, ...]:
+        """The tags the response holds, in order (PS3.4 C.2.2.1.2: every key of the identifier but the character set)."""
+        return tuple(int(r.tag) for r in self._returns)
+
+    def matches(self, candidate: Dataset) -> bool:
+        """True if ``candidate`` matches every key of the query (PS3.4 C.2.2.2)."""
+        return self._level.matches(candidate)
+
+    def response(self, candidate: Dataset) -> Dataset:
+        """The identifier returned for one match: requested keys only, in a character set that fits."""
+        out = _project(self._returns, candidate)
+        charset = choose_charset(self._charset, out, self.fallback_charset)
+        if charset:
+            out.SpecificCharacterSet = charset
+        return out
 
 
 def describe_tag(tag: int) -> str:

@@ -1,4 +1,4 @@
-"""Priors from the PACS (issue 18), the pure part: whose study it is, which
+"""Priors from the PACS (README "Priors from the PACS"), the pure part: whose study it is, which
 studies qualify, and the query windows of a backfill.
 
 A study found under the patient's ID is used only when its issuer (when

@@ -24,7 +24,7 @@ IN_PROGRESS = "IN PROGRESS"
 COMPLETED = "COMPLETED"
 DISCONTINUED = "DISCONTINUED"
 CANCELLED = "CANCELLED"
-# An order whose referrer is not entitled (IR(ME)R; docs/service.md): kept,
+# An order whose referrer is not entitled (IR(ME)R; docs/domain.md section 1 item 8): kept,
 # shown in the REST API with its reason, never served by the MWL until a
 # practitioner justifies it.
 HELD = "HELD"

@@ -2,7 +2,7 @@
 
 pynetdicom is blocking, so each sender owns one thread (a one-worker
 executor): its association is reused between objects and only ever used
-from that thread (DESIGN.md rule 4).  Statuses per PS3.4 B.2.3: success and
+from that thread (docs/architecture.md rule 4).  Statuses per PS3.4 B.2.3: success and
 warnings are delivered; 0xA7xx (out of resources) is retried; 0xA9xx and
 0xCxxx are refused.
 """

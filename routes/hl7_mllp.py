@@ -9,21 +9,11 @@ from __future__ import annotations
 
 import asyncio
 
-from mappings.hl7_text import END_BLOCK, START_BLOCK, frame
+from hl7v2.ack import read_msa
+from hl7v2.mllp import FrameTooLarge, frame, read_frame
 from routes.base import Delivery, Refused, Retry
 
 MAX_ACK_BYTES = 1024 * 1024
-
-
-def read_msa(ack: bytes) -> tuple[str, str, str]:
-    """(MSA-1, MSA-2, MSA-3) of an ACK."""
-    text = ack.decode("utf-8", "replace")
-    for segment in text.replace("\n", "\r").split("\r"):
-        if segment.startswith("MSA"):
-            sep = segment[3:4] or "|"
-            fields = segment.split(sep) + ["", "", ""]
-            return fields[1].strip(), fields[2].strip(), fields[3].strip()
-    return "", "", ""
 
 
 class MllpSender:
@@ -62,13 +52,14 @@ class MllpSender:
             self._writer.write(frame(delivery.message))
             await self._writer.drain()
             while True:
-                await asyncio.wait_for(self._reader.readuntil(START_BLOCK), self.timeout)
-                data = await asyncio.wait_for(self._reader.readuntil(END_BLOCK), self.timeout)
-                code, acked_id, text = read_msa(data[: -len(END_BLOCK)])
+                data = await asyncio.wait_for(read_frame(self._reader, MAX_ACK_BYTES), self.timeout)
+                if data is None:
+                    raise ConnectionError("closed")
+                code, acked_id, text = read_msa(data)
                 if acked_id == delivery.control_id:
                     break
                 # An ACK for some other message (a late one): not ours, keep reading.
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        except (OSError, FrameTooLarge) as exc:
             await self.close()
             raise Retry(f"connection lost waiting for the ACK: {type(exc).__name__}") from None
         except asyncio.TimeoutError:

@@ -4,6 +4,7 @@
     dxa-sim ris     --host H --port P --format orm|omi|fhir
     dxa-sim pacs    --port P --ae-title PACS
     dxa-sim emr     --port P --http-port Q
+    dxa-sim demo    --patients N   (the gateway and all four, a DXA day on loopback)
 
 Each prints its conformance report (text; JSON with ``--report FILE``) and
 exits 1 when a check failed.  The listening ones (pacs, emr) serve until
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit-delay", type=float, default=0.0, help="seconds before the N-EVENT-REPORT")
     p.add_argument("--store-status", type=_status, help="answer every C-STORE with this status, e.g. 0xA700 (fault tests)")
     p.add_argument("--lenient", action="store_true", help="store objects that fail a check instead of refusing them")
+    p.add_argument("--tls-cert", default="", help="DICOM TLS on our port: our certificate (PEM)")
+    p.add_argument("--tls-key", default="", help="DICOM TLS: our key (PEM)")
+    p.add_argument("--tls-ca", default="", help="DICOM TLS: require a caller's certificate under this CA (PEM)")
     _common(p)
 
     e = sub.add_parser("emr", help="EMR: MLLP ORU^R01 receiver and FHIR Bundle endpoint")
@@ -137,7 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--drop", action="store_true", help="close the connection instead of answering")
     e.add_argument("--fail-first", type=int, default=0, help="apply --answer/--delay/--drop to the first N messages only")
     e.add_argument("--max-frame", type=int, default=16 * 1024 * 1024, help="largest MLLP frame accepted, bytes")
+    e.add_argument("--tls-cert", default="", help="MLLP over TLS (and HTTPS for FHIR): our certificate (PEM)")
+    e.add_argument("--tls-key", default="", help="TLS: our key (PEM)")
+    e.add_argument("--tls-ca", default="", help="TLS: require a sender's certificate under this CA (PEM)")
     _common(e)
+
+    d = sub.add_parser("demo", help="run a short DXA day through the gateway with all four simulators, on loopback")
+    d.add_argument("--patients", type=int, default=5)
+    d.add_argument("--vendor", choices=["hologic", "ge"], default="hologic")
+    d.add_argument("--data", default=None, help="folder for the demo (default: a new temporary folder)")
+    d.add_argument("--keep-running", action="store_true", help="leave the gateway up after the summary")
+    d.add_argument("--tls", action="store_true", help="TLS on every hop (DICOM, MLLP, HTTPS; client certificates) with a throwaway CA in DATA/pki")
+    d.add_argument("--log-level", default="WARNING", help="Python log level for the DICOM/HTTP libraries (default WARNING)")
     return parser
 
 
@@ -170,8 +185,16 @@ def _serve_until_signal(sim, started_msg: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("pacs", "emr") and (args.tls_key or args.tls_ca) and not args.tls_cert:
+        parser.error("--tls-key and --tls-ca need --tls-cert (our certificate)")
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING), format="%(levelname)s %(name)s: %(message)s")
+
+    if args.command == "demo":
+        from simulators.demo import run_demo
+
+        return run_demo(patients=args.patients, vendor=args.vendor, data=args.data, keep_running=args.keep_running, tls=args.tls)
 
     if args.command == "scanner":
         from simulators.scanner import ScannerOptions, ScannerSimulator
@@ -261,9 +284,12 @@ def main(argv: list[str] | None = None) -> int:
                 commit_delay=args.commit_delay,
                 store_status=args.store_status,
                 strict=not args.lenient,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+                tls_ca=args.tls_ca,
             )
         ).start()
-        _serve_until_signal(sim, f"dxa-sim pacs: {args.ae_title} listening on {args.host}:{sim.port}")
+        _serve_until_signal(sim, f"dxa-sim pacs: {args.ae_title} listening on {args.host}:{sim.port}{' (DICOM TLS)' if args.tls_cert else ''}")
         return emit(sim.report(), args)
 
     if args.command == "emr":
@@ -279,9 +305,13 @@ def main(argv: list[str] | None = None) -> int:
                 drop=args.drop,
                 fail_first=args.fail_first,
                 max_frame=args.max_frame,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+                tls_ca=args.tls_ca,
             )
         ).start()
-        where = f"MLLP {args.host}:{sim.port}" + (f", FHIR http://{args.host}:{sim.http_port}/" if sim.http_port else "")
+        tls = bool(args.tls_cert)
+        where = f"MLLP{'/TLS' if tls else ''} {args.host}:{sim.port}" + (f", FHIR http{'s' if tls else ''}://{args.host}:{sim.http_port}/" if sim.http_port else "")
         _serve_until_signal(sim, f"dxa-sim emr: listening on {where}")
         return emit(sim.report(), args)
     return 2

@@ -168,7 +168,7 @@ def build_result_objects(vendor: str, header: Dataset, rng: random.Random, *, re
     ``results``: ``images`` -- report images only, one per scan (Hologic: text
     in (0019,1000); GE: XML in Image Comments), as a Hologic without the
     licensed SR option sends them; ``both`` -- the same images and the SR.
-    Each image gets a real-looking RGB page (DOMAIN.md section 2: ~1200x1320
+    Each image gets a real-looking RGB page (docs/domain.md section 2: ~1200x1320
     at the sites; smaller here).
     """
     from mappings.bmd import samples  # noqa: PLC0415

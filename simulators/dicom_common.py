@@ -3,38 +3,15 @@
 from __future__ import annotations
 
 import socket
-import threading
 
+import dicomext
+from dicomext import association
 from pydicom.uid import UID
-from pynetdicom.dimse import DIMSEServiceProvider
 
 
-def _keep_responses_for_their_sender() -> None:
-    """Close a race in pynetdicom 3.0's association reactor.
-
-    A ``send_*()`` clears the reactor checkpoint and waits for
-    ``_is_paused``; the reactor may have just passed the checkpoint and
-    not yet reset ``_is_paused``, and then takes the response off the
-    queue itself, so the sender waits out its DIMSE timeout ("no
-    response").  Seen with eight exams at once on a saturated 2-core VM.
-    Here the reactor's own non-blocking read (the only one it makes)
-    yields nothing while the checkpoint is cleared.
-    """
-    get_msg = DIMSEServiceProvider.get_msg
-    if getattr(get_msg, "_dxa_sim", False):
-        return
-
-    def guarded(self, block: bool = False):
-        assoc = self.assoc
-        if not block and threading.current_thread() is assoc and not assoc._reactor_checkpoint.is_set():
-            return None, None
-        return get_msg(self, block)
-
-    guarded._dxa_sim = True
-    DIMSEServiceProvider.get_msg = guarded
-
-
-_keep_responses_for_their_sender()
+# pynetdicom's own reactors, with the race of its association reactor
+# closed (dicomext/checkpoint.py): seen with eight exams at once.
+dicomext.install(only=("checkpoint_race",))
 
 # Status names for reports (PS3.7 C, PS3.4 B.2.3, F.7.2, J.3)
 STATUS_TEXT = {
@@ -82,7 +59,7 @@ def status_of(rsp) -> int | None:
 def set_nodelay(event) -> None:
     """EVT_CONN_OPEN handler: turn Nagle off (pynetdicom leaves it on)."""
     try:
-        sock = event.assoc.dul.socket.socket
+        sock = association.raw_socket(event.assoc)
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (AttributeError, OSError):

@@ -17,13 +17,15 @@ import threading
 import time
 from dataclasses import dataclass
 
-import hl7
 from aiohttp import web
 
-from simulators.mllp import FrameTooLarge, frame, read_frame
+from hl7v2 import ack as hl7ack
+from hl7v2.charsets import codec_of
+from hl7v2.er7 import Header, Segment, msh_field, split_message
+from hl7v2.errors import Hl7Error
+from hl7v2.mllp import FrameTooLarge, frame, read_frame
 from simulators.report import Check, ConformanceReport
 
-CODECS = {"": "utf-8", "UNICODE UTF-8": "utf-8", "8859/1": "latin-1", "ASCII": "ascii", "8859/15": "iso8859-15"}
 RESULT_STATUS = ("P", "F", "C")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 _LOINC = re.compile(r"^(\d{1,7})-(\d)$")
@@ -53,20 +55,10 @@ def loinc_valid(code: str) -> bool:
     return (10 - total % 10) % 10 == int(m.group(2))
 
 
-def _f(seg, n: int, comp: int = 0) -> str:
-    """Field n (component comp, 1-based; 0 = whole field) of a python-hl7 segment."""
-    try:
-        field = seg[n]
-    except (IndexError, KeyError):
-        return ""
-    if comp == 0:
-        return str(field)
-    try:
-        rep = field[0]
-        value = rep[comp - 1] if not isinstance(rep, str) else (rep if comp == 1 else "")
-        return str(value)
-    except (IndexError, KeyError, TypeError):
-        return str(field) if comp == 1 else ""
+def _f(seg: Segment, n: int, comp: int = 0) -> str:
+    """Field n as written (comp 0), or component comp (1-based) of its first
+    repetition, unescaped."""
+    return seg.raw(n) if comp == 0 else seg.get(n, comp)
 
 
 @dataclass
@@ -86,43 +78,35 @@ class OruResult:
 def check_oru(raw: bytes) -> OruResult:
     """Checks of one received message (no MLLP framing)."""
     checks: list[Check] = []
-    # MSH-18 before decoding (ASCII-compatible prefix)
-    first = raw.split(b"\r", 1)[0]
-    charset = ""
-    if first.startswith(b"MSH") and len(first) > 3:
-        parts = first.split(first[3:4])
-        charset = parts[17].split(b"^")[0].decode("ascii", "replace") if len(parts) > 17 else ""
-    codec = CODECS.get(charset)
+    # MSH-18 before decoding (ASCII-compatible prefix); none: UTF-8
+    charset = msh_field(raw, 18).split("^")[0]
+    codec = codec_of(charset, "utf-8")
     if codec is None:
         return OruResult("", [Check("MSH-18 character set", False, f"unsupported {charset!r}")], charset=charset)
     try:
         text = raw.decode(codec)
     except UnicodeDecodeError:
         return OruResult("", [Check("decode", False, f"bytes are not valid {charset or 'UTF-8'}")], charset=charset)
-    text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
     try:
-        msg = hl7.parse(text)
-        msh = msg.segment("MSH")
-    except Exception as exc:  # noqa: BLE001 - python-hl7 raises several kinds
+        msg = split_message(text, codec)
+    except Hl7Error as exc:
         return OruResult("", [Check("parse", False, f"not an HL7 v2 message: {exc}")], charset=charset)
+    msh = msg.segments[0]
     control_id = _f(msh, 10)
     sending = (_f(msh, 3), _f(msh, 4))
     version = _f(msh, 12, 1) or "2.5.1"
     mtype = f"{_f(msh, 9, 1)}^{_f(msh, 9, 2)}"
     checks.append(Check("MSH-9 ORU^R01", mtype == "ORU^R01", mtype))
     checks.append(Check("MSH-10 control ID", bool(control_id), control_id or "empty"))
-    segs = {str(s[0]): [] for s in msg}
-    for s in msg:
-        segs[str(s[0])].append(s)
-    pids = segs.get("PID", [])
+    pids = msg.all("PID")
     checks.append(Check("PID-3 patient ID", bool(pids) and bool(_f(pids[0], 3, 1)), _f(pids[0], 3, 1) if pids else "no PID segment"))
-    obrs = segs.get("OBR", [])
+    obrs = msg.all("OBR")
     if not obrs:
         checks.append(Check("OBR present", False, "no OBR segment"))
     for i, obr in enumerate(obrs, 1):
         status = _f(obr, 25)
         checks.append(Check(f"OBR[{i}]-25 result status", status in RESULT_STATUS, status or "empty"))
-    obxs = segs.get("OBX", [])
+    obxs = msg.all("OBX")
     if not obxs:
         checks.append(Check("OBX present", False, "no OBX segment"))
     numeric = 0
@@ -163,16 +147,12 @@ def check_oru(raw: bytes) -> OruResult:
 
 
 def build_ack(result: OruResult, code: str, *, timestamp: str, control_id: str, text: str = "") -> bytes:
-    """Original-mode ACK; MSA-2 echoes the message's MSH-10."""
-    msh = "|".join(
-        ["MSH", "^~\\&", "EMR", "HOSP", result.sending[0], result.sending[1], timestamp, "", "ACK^R01^ACK", control_id, "P", result.version]
-        + ([""] * 5 + [result.charset] if result.charset else [])
-    )
-    esc = text.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\").replace("&", "\\T\\").replace("~", "\\R\\")
-    segs = [msh, f"MSA|{code}|{result.control_id}|{esc[:80]}".rstrip("|")]
-    if code != "AA":
-        segs.append(f"ERR||||E|||{esc[:200]}")
-    return ("\r".join(segs) + "\r").encode(CODECS.get(result.charset, "utf-8"), "replace")
+    """Original-mode ACK from EMR^HOSP; MSA-2 echoes the message's MSH-10.
+    Not AA: an ERR with ERR-3 102 (a content error, AE) or 207 (AR)."""
+    header = Header(result.sending[0], result.sending[1], "EMR", "HOSP", "", "ORU", "R01", result.control_id, "P", result.version, result.charset)
+    error = Hl7Error(text, code=102 if code == "AE" else 207, ack_code=code) if code != "AA" else None
+    ack = hl7ack.build_ack(header, code, control_id=control_id, timestamp=timestamp, error=error, text=text)
+    return hl7ack.ack_bytes(ack, result.charset)
 
 
 # -- FHIR ----------------------------------------------------------------------
@@ -219,6 +199,9 @@ class EmrOptions:
     drop: bool = False
     fail_first: int = 0  # faults only for the first N messages (0 = all)
     max_frame: int = 16 * 1024 * 1024
+    tls_cert: str = ""  # MLLP over TLS (and HTTPS for FHIR) on our ports: our certificate and key (PEM)
+    tls_key: str = ""
+    tls_ca: str = ""  # with TLS: the CA a sender's certificate must chain to (then required)
 
 
 class EmrSimulator:
@@ -278,7 +261,12 @@ class EmrSimulator:
         o = self.options
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._on_connection, o.host, o.port, limit=1024 * 1024)
+        context = None
+        if o.tls_cert:
+            from simulators.tls import server_tls
+
+            context = server_tls(o.tls_cert, o.tls_key, o.tls_ca)
+        server = await asyncio.start_server(self._on_connection, o.host, o.port, limit=1024 * 1024, ssl=context)
         self.port = server.sockets[0].getsockname()[1]
         runner = None
         if o.http_port is not None:
@@ -287,7 +275,7 @@ class EmrSimulator:
             app.router.add_post("/Bundle", self._on_fhir)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            site = web.TCPSite(runner, o.host, o.http_port)
+            site = web.TCPSite(runner, o.host, o.http_port, ssl_context=context)
             await site.start()
             self.http_port = runner.addresses[0][1]
         self._ready.set()

@@ -23,12 +23,15 @@ from dataclasses import dataclass, replace
 
 from pydicom.uid import generate_uid
 
+from hl7v2.ack import Ack, check_ack, parse_ack  # noqa: F401  (the RIS side's ACK check)
+from hl7v2.charsets import encode_message
+from hl7v2.er7 import components, message, msh_field, segment
+from hl7v2.escaping import escape  # noqa: F401  (om.escape)
+
 STATION_AE_EXTENSION = "http://dxa-gateway.org/fhir/StructureDefinition/scheduled-station-ae"
 MODALITY_EXTENSION = "http://dxa-gateway.org/fhir/StructureDefinition/modality"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 
-# MSH-18 (HL7 Table 0211) -> Python codec
-CHARSETS = {"ASCII": "ascii", "": "ascii", "8859/1": "latin-1", "8859/15": "iso8859-15", "UNICODE UTF-8": "utf-8"}
 FHIR_GENDER = {"F": "female", "M": "male", "O": "other", "": "unknown", "U": "unknown"}
 
 
@@ -81,36 +84,10 @@ class Order:
 # -- HL7 text ----------------------------------------------------------------
 
 
-def escape(value: str) -> str:
-    """Escape the separators of ``^~\\&`` and ``|`` (HL7 v2.5 2.7.1)."""
-    out = value.replace("\\", "\\E\\")
-    for char, code in (("|", "F"), ("^", "S"), ("&", "T"), ("~", "R")):
-        out = out.replace(char, f"\\{code}\\")
-    return out.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\.br\\")
-
-
-def _segment(seg_id: str, fields: dict[int, str]) -> str:
-    """``fields[n]`` at field n (already escaped); MSH counts MSH-1 too."""
-    top = max(fields) if fields else 0
-    if seg_id == "MSH":
-        return "MSH|" + "|".join(fields.get(n, "") for n in range(2, top + 1))
-    return "|".join([seg_id] + [fields.get(n, "") for n in range(1, top + 1)]).rstrip("|")
-
-
 def encode(message: str, charset: str = "UNICODE UTF-8") -> bytes:
-    """The bytes of ``message`` in the MSH-18 character set.
-
-    Raises ValueError naming the character when the charset cannot hold it
-    (HL7 has no escape for a character outside the message's charset).
-    """
-    codec = CHARSETS.get(charset)
-    if codec is None:
-        raise ValueError(f"unsupported MSH-18 character set {charset!r}")
-    try:
-        return message.encode(codec)
-    except UnicodeEncodeError as exc:
-        bad = message[exc.start : exc.end]
-        raise ValueError(f"{bad!r} cannot be sent in character set {charset or 'ASCII'}") from None
+    """The bytes of ``message`` in the MSH-18 character set; ValueError
+    naming the character when the charset cannot hold it."""
+    return encode_message(message, charset)
 
 
 def msh(
@@ -123,10 +100,9 @@ def msh(
     sending: tuple[str, str] = ("RIS", "HOSP"),
     receiving: tuple[str, str] = ("DXAGW", "DXA"),
 ) -> str:
-    return _segment(
+    return segment(
         "MSH",
         {
-            2: "^~\\&",
             3: escape(sending[0]),
             4: escape(sending[1]),
             5: escape(receiving[0]),
@@ -142,16 +118,17 @@ def msh(
 
 
 def pid(p: Patient) -> str:
-    return _segment(
+    return segment(
         "PID",
         {
             1: "1",
             3: f"{escape(p.patient_id)}^^^{escape(p.issuer)}^MR",
-            5: f"{escape(p.family)}^{escape(p.given)}".rstrip("^"),
+            5: components(p.family, p.given),
             7: p.birth_date,
             8: p.sex,
-            22: "^".join(escape(c) for c in p.ethnic_group.split("^")) if p.ethnic_group else "",
+            22: components(*p.ethnic_group.split("^"), trim=False) if p.ethnic_group else "",
         },
+        trim=True,
     )
 
 
@@ -169,7 +146,7 @@ def build_orm(
     segs = [
         msh(control_id, "ORM^O01", timestamp=timestamp, version=version, charset=charset),
         pid(order.patient),
-        _segment("PV1", {1: "1", 2: "O", 8: order.referrer}),
+        segment("PV1", {1: "1", 2: "O", 8: order.referrer}, trim=True),
     ]
     code = f"{escape(order.code)}^{escape(order.text)}^{escape(order.coding_system)}"
     for i, step in enumerate(order.steps, 1):
@@ -180,9 +157,9 @@ def build_orm(
             orc[9] = order.referred_at
         if control == "CA":
             orc[5] = "CA"
-        segs.append(_segment("ORC", orc))
+        segs.append(segment("ORC", orc, trim=True))
         segs.append(
-            _segment(
+            segment(
                 "OBR",
                 {
                     1: str(i),
@@ -197,11 +174,12 @@ def build_orm(
                     24: step.modality,
                     27: f"^^^{order.start}",
                 },
+                trim=True,
             )
         )
         if include_study_uid and step.study_uid and control != "CA":
-            segs.append(_segment("ZDS", {1: f"{step.study_uid}^DXAGW^Application^DICOM"}))
-    return "\r".join(segs) + "\r"
+            segs.append(segment("ZDS", {1: f"{step.study_uid}^DXAGW^Application^DICOM"}, trim=True))
+    return message(segs)
 
 
 def build_omi(
@@ -223,14 +201,14 @@ def build_omi(
     segs = [
         msh(control_id, "OMI^O23^OMI_O23", timestamp=timestamp, version=version, charset=charset),
         pid(order.patient),
-        _segment("PV1", {1: "1", 2: "O", 8: order.referrer}),
-        _segment("ORC", orc),
-        _segment("TQ1", {1: "1", 7: order.start}),
-        _segment("OBR", {1: "1", 2: escape(order.placer), 3: escape(order.filler), 4: code, 16: order.referrer}),
+        segment("PV1", {1: "1", 2: "O", 8: order.referrer}, trim=True),
+        segment("ORC", orc, trim=True),
+        segment("TQ1", {1: "1", 7: order.start}, trim=True),
+        segment("OBR", {1: "1", 2: escape(order.placer), 3: escape(order.filler), 4: code, 16: order.referrer}, trim=True),
     ]
     for step in order.steps:
         segs.append(
-            _segment(
+            segment(
                 "IPC",
                 {
                     1: escape(step.accession),
@@ -240,9 +218,10 @@ def build_omi(
                     5: step.modality,
                     9: escape(step.station_ae),
                 },
+                trim=True,
             )
         )
-    return "\r".join(segs) + "\r"
+    return message(segs)
 
 
 def build_cancel(order: Order, control_id: str, *, timestamp: str, fmt: str = "orm", **kw) -> str:
@@ -258,11 +237,11 @@ def build_adt_a08(
     """ADT^A08: update patient information."""
     segs = [
         msh(control_id, "ADT^A08^ADT_A01", timestamp=timestamp, version=version, charset=charset),
-        _segment("EVN", {1: "A08", 2: timestamp}),
+        segment("EVN", {1: "A08", 2: timestamp}, trim=True),
         pid(patient),
-        _segment("PV1", {1: "1", 2: "O"}),
+        segment("PV1", {1: "1", 2: "O"}, trim=True),
     ]
-    return "\r".join(segs) + "\r"
+    return message(segs)
 
 
 # -- FHIR --------------------------------------------------------------------
@@ -330,60 +309,16 @@ def build_service_request(order: Order, *, status: str | None = None, step: int 
 
 # -- ACKs --------------------------------------------------------------------
 
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    code: str  # MSA-1
-    control_id: str  # MSA-2
-    text: str = ""  # MSA-3
-    message_type: str = ""  # MSH-9
-    error: str = ""  # ERR segment as received
-
-
-def parse_ack(raw: bytes | str, charset: str = "UNICODE UTF-8") -> Ack:
-    """MSA and ERR of an ACK (split by hand: an ACK is tiny and fixed)."""
-    text = raw if isinstance(raw, str) else raw.decode(CHARSETS.get(charset, "utf-8"), "replace")
-    segs = [s for s in text.replace("\n", "\r").split("\r") if s]
-    if not segs or not segs[0].startswith("MSH") or len(segs[0]) < 4:
-        raise ValueError("the reply does not start with MSH")
-    sep = segs[0][3]
-    msh_fields = segs[0].split(sep)
-    msa = next((s.split(sep) for s in segs if s.startswith("MSA")), None)
-    if msa is None:
-        raise ValueError("the reply has no MSA segment")
-    err = next((s for s in segs if s.startswith("ERR")), "")
-    get = lambda f, n: f[n] if len(f) > n else ""  # noqa: E731
-    return Ack(get(msa, 1), get(msa, 2), get(msa, 3), get(msh_fields, 8), err)
-
-
-def check_ack(raw: bytes | str, sent_control_id: str, accept=("AA", "CA")) -> tuple[bool, str]:
-    """(passed, detail) for an ACK to the message with MSH-10 ``sent_control_id``."""
-    try:
-        ack = parse_ack(raw)
-    except ValueError as exc:
-        return False, str(exc)
-    if ack.control_id != sent_control_id:
-        return False, f"MSA-2 {ack.control_id!r} != MSH-10 {sent_control_id!r}"
-    if ack.code not in accept:
-        return False, f"MSA-1 {ack.code} {ack.text} {ack.error}".strip()
-    return True, f"MSA-1 {ack.code}"
+# Ack, parse_ack and check_ack are hl7v2.ack's, imported above for the RIS side.
 
 
 def control_id_of(message: bytes | str) -> str:
     """MSH-10 of an ER7 message."""
-    text = message if isinstance(message, str) else message.decode("latin-1")
-    first = text.replace("\n", "\r").split("\r", 1)[0]
-    if not first.startswith("MSH") or len(first) < 4:
-        return ""
-    fields = first.split(first[3])
-    return fields[9] if len(fields) > 9 else ""
+    return msh_field(message, 10)
 
 
 def charset_of(message: bytes | str) -> str:
-    text = message if isinstance(message, str) else message.decode("latin-1")
-    first = text.replace("\n", "\r").split("\r", 1)[0]
-    fields = first.split(first[3]) if len(first) > 3 else []
-    return fields[17].split("^")[0] if len(fields) > 17 else ""
+    return msh_field(message, 18).split("^")[0]
 
 
 # -- sample orders -----------------------------------------------------------

@@ -51,6 +51,9 @@ class PacsOptions:
     strict: bool = True  # answer a failure status when a check fails
     max_pdu: int = 1048576
     max_associations: int = 64
+    tls_cert: str = ""  # DICOM TLS (PS3.15 B.9) on our port: our certificate and key (PEM)
+    tls_key: str = ""
+    tls_ca: str = ""  # with TLS: the CA a calling peer's certificate must chain to (then required)
 
 
 class PacsSimulator:
@@ -90,7 +93,12 @@ class PacsSimulator:
             (evt.EVT_N_CREATE, self._on_n_create),
             (evt.EVT_N_SET, self._on_n_set),
         ]
-        self._server = self.ae.start_server((self.options.host, self.options.port), block=False, evt_handlers=handlers)
+        context = None
+        if self.options.tls_cert:
+            from simulators.tls import server_tls
+
+            context = server_tls(self.options.tls_cert, self.options.tls_key, self.options.tls_ca)
+        self._server = self.ae.start_server((self.options.host, self.options.port), block=False, evt_handlers=handlers, ssl_context=context)
         self.port = self._server.server_address[1]
         return self
 

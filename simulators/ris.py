@@ -17,9 +17,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from hl7v2.mllp import MllpClient
 from simulators import orders as om
-from simulators.mllp import MllpClient, client_tls
 from simulators.report import ConformanceReport
+from simulators.tls import client_tls
 
 
 def _now_ts() -> str:

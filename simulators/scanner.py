@@ -216,7 +216,7 @@ class ScannerSimulator:
             ae.add_requested_context(abstract, ts)
         tls_args = None
         if self.options.tls_ca:
-            from simulators.mllp import client_tls
+            from simulators.tls import client_tls
 
             tls_args = (client_tls(self.options.tls_ca, self.options.tls_cert, self.options.tls_key), ep.host)
         return ae.associate(ep.host, ep.port, ae_title=ep.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)] + (handlers or []), tls_args=tls_args)

@@ -1,23 +1,15 @@
-"""HL7 v2 test messages built field by field (so field numbers are right)."""
+"""HL7 v2 test messages built field by field (so field numbers are right),
+with the one ER7 writer (hl7v2.er7.segment: MSH counts MSH-1 too)."""
 
 from __future__ import annotations
 
-
-def segment(seg_id: str, fields: dict[int, str]) -> str:
-    """A segment with ``fields[n]`` at field n (MSH: n counts MSH-1 too)."""
-    if not fields:
-        return seg_id
-    top = max(fields)
-    if seg_id == "MSH":
-        values = [fields.get(n, "") for n in range(2, top + 1)]
-        return "MSH|" + "|".join(values)
-    return seg_id + "|" + "|".join(fields.get(n, "") for n in range(1, top + 1))
+from hl7v2.er7 import segment
 
 
 def msh(control_id: str, msg_type: str = "ORM^O01", version: str = "2.3.1", charset: str = "", ts: str = "20261124080000") -> str:
     return segment(
         "MSH",
-        {2: "^~\\&", 3: "RIS", 4: "HOSP", 5: "DXAGW", 6: "DXA", 7: ts, 9: msg_type, 10: control_id, 11: "P", 12: version, 18: charset},
+        {3: "RIS", 4: "HOSP", 5: "DXAGW", 6: "DXA", 7: ts, 9: msg_type, 10: control_id, 11: "P", 12: version, 18: charset},
     )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import threading
+
+from hl7v2.ack import answer
+from hl7v2.mllp import MllpReceiver
 
 
 class MllpPeer:
@@ -13,45 +15,16 @@ class MllpPeer:
         self.script = list(script or [])
         self.default = default
         self.received: list[str] = []
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self._stop = False
         self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._receiver = MllpReceiver(self._answer, backlog=8)
+        self.port = self._receiver.port
 
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        buf = b""
-        with conn:
-            while True:
-                try:
-                    chunk = conn.recv(65536)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                buf += chunk
-                while b"\x1c\r" in buf:
-                    frame, buf = buf.split(b"\x1c\r", 1)
-                    text = frame.lstrip(b"\x0b").decode("utf-8", "replace")
-                    fields = text.split("\r")[0].split("|")
-                    control_id = fields[9] if len(fields) > 9 else ""
-                    with self.lock:
-                        code = self.script.pop(0) if self.script else self.default
-                        self.received.append(text)
-                    ack = f"MSH|^~\\&|EMR|HOSP|DXAGW|DXA|20261124||ACK|A{len(self.received)}|P|2.5.1\rMSA|{code}|{control_id}|scripted {code}\r"
-                    conn.sendall(b"\x0b" + ack.encode() + b"\x1c\r")
+    def _answer(self, message: bytes) -> bytes:
+        with self.lock:
+            code = self.script.pop(0) if self.script else self.default
+            self.received.append(message.decode("utf-8", "replace"))
+            n = len(self.received)
+        return answer(message, code, control_id=f"A{n}", timestamp="20261124", text=f"scripted {code}")
 
     def close(self) -> None:
-        self._stop = True
-        self.sock.close()
+        self._receiver.close()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import orjson
 import yaml
 
 from gateway.ports import free_port, wait_port  # noqa: F401 (the tests import them from here)
+from hl7v2 import mllp
 
 # pynetdicom installs Python scripts named findscu/echoscu/storescu; the
 # tests use dcmtk's own binaries.
@@ -179,32 +179,22 @@ def start_daemon(tmp: Path, overrides: dict | None = None, *, test_token: bool =
     return daemon
 
 
-class MllpClient:
-    """A real MLLP client: one connection, many messages."""
+class MllpClient(mllp.MllpClient):
+    """A real MLLP client (hl7v2.mllp) with the tests' text API: one connection, many messages."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.buf = b""
+        super().__init__(host, port, timeout=timeout)
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)
 
     def send(self, message: str | bytes, encoding: str = "utf-8") -> str:
-        data = message.encode(encoding) if isinstance(message, str) else message
-        self.sock.sendall(b"\x0b" + data + b"\x1c\x0d")
+        """Send one message, return its ACK's text."""
+        super().send(message.encode(encoding) if isinstance(message, str) else message)
         return self.read_ack(encoding)
 
     def read_ack(self, encoding: str = "utf-8") -> str:
-        while b"\x1c\x0d" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("connection closed before the ACK")
-            self.buf += chunk
-        frame, self.buf = self.buf.split(b"\x1c\x0d", 1)
-        return frame.lstrip(b"\x0b").decode(encoding)
-
-    def close(self) -> None:
-        self.sock.close()
+        return self.receive().decode(encoding)
 
 
 def ack_fields(ack: str) -> dict[str, list[str]]:

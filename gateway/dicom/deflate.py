@@ -3,11 +3,11 @@
 PS3.5 A.5: after the file meta the whole dataset is one raw deflate
 stream.  pydicom inflates it in one call, in memory, however large it
 grows: 204 kB inflating to 200 MB took the daemon from 89 to 434 MB
-(issue 11, item 2).  Here the stream is inflated 64 KiB at a time into a
+(measured when this reader was written).  Here the stream is inflated 64 KiB at a time into a
 file beside the received one, with an Explicit VR Little Endian file meta,
 so the header can be read from it like any other; past ``limit`` inflated
 bytes it stops and raises :class:`InflateLimit`.  The stored object stays
-as received (DESIGN.md rule 5): this copy is only read, then removed.
+as received (docs/architecture.md rule 5): this copy is only read, then removed.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Modality Worklist C-FIND SCP (PS3.4 Annex K).
 
-The store narrows the candidates by index; each is matched with the full
-PS3.4 C.2.2.2 rules and answered with the requested keys only.
+The identifier is compiled once (mappings.mwl.MwlQuery): the store narrows
+the candidates by its index filter; each is matched with the full PS3.4
+C.2.2.2 rules and answered with the requested keys only.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ from typing import Callable, Generic, Hashable, Iterator, TypeVar
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from pynetdicom import evt, service_class
-from pynetdicom.dsutils import encode
+from pynetdicom import evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind
+
+from dicomext import association
+from dicomext.identifiers import EncodedIdentifier
+from dicomext.identifiers import encode as encode_identifier
 
 from gateway.config import WorklistSettings
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.store import Store, WorklistRow
-from mappings.mwl import MatchOptions, QueryError, build_response, check_query, index_filter, matches, response_shape
+from mappings.mwl import MatchOptions, MwlQuery, QueryError
 from mappings.worklist import item_to_dataset
 
 log = logging.getLogger("gateway.mwl")
@@ -82,7 +86,6 @@ class WorklistFindHandler:
         self.metrics = metrics
         self._datasets: _Lru[Dataset] = _Lru(DATASET_CACHE_SIZE)
         self._encoded: _Lru[bytes] = _Lru(ENCODED_CACHE_SIZE)
-        pass_encoded_identifiers()
 
     def _dataset(self, row: WorklistRow) -> Dataset:
         """The item's MWL dataset, built once per content of the row.
@@ -99,7 +102,7 @@ class WorklistFindHandler:
             ds = self._datasets.put(key, item_to_dataset(row.item))
         return ds
 
-    def _response(self, row: WorklistRow, candidate: Dataset, query: Dataset, shape: tuple, ts: UID) -> Dataset | EncodedIdentifier:
+    def _response(self, row: WorklistRow, candidate: Dataset, query: MwlQuery, ts: UID) -> Dataset | EncodedIdentifier:
         """The response identifier for a match, encoded once per item content and query shape.
 
         A scanner asks the same question every few minutes; building and
@@ -108,12 +111,12 @@ class WorklistFindHandler:
         would give (it made them), in the association's transfer syntax.
         """
         if ts.is_deflated:
-            return build_response(query, candidate, fallback_charset=self.settings.fallback_character_set)
-        key = (row.id, row.item, shape, str(ts))
+            return query.response(candidate)
+        key = (row.id, row.item, query.shape, str(ts))
         data = self._encoded.get(key)
         if data is None:
-            response = build_response(query, candidate, fallback_charset=self.settings.fallback_character_set)
-            data = _pynetdicom_encode(response, ts.is_implicit_VR, ts.is_little_endian, False)
+            response = query.response(candidate)
+            data = encode_identifier(response, ts.is_implicit_VR, ts.is_little_endian, False)
             if data is None:  # pynetdicom logs it and answers 0xC312 for the Dataset
                 return response
             self._encoded.put(key, data)
@@ -143,18 +146,21 @@ class WorklistFindHandler:
         if str(event.request.AffectedSOPClassUID) != MWL_UID:
             raise _Refused("unsupported", _failure(IDENTIFIER_MISMATCH, "only Modality Worklist queries are served"))
         try:
-            query = event.identifier
+            identifier = event.identifier
         except Exception:
             log.warning("mwl.undecodable_query", extra=fields(calling_ae=calling))
             raise _Refused("refused", _failure(UNABLE_TO_PROCESS, "the query identifier cannot be decoded"))
         try:
-            check_query(query, allow_unknown=self.settings.unsupported_keys == "ignore")
+            query = MwlQuery.compile(
+                identifier,
+                self._options(event),
+                fallback_charset=self.settings.fallback_character_set,
+                allow_unknown=self.settings.unsupported_keys == "ignore",
+            )
         except QueryError as exc:
             log.warning("mwl.query_refused", extra=fields(calling_ae=calling, tag=str(exc.tag), reason=exc.reason))
             raise _Refused("refused", _failure(IDENTIFIER_MISMATCH, exc.reason, exc.tag))
-        opts = self._options(event)
         limit = self.settings.max_results
-        shape = response_shape(query, self.settings.fallback_character_set)
         ts = UID(event.context.transfer_syntax)
         found: list[Dataset | EncodedIdentifier] = []
         blocked = self.blocked_stations() if self.blocked_stations is not None else frozenset()
@@ -162,12 +168,12 @@ class WorklistFindHandler:
             log.warning("mwl.blocked_by_qa", extra=fields(calling_ae=calling))
             yield SUCCESS, None
             return
-        for row in self.store.find_worklist(index_filter(query)):
+        for row in self.store.find_worklist(query.index_filter):
             if blocked and row.item.station_ae in blocked:
                 continue
             candidate = self._dataset(row)
-            if matches(query, candidate, opts):
-                found.append(self._response(row, candidate, query, shape, ts))
+            if query.matches(candidate):
+                found.append(self._response(row, candidate, query, ts))
                 if len(found) > limit:
                     log.warning("mwl.too_many_matches", extra=fields(calling_ae=calling, limit=limit))
                     raise _Refused("too_many", _failure(OUT_OF_RESOURCES, f"more than {limit} matches: narrow the query"))
@@ -175,7 +181,7 @@ class WorklistFindHandler:
         log.info("mwl.query", extra=fields(calling_ae=calling, matches=len(found)))
         for n, identifier in enumerate(found):
             if n and n % CANCEL_CHECK_EVERY == 0:
-                _let_dul_read(event)
+                association.let_dul_read(event.assoc)  # so a C-CANCEL is read promptly
             if event.is_cancelled:
                 # PS3.4 C.4.1.2.3: C-CANCEL ends the query with status Cancel.
                 log.info("mwl.cancelled", extra=fields(calling_ae=calling))
@@ -187,47 +193,6 @@ class WorklistFindHandler:
 CANCEL_CHECK_EVERY = 8
 DATASET_CACHE_SIZE = 20000  # candidate datasets kept (a few days of a busy service)
 ENCODED_CACHE_SIZE = 50000  # encoded responses kept (~0.5 KB each)
-
-
-class EncodedIdentifier:
-    """A C-FIND response identifier already encoded for the association."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-
-_pynetdicom_encode = encode
-
-
-def _encode_or_pass(ds, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False):
-    if isinstance(ds, EncodedIdentifier):
-        return ds.data
-    return _pynetdicom_encode(ds, is_implicit_vr, is_little_endian, deflated)
-
-
-def pass_encoded_identifiers() -> None:
-    """Have pynetdicom's C-FIND SCP send an EncodedIdentifier as the bytes it is.
-
-    ``ServiceClass._c_find_scp`` encodes each pending identifier with
-    ``service_class.encode``; anything else still goes to pynetdicom's encode.
-    """
-    service_class.encode = _encode_or_pass
-
-
-def _let_dul_read(event: evt.Event, timeout: float = 2.0) -> None:
-    """Wait until pynetdicom's DUL has sent what we queued.
-
-    Its reactor sends queued PDUs before it reads the socket, so a C-CANCEL
-    from the peer is seen only once the send queue is empty.  Waiting for
-    that every few responses keeps C-CANCEL prompt (and bounds memory).
-    """
-    queue = event.assoc.dul.to_provider_queue
-    deadline = time.monotonic() + timeout
-    while queue.qsize() and time.monotonic() < deadline:
-        time.sleep(0.0002)
-    time.sleep(0.0002)  # a reactor turn to read the socket
 
 
 class _Refused(Exception):

@@ -2,7 +2,7 @@
 
 pynetdicom runs each association in its own thread; handlers here stay
 synchronous, read or write through the thread-safe store and answer the
-peer (DESIGN.md rule 4).
+peer (docs/architecture.md rule 4).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import weakref
 
 from typing import Callable
 
-import pynetdicom.dimse_messages
+import dicomext
+from dicomext import association, incoming
+from dicomext import transport as pdu_transport
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import (
     ModalityPerformedProcedureStep,
@@ -26,11 +28,10 @@ from pynetdicom.sop_class import (
 )
 
 from gateway.config import DicomSettings
-from gateway.dicom import acceptor, command_set, reactor, transport
 from gateway.dicom.commitment import CommitmentScp
 from gateway.dicom.mpps import MppsScp
 from gateway.dicom.mwl import MWL_UID, WorklistFindHandler
-from gateway.dicom.storage import StorageScp, discard_partial
+from gateway.dicom.storage import StorageScp
 from gateway.logs import fields
 from gateway.security import tls
 from gateway.security.peers import PeerCertificate, dicom_refusal
@@ -73,7 +74,7 @@ def use_spool_for_incoming(spool: Spool) -> None:
     link, without a copy, and has its sha256 without reading it back.
     """
     _config.STORE_RECV_CHUNKED_DATASET = True
-    pynetdicom.dimse_messages.NamedTemporaryFile = lambda *args, **kwargs: spool.incoming_file()
+    incoming.use(spool.incoming_file)
 
 
 def no_dataset_logging() -> None:
@@ -84,7 +85,7 @@ def no_dataset_logging() -> None:
     handlers that format each PDU and DIMSE message, whatever the log level:
     ~0.2 ms of CPU per worklist response on a 2-core VM (a 22-match station
     query: 82 -> 78 ms).  Those lines carry patient data, which our logs
-    never do (DESIGN.md rule 8); warnings and errors are still logged.
+    never do (docs/architecture.md rule 8); warnings and errors are still logged.
     """
     _config.LOG_HANDLER_LEVEL = "none"
     _config.LOG_REQUEST_IDENTIFIERS = False
@@ -132,27 +133,6 @@ class ConnectionLimit:
         return len(held)
 
 
-def _shut_socket(assoc) -> None:
-    """Shut the association's TCP connection down under its threads.
-
-    A thread blocked reading from or writing to it returns at once, and
-    pynetdicom's state machine sees a closed connection (PS3.8 Evt17).
-    """
-    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
-    if sock is None:
-        return
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-def _busy(assoc) -> bool:
-    """True while an association has a request in flight (being received or served)."""
-    return assoc.is_established and (
-        getattr(assoc, "_dxagw_serving", False) or getattr(assoc.dimse, "message", None) is not None
-    )
-
 
 class DicomServer:
     def __init__(
@@ -175,10 +155,8 @@ class DicomServer:
         self.storage_classes = set(STORAGE_SOP_CLASSES) | set(settings.storage.extra_sop_classes)
         use_spool_for_incoming(spool)
         no_dataset_logging()
-        transport.install(settings.maximum_pdu_size)
-        reactor.install()
-        acceptor.install()
-        command_set.install()
+        pdu_transport.set_limit(settings.maximum_pdu_size)
+        dicomext.install()  # pynetdicom extensions: logged where one stays off
         self.ae = self._make_ae()
         # (event, actor, detail) -> None, from pynetdicom's threads: the audit trail.
         self.on_security_event: Callable[[str, str, dict], None] = lambda event, actor, detail: store.audit(event, actor, detail)
@@ -258,8 +236,8 @@ class DicomServer:
         deadline = time.monotonic() + grace
         for assoc in self.ae.active_associations:
             if not assoc.is_established:
-                _shut_socket(assoc)
-        while time.monotonic() < deadline and any(_busy(a) for a in self.ae.active_associations):
+                association.shut_socket(assoc)
+        while time.monotonic() < deadline and any(association.in_flight(a) for a in self.ae.active_associations):
             time.sleep(0.05)
         remaining = list(self.ae.active_associations)
         for assoc in remaining:
@@ -269,25 +247,24 @@ class DicomServer:
         while time.monotonic() < end and any(a.is_alive() for a in remaining):
             time.sleep(0.02)
         for assoc in remaining:
-            _shut_socket(assoc)
-            assoc.dul.kill_dul()  # not Association.kill(): it loops until Sta1
-            assoc._kill = True
+            association.end(assoc)
         end = time.monotonic() + 1.0
         for assoc in remaining:  # DUL threads are not daemons: they must end
-            assoc.dul.join(max(0.0, end - time.monotonic()))
-            assoc.join(max(0.0, end - time.monotonic()))
+            association.join(assoc, end)
 
     # -- association events --------------------------------------------------
 
     def _on_connect(self, event: evt.Event) -> None:
         s = self.settings
-        dul = event.assoc.dul
         # PS3.8 9.1.5: the ARTIM timer bounds the wait for the A-ASSOCIATE-RQ
-        # (pynetdicom uses acse_timeout); transport.py bounds each read and
-        # the whole request by the set-up deadline.
-        dul.artim_timer.timeout = min(s.acse_timeout, s.association_setup_timeout)
-        setattr(dul.socket, transport.SETUP_DEADLINE, time.monotonic() + s.association_setup_timeout)
-        sock = getattr(dul.socket, "socket", None)
+        # (pynetdicom uses acse_timeout); dicomext/transport.py bounds each
+        # read and the whole request by the set-up deadline.
+        pdu_transport.set_setup_deadline(
+            event.assoc,
+            time.monotonic() + s.association_setup_timeout,
+            artim_timeout=min(s.acse_timeout, s.association_setup_timeout),
+        )
+        sock = association.raw_socket(event.assoc)
         if sock is not None:
             try:
                 # pynetdicom's accepted sockets block with no timeout, sends included.
@@ -322,7 +299,7 @@ class DicomServer:
             log.warning("dicom.association_refused", extra=fields(calling_ae=calling, reason="calling AE not allowed", services=sorted(wanted)))
             self.metrics.associations.labels(self.metrics.ae_label(calling), "refused").inc()
             assoc.acse.send_reject(0x01, 0x01, 0x03)
-            _flush(assoc)
+            association.flush(assoc)
             return
         if allowed != wanted - {"other"}:
             assoc.acceptor.supported_contexts = [
@@ -354,7 +331,7 @@ class DicomServer:
         (gateway/security/peers.py; PS3.8 9.3.4 reasons 0x07 / 0x03)."""
         called = assoc.requestor.primitive.called_ae_title.strip()
         address = assoc.requestor.address
-        cert = PeerCertificate.of(getattr(assoc.dul.socket, "socket", None))
+        cert = PeerCertificate.of(association.raw_socket(assoc))
         refusal = dicom_refusal(self.settings, called, calling, address, cert)
         if refusal is None:
             return False
@@ -365,20 +342,18 @@ class DicomServer:
         except Exception:
             log.exception("dicom.audit_failed")
         assoc.acse.send_reject(0x01, 0x01, refusal.reason)
-        _flush(assoc)
+        association.flush(assoc)
         return True
 
     @staticmethod
     def _on_close(event: evt.Event) -> None:
         assoc = event.assoc
-        discard_partial(assoc)
+        incoming.discard_partial(assoc)
         if assoc.is_acceptor and not assoc.is_established:
             # A connection closed before any A-ASSOCIATE-RQ (a load balancer's
-            # health check, a port scan): pynetdicom's state machine drops it
-            # (PS3.8 Sta2 + Evt17) but the association thread waits out the
-            # whole ACSE timeout, counting against maximum_associations.
-            # An empty item wakes it; it then ends as on a timeout.
-            assoc.dul.to_user_queue.put(None)
+            # health check, a port scan): its association thread would wait
+            # out the whole ACSE timeout, counting against maximum_associations.
+            association.wake_unestablished(assoc)
 
     def _on_accepted(self, event: evt.Event) -> None:
         calling = event.assoc.requestor.ae_title.strip()
@@ -413,12 +388,3 @@ class DicomServer:
     def _on_echo(event: evt.Event) -> int:
         return 0x0000  # PS3.7 9.3.5: Success
 
-
-def _flush(assoc, timeout: float = 1.0) -> None:
-    """Wait until the DUL has sent what is queued (pynetdicom closes the
-    socket right after EVT_REQUESTED, which could drop our A-ASSOCIATE-RJ)."""
-    dul = assoc.dul
-    deadline = time.monotonic() + timeout
-    while (dul.to_provider_queue.qsize() or dul.event_queue.qsize()) and time.monotonic() < deadline:
-        time.sleep(0.001)
-    time.sleep(0.01)

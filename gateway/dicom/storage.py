@@ -1,4 +1,4 @@
-"""C-STORE SCP into the durable spool (PS3.4 Annex B; DESIGN.md rules 1, 5).
+"""C-STORE SCP into the durable spool (PS3.4 Annex B; docs/architecture.md rules 1, 5).
 
 pynetdicom streams the dataset to a file under the spool's ``incoming/``
 (``STORE_RECV_CHUNKED_DATASET``), so memory stays bounded whatever the size.
@@ -19,6 +19,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pynetdicom import evt
+
+from dicomext import incoming
 
 from gateway.config import DicomSettings
 from gateway.logs import fields
@@ -126,7 +128,7 @@ class StorageScp:
             log.info("store.duplicate_kept_first", extra=fields(sop_instance_uid=sop_instance, calling_ae=calling, first=existing[0].id))
             return SUCCESS
         try:
-            received = getattr(req, "_dataset_file", None)
+            received = incoming.received_file(req)
             path, size, sha256 = self.spool.keep(temp, header, received if isinstance(received, IncomingFile) else None)
         except OSError as exc:
             reason = "disk full" if exc.errno == errno.ENOSPC else f"cannot write the spool: {exc.strerror}"
@@ -159,9 +161,9 @@ class StorageScp:
         )
         destinations = destinations_for(self.rules, routed)
         if destinations and self._is_prior(header.study_uid, req):
-            destinations = ()  # a prior fetched from the PACS goes nowhere (issue 18)
+            destinations = ()  # a prior fetched from the PACS goes nowhere (README "Priors from the PACS")
         if destinations and self.is_phantom(header.patient_id):
-            destinations = ()  # a QA phantom scan is no patient's (issue 16)
+            destinations = ()  # a QA phantom scan is no patient's (README "Running a DXA service")
         row_id = self.store.add_instance(record, supersede=bool(existing) and self.policy == "replace", destinations=destinations)
         ae = self.metrics.ae_label(calling)
         self.metrics.instances.labels(sop_class, ae).inc()
@@ -173,16 +175,3 @@ class StorageScp:
         )
         self.notify(header.kind, row_id)
         return SUCCESS
-
-
-def discard_partial(assoc) -> None:
-    """Remove the half-received file of a peer that vanished mid-transfer."""
-    message = getattr(getattr(assoc, "dimse", None), "message", None)
-    handle = getattr(message, "_data_set_file", None)
-    if handle is None:
-        return
-    try:
-        handle.close()
-    except OSError:
-        pass
-    Path(handle.name).unlink(missing_ok=True)

@@ -1,9 +1,9 @@
-"""HL7 order intake: parse, commit, then acknowledge (DESIGN.md rule 1).
+"""HL7 order intake: parse, commit, then acknowledge (docs/architecture.md rule 1).
 
 The ACK is built only after the store's transaction has committed; a
 message that cannot be accepted gets AE/AR with an ERR segment and changes
 nothing.  Parsing, the store write and the ACK all run in the executor, so
-a large message never stalls the event loop (DESIGN.md rule 4).
+a large message never stalls the event loop (docs/architecture.md rule 4).
 
 HL7 v2.5 Table 0008 (original mode): AE is an error in the message's
 content, which the sender should not resend unchanged; AR is a rejection
@@ -27,9 +27,11 @@ from gateway.logs import fields
 from gateway.metrics import Metrics, message_type_label
 from gateway.store import InboundMessage, Store, UnknownOrder
 from mappings.clinical_context import context_from_hl7
-from mappings.hl7_ack import build_ack
-from mappings.hl7_orders import Header, OrderOptions, parse_message, read_header, split_message
-from mappings.hl7_text import CHARSETS, Hl7Error, decode_message
+from hl7v2.ack import ack_bytes, build_ack
+from hl7v2.charsets import CHARSETS, decode_message
+from hl7v2.er7 import Header, read_header, split_message
+from hl7v2.errors import Hl7Error
+from mappings.hl7_orders import OrderOptions, parse_message
 from gateway.security.peers import PeerCertificate, hl7_sender_refusal
 
 log = logging.getLogger("gateway.hl7")
@@ -58,8 +60,7 @@ class Hl7Intake:
             error=error,
             text=text,
         )
-        codec = CHARSETS.get(header.charset, ("utf-8", ""))[0] if header else "utf-8"
-        return ack.encode(codec, errors="replace")
+        return ack_bytes(ack, header.charset if header else "")
 
     def _commit(self, message: InboundMessage, actions: tuple) -> tuple:
         """Screen the referrers, then apply in one commit (runs in the executor)."""

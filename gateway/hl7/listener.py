@@ -1,7 +1,7 @@
 """MLLP listener on asyncio streams (HL7 v2.5.1 Appendix C, MLLP release 2).
 
 One connection carries many messages; each frame is <VT> message <FS><CR>,
-cut out by :class:`gateway.hl7.framing.MllpFramer`.  Limits (README
+cut out by :class:`hl7v2.mllp.MllpFramer`.  Limits (README
 "Orders in"): at most ``max_connections`` connections (more are closed at
 once), ``max_bytes`` per frame (a bigger one is refused and the connection
 closed), ``max_buffered_bytes`` of frames held over all connections (the
@@ -18,11 +18,10 @@ import ctypes.util
 import logging
 from typing import Awaitable, Callable
 
-from gateway.hl7.framing import Frame, MllpFramer, StrayStart, TooLarge, Unframed
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.security.peers import PeerCertificate
-from mappings.hl7_text import frame
+from hl7v2.mllp import Frame, MllpFramer, StrayStart, TooLarge, Unframed, frame
 
 log = logging.getLogger("gateway.mllp")
 
@@ -40,7 +39,7 @@ def _malloc_trim() -> Callable[[], None]:
     """glibc's malloc_trim(0): give freed heap pages back to the system.
 
     Frame buffers are many 64 KiB chunks from the heap; once freed, glibc
-    keeps them in the process (the issue measured +140 MB held after ten
+    keeps them in the process (+140 MB was measured held after ten
     large frames).  Elsewhere (musl, macOS) this does nothing.
     """
     try:

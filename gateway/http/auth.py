@@ -7,9 +7,16 @@ Every answer carries the security headers.  For each request, in order:
 2. A request that changes anything (POST, PUT, PATCH, DELETE) must carry no
    foreign ``Origin`` (403) and, when it has a body or is not a DELETE, a
    JSON content type (415): a cross-site form or ``text/plain`` POST is refused.
+   Workbench pages (``/workbench/...``) also take an HTML form
+   (``application/x-www-form-urlencoded``).
 3. ``Authorization: Bearer <token>``: a static token from ``security.tokens``
    or an OIDC access token.  Missing or bad: 401 with ``WWW-Authenticate``
-   (RFC 6750 section 3).
+   (RFC 6750 section 3).  Without the header, a workbench session cookie
+   (gateway/http/sessions.py) stands for the identity that logged in, on
+   pages and on ``/api/`` alike; a request that changes anything must then
+   carry the session's CSRF token (``X-CSRF-Token`` or, on a page's form,
+   the ``csrf`` field): 403 else.  A page asked for without any credential
+   answers 401 with a link to the login page.
 4. The route's roles (gateway/security/roles.py): none held -> 403.
 
 Failures are audited (rate-limited per source and reason); the handler finds
@@ -18,13 +25,15 @@ the caller's identity with :func:`identity`.
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 from typing import Awaitable, Callable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
+from gateway.http.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, SessionStore
 from gateway.logs import fields
 from gateway.security.roles import OPEN, required_roles
 from gateway.security.tokens import Identity, TokenRegistry
@@ -32,7 +41,9 @@ from gateway.security.tokens import Identity, TokenRegistry
 log = logging.getLogger("gateway.http.auth")
 
 JSON_TYPES = frozenset({"application/json", "application/dicom+json", "application/fhir+json"})
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
 CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PAGES = "/workbench"  # the workbench's pages (gateway/http/workbench.py)
 REALM = 'Bearer realm="dxa-gateway"'
 HOW_TO_ADD = "no HTTP identity is configured: run `dxa-gateway token new NAME --roles r1,r2` and add the line it prints under security.tokens"
 
@@ -84,6 +95,21 @@ def _problem(status: int, message: str, headers: dict | None = None) -> web.Resp
     return web.Response(body=orjson.dumps({"error": message}), status=status, content_type="application/json", headers=headers)
 
 
+def _page(status: int, title: str, body_html: str, headers: dict | None = None, refresh: str = "") -> web.Response:
+    """A minimal HTML answer for a browser on a workbench page (no patient data)."""
+    meta = f'<meta http-equiv="refresh" content="0;url={html.escape(refresh)}">' if refresh else ""
+    text = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}<title>{html.escape(title)}</title>'
+        f'<link rel="stylesheet" href="/workbench/static/workbench.css"></head><body><main><h1>{html.escape(title)}</h1>{body_html}</main></body></html>'
+    )
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8", headers=headers)
+
+
+def login_url(request: web.Request) -> str:
+    path = request.path_qs if request.method == "GET" else "/workbench/"
+    return "/workbench/login?next=" + quote(path, safe="")
+
+
 class HttpAuth:
     """The middleware and its settings; ``install`` puts it on an app."""
 
@@ -97,7 +123,9 @@ class HttpAuth:
         audit: AuditFn | None = None,
         tls: bool = False,
         audit_interval: float = 60.0,
+        sessions: SessionStore | None = None,
     ) -> None:
+        self.sessions = sessions
         self.tokens = tokens
         self.allowed_hosts = {host_only(h) for h in allowed_hosts}
         self.metrics_public = metrics_public
@@ -116,6 +144,10 @@ class HttpAuth:
         app.on_response_prepare.append(self._headers)
 
     async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        if request.path.startswith(PAGES + "/"):
+            # A page's form POST carries its Origin only when the referrer
+            # policy lets it: "no-referrer" makes Chrome send "Origin: null".
+            response.headers.setdefault("Referrer-Policy", "same-origin")
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if self.tls:
@@ -136,6 +168,10 @@ class HttpAuth:
             await self.audit(event, who, detail)
         except Exception:
             log.exception("auth.audit_failed")
+
+    async def record(self, event: str, who: str, detail: dict) -> None:
+        """Audit an event (the workbench's logins and page views)."""
+        await self._record(event, who, detail)
 
     async def _refuse(self, request: web.Request, status: int, reason: str, message: str, headers: dict | None = None) -> web.Response:
         remote = request.remote or "?"
@@ -171,7 +207,8 @@ class HttpAuth:
         resource = route.resource
         pattern = resource.canonical if resource is not None else None
         needed = required_roles(request.method, pattern, metrics_public=self.metrics_public) if pattern else None
-        if needed is OPEN or (needed is not None and not needed):
+        page = pattern is not None and (pattern == PAGES or pattern.startswith(PAGES + "/"))
+        if needed is not None and not needed and not page:
             return await handler(request)
         # 1. Host (DNS rebinding)
         if host_only(request.host or "") not in self.allowed_hosts:
@@ -184,19 +221,39 @@ class HttpAuth:
             if request.headers.get("Sec-Fetch-Site") == "cross-site":
                 return await self._refuse(request, 403, "cross-site", "a cross-site request cannot change anything")
             has_body = request.can_read_body or request.content_length not in (None, 0)
-            if (request.method != "DELETE" or has_body) and request.content_type not in JSON_TYPES:
+            allowed = JSON_TYPES | FORM_TYPES if page else JSON_TYPES
+            if (request.method != "DELETE" or has_body) and request.content_type not in allowed:
                 return await self._refuse(
                     request, 415, "not json", "a request that changes something must be application/json, application/dicom+json or application/fhir+json"
                 )
+        if needed is not None and not needed:  # a page anyone may open: the login form, its static files
+            return await handler(request)
         # 3. identity
         if not self.configured:
             return await self._refuse(request, 401, "no identities configured", HOW_TO_ADD, {"WWW-Authenticate": REALM})
-        ident, why = await self._authenticate(request)
-        if ident is None:
-            challenge = REALM if why == "missing" else f'{REALM}, error="invalid_token"'
-            return await self._refuse(request, 401, why, "a valid bearer token is required", {"WWW-Authenticate": challenge})
+        session = None
+        if "Authorization" not in request.headers and self.sessions is not None and COOKIE in request.cookies:
+            session = self.sessions.get(request.cookies.get(COOKIE))
+        if session is not None:
+            ident = session.identity
+            if request.method in CHANGING:
+                presented = request.headers.get(CSRF_HEADER)
+                if presented is None and page and request.content_type in FORM_TYPES:
+                    presented = (await request.post()).get(CSRF_FIELD)
+                if not session.csrf_ok(presented if isinstance(presented, str) else None):
+                    return await self._refuse(request, 403, "csrf", "this request needs the session's CSRF token")
+            request["session"] = session
+        else:
+            ident, why = await self._authenticate(request)
+            if ident is None:
+                challenge = REALM if why == "missing" else f'{REALM}, error="invalid_token"'
+                if page and why == "missing":
+                    await self._refuse(request, 401, why, "")
+                    to = login_url(request)
+                    return _page(401, "Please sign in", f'<p><a href="{html.escape(to)}">Sign in to the workbench</a></p>', {"WWW-Authenticate": REALM}, refresh=to)
+                return await self._refuse(request, 401, why, "a valid bearer token is required", {"WWW-Authenticate": challenge})
         request["identity"] = ident
-        await self._record("auth.success", ident.name, {"via": ident.via, "remote": request.remote or "?"}, key=("ok", ident.name))
+        await self._record("auth.success", ident.name, {"via": "session" if session else ident.via, "remote": request.remote or "?"}, key=("ok", ident.name))
         # 4. roles
         if needed is None:
             if resource is None or route.handler is None or pattern is None:
@@ -205,7 +262,10 @@ class HttpAuth:
         if not needed & ident.roles:
             log.warning("http.forbidden", extra=fields(identity=ident.name, method=request.method, path=request.path))
             await self._record("http.forbidden", ident.name, {"method": request.method, "path": request.path, "needs": sorted(needed)}, key=("403", ident.name, pattern))
-            return _problem(403, f"this needs one of the roles: {', '.join(sorted(needed))}")
+            message = f"this needs one of the roles: {', '.join(sorted(needed))}"
+            if page and session is not None:
+                return _page(403, "Not for your role", f'<p>{html.escape(message)}.</p><p><a href="/workbench/">Back to the workbench</a></p>')
+            return _problem(403, message)
         return await handler(request)
 
     def _same_origin(self, origin: str, request: web.Request) -> bool:

@@ -46,7 +46,7 @@ def actor_of(request: web.Request, body: dict) -> Actor:
     """Who is calling: the one place a signer's or editor's name is built.
 
     The name is the authenticated identity's (its display name and
-    registration, DESIGN.md rule 8), never one the caller typed; ``role`` is
+    registration, docs/architecture.md rule 8), never one the caller typed; ``role`` is
     the professional role the caller states for the report ("Consultant
     radiologist"), a free text shown beside the name.
     """

@@ -1,4 +1,4 @@
-"""HTTP: ``GET /api/priors/status`` -- prior lookups and backfill progress (issue 18)."""
+"""HTTP: ``GET /api/priors/status`` -- prior lookups and backfill progress (README "Priors from the PACS")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HTTP: scanner QA from phantom scans (issue 16 item 1).
+"""HTTP: scanner QA from phantom scans (README "Running a DXA service").
 
 ``GET /api/qa`` every scanner's status; ``GET /api/qa/{serial}`` its series
 (the control chart).  Roles: gateway/security/roles.py.

@@ -109,7 +109,7 @@ class HttpServer:
         return await loop.run_in_executor(self.executor, lambda: fn(*args, **kw))
 
     async def _cpu(self, fn, *args, **kw):
-        """Parse or validate in the parse pool (DESIGN.md rule 4)."""
+        """Parse or validate in the parse pool (docs/architecture.md rule 4)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.parse_executor, lambda: fn(*args, **kw))
 

@@ -76,7 +76,7 @@ def register(app: web.Application, store: Store, entitlement: Entitlement, execu
         return _json({"id": row_id, "status": "SCHEDULED", "practitioner": practitioner})
 
     async def kpis(request: web.Request) -> web.Response:
-        """The service KPIs (seed 001): JSON, or CSV with Accept: text/csv."""
+        """The service KPIs (docs/domain.md section 1 item 6): JSON, or CSV with Accept: text/csv."""
         try:
             start, to = _range(request.query)
         except ValueError as exc:

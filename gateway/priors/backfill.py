@@ -1,5 +1,5 @@
 """``dxa-gateway priors backfill``: import the results of a PACS's past DXA
-studies, so the first day's reports have their comparisons (issue 18).
+studies, so the first day's reports have their comparisons (README "Priors from the PACS").
 
 Two phases, both resumable from the store (another run of the same command
 goes on where a stopped or killed one left off):

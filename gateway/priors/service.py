@@ -1,4 +1,4 @@
-"""Prior lookup (issue 18): when an exam arrives for a patient with no earlier
+"""Prior lookup (README "Priors from the PACS"): when an exam arrives for a patient with no earlier
 exam in the store, ask ``priors.sources`` in order for their earlier DXA
 studies and fetch them; the report waits for the lookup up to
 ``priors.timeout``, then goes on with a note.

@@ -15,6 +15,7 @@ the gateway's roles are kept.  Verification is PyJWT's.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import ssl
 import time
@@ -34,6 +35,11 @@ REFRESH_FLOOR = 10.0  # seconds between two fetches for an unknown kid
 
 class OidcError(Exception):
     """A token that is not accepted; the message says why (never the token)."""
+
+
+class NonceMismatch(OidcError):
+    """An ID token whose nonce is missing or is not the one this login sent
+    (OpenID Connect Core 1.0 15.5.2: a replayed or injected authorization response)."""
 
 
 def roles_from(claims: dict, claim: str) -> frozenset[str]:
@@ -56,6 +62,28 @@ class OidcVerifier:
         self._lock = asyncio.Lock()
         self._ssl = ssl.create_default_context(cafile=str(settings.ca)) if settings.ca else None
         self._jwks_uri: str | None = None
+        self._meta: dict | None = None
+
+    async def metadata(self) -> dict:
+        """The issuer's discovery document (OpenID Connect Discovery 1.0 section 4), fetched once."""
+        if self._meta is None:
+            meta = await self._get_json(self.issuer + "/.well-known/openid-configuration")
+            if str(meta.get("issuer", "")).rstrip("/") != self.issuer:
+                raise OidcError("the discovery document names another issuer")
+            self._meta = meta
+        return self._meta
+
+    async def post_form(self, url: str, form: dict[str, str], auth: tuple[str, str] | None = None) -> dict:
+        """POST a form to the provider (its token endpoint); the JSON answer, or OidcError."""
+        timeout = aiohttp.ClientTimeout(total=10)
+        basic = aiohttp.BasicAuth(*auth) if auth else None
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.post(url, data=form, auth=basic, ssl=self._ssl if self._ssl is not None else True) as rsp:
+                body = await rsp.json(content_type=None)
+                if rsp.status != 200 or not isinstance(body, dict):
+                    error = body.get("error", "") if isinstance(body, dict) else ""
+                    raise OidcError(f"the token endpoint answered {rsp.status} {error}".strip())
+                return body
 
     async def _get_json(self, url: str) -> dict:
         timeout = aiohttp.ClientTimeout(total=10)
@@ -93,8 +121,8 @@ class OidcVerifier:
                 self._fetched_at = now  # do not hammer a provider that is down
                 log.warning("oidc.jwks_unavailable", extra=fields(error=type(exc).__name__))
 
-    async def identity(self, token: str) -> Identity:
-        """The identity of a valid access token; OidcError otherwise."""
+    async def _key_for(self, token: str) -> tuple[jwt.PyJWK, str]:
+        """The JWKS key that signed ``token`` and its algorithm; OidcError else."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -108,11 +136,14 @@ class OidcVerifier:
         key = self._keys.get(kid)
         if key is None:
             raise OidcError("unknown signing key")
+        return key, alg
+
+    def _decode(self, token: str, key: jwt.PyJWK, alg: str, audience: str, require: list[str]) -> dict:
         s = self.settings
         try:
-            claims = jwt.decode(
-                token, key=key, algorithms=[alg], audience=s.audience, issuer=s.issuer,
-                leeway=s.leeway, options={"require": ["exp", "iss", "aud"]},
+            return jwt.decode(
+                token, key=key, algorithms=[alg], audience=audience, issuer=s.issuer,
+                leeway=s.leeway, options={"require": require},
             )
         except jwt.ExpiredSignatureError:
             raise OidcError("expired") from None
@@ -122,9 +153,43 @@ class OidcVerifier:
             raise OidcError("wrong audience") from None
         except jwt.InvalidIssuerError:
             raise OidcError("wrong issuer") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise OidcError(f"no {exc.claim} claim") from None
         except jwt.PyJWTError as exc:
             raise OidcError(type(exc).__name__) from None
+
+    async def identity(self, token: str) -> Identity:
+        """The identity of a valid access token; OidcError otherwise.
+        ``expires_at`` is the token's ``exp``: a workbench session made from it ends then."""
+        key, alg = await self._key_for(token)
+        s = self.settings
+        claims = self._decode(token, key, alg, s.audience, ["exp", "iss", "aud"])
         name = str(claims.get(s.name_claim) or claims.get("sub") or "")
         if not name:
             raise OidcError("no subject")
-        return Identity(name=name, roles=roles_from(claims, s.roles_claim), display_name=str(claims.get("name", "")), via="oidc")
+        return Identity(
+            name=name, roles=roles_from(claims, s.roles_claim), display_name=str(claims.get("name", "")), via="oidc",
+            expires_at=float(claims["exp"]),
+        )
+
+    async def id_token(self, token: str, client_id: str, nonce: str) -> dict:
+        """The claims of the ID token of the login this browser started; OidcError otherwise.
+
+        OpenID Connect Core 1.0 section 3.1.3.7: signed by the provider (its
+        JWKS, an asymmetric algorithm), ``iss`` the issuer, ``aud`` holding our
+        ``client_id`` (and ``azp`` it when there are several audiences), ``exp``
+        and ``iat`` present and ``exp`` not passed; section 3.1.2.1 / 15.5.2:
+        ``nonce`` equal to the one sent with this login's authorization request
+        (a missing or other nonce: NonceMismatch, the login is refused).
+        """
+        key, alg = await self._key_for(token)
+        claims = self._decode(token, key, alg, client_id, ["exp", "iat", "iss", "aud", "sub"])
+        aud = claims.get("aud")
+        if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != client_id:
+            raise OidcError("id_token azp is not our client_id")
+        got = claims.get("nonce")
+        if not isinstance(got, str) or not got:
+            raise NonceMismatch("id_token carries no nonce")
+        if not hmac.compare_digest(got.encode(), nonce.encode()):
+            raise NonceMismatch("id_token nonce does not match this login's")
+        return claims

@@ -32,6 +32,11 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/exams/{id}"): _READ_EXAMS,
     ("GET", "/api/exams/{id}/report"): _READ_EXAMS,
     ("GET", "/api/exams/{id}/reports"): _READ_EXAMS,
+    # the workbench's views of an exam (gateway/http/exam_views.py)
+    ("GET", "/api/exams/{id}/images"): _READ_EXAMS,
+    ("GET", "/api/exams/{id}/images/{sop_instance_uid}.png"): _READ_EXAMS,
+    ("GET", "/api/exams/{id}/trend.svg"): _READ_EXAMS,
+    ("GET", "/api/exams/{id}/report.pdf"): _READ_EXAMS,
     ("POST", "/api/exams/{id}/sign"): frozenset({"reporter"}),
     ("PUT", "/api/exams/{id}/context"): frozenset({"radiographer"}),  # clinical context and technical notes
     # priors from the PACS: lookups and backfill progress (patient IDs)
@@ -42,11 +47,25 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/outbox/{id}/retry"): frozenset({"admin"}),
     ("GET", "/api/destinations"): frozenset({"admin"}),
     ("GET", "/api/audit"): frozenset({"admin"}),
-    # service KPIs (seed 001 "Service data")
+    # service KPIs (docs/domain.md section 1 item 6)
     ("GET", "/api/kpis"): frozenset({"viewer"}),
     # scanner QA from phantom scans (README "Running a DXA service")
     ("GET", "/api/qa"): frozenset({"viewer", "radiographer", "admin"}),
     ("GET", "/api/qa/{serial}"): frozenset({"viewer", "radiographer", "admin"}),
+    # the reporting workbench (README "The reporting workbench"): logging in is open,
+    # each page needs the role whose work it shows
+    ("GET", "/workbench/login"): OPEN,
+    ("POST", "/workbench/login"): OPEN,  # Host, Origin and the login form's CSRF token are still checked
+    ("GET", "/workbench/oidc/start"): OPEN,
+    ("GET", "/workbench/oidc/callback"): OPEN,
+    ("GET", "/workbench/static"): OPEN,  # the style sheet and the small script: no patient data
+    ("GET", "/workbench/"): frozenset(ROLES),
+    ("POST", "/workbench/logout"): frozenset(ROLES),
+    ("GET", "/workbench/queue"): frozenset({"reporter"}),
+    ("GET", "/workbench/today"): frozenset({"radiographer"}),
+    ("GET", "/workbench/exams/{id}"): _READ_EXAMS,
+    ("POST", "/workbench/exams/{id}/sign"): frozenset({"reporter"}),
+    ("POST", "/workbench/exams/{id}/context"): frozenset({"radiographer"}),
 }
 
 

@@ -25,6 +25,7 @@ class Identity:
     display_name: str = ""
     registration: str = ""
     via: str = "token"  # token | oidc
+    expires_at: float | None = None  # Unix time the credential ends (an OIDC token's exp); None: a static token
 
     @property
     def reporter(self) -> str:

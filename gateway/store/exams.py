@@ -47,7 +47,7 @@ class RenderedPayload:
     """One outbound payload of a released report version, as rendered at release."""
 
     destination: str
-    format: str  # hl7-oru, fhir-bundle
+    format: str  # hl7-oru, fhir-bundle, fls-*, pdf, dicom-pdf
     control_id: str
     body: bytes
     sha256: str = ""
@@ -55,6 +55,10 @@ class RenderedPayload:
 
 #: report_payloads.destination of a fracture liaison notification: "fls:<destination>"
 FLS_PREFIX = "fls:"
+#: report_payloads.destination of the version's PDF (every version has one, routed or not)
+PDF_DOCUMENT = "document:pdf"
+#: report_payloads.destination of its Encapsulated PDF for a ``report-pdf`` route: "report-pdf:<destination>"
+REPORT_PDF_PREFIX = "report-pdf:"
 
 #: Called inside the release transaction: (report id, released at) -> payloads.
 Renderer = Callable[[int, str], Iterable[RenderedPayload]]
@@ -113,6 +117,7 @@ class ExamsAggregate(Protocol):
     def release_report(self, exam_id: int, *, status: str, text: str, reporter: str, destinations: tuple[str, ...], render: Renderer | None=...) -> int: ...  # fmt: skip
     def get_exam(self, exam_id: int) -> ExamRow | None: ...  # fmt: skip
     def list_exams(self, *, patient_id: str | None=..., state: str | None=..., date: str | None=..., limit: int=...) -> list[ExamRow]: ...  # fmt: skip
+    def report_queue(self, *, status: str = ..., date: str | None = ..., limit: int = ...) -> list[ExamRow]: ...  # fmt: skip
     def previous_exam(self, patient_id: str, before: str, exclude_id: int | None=...) -> ExamRow | None: ...  # fmt: skip
     def exam_for_study(self, study_uid: str) -> ExamRow | None: ...  # fmt: skip
     def get_report(self, report_id: int) -> ReportRow | None: ...  # fmt: skip
@@ -121,6 +126,7 @@ class ExamsAggregate(Protocol):
     def update_exam_analysis(self, exam_id: int, *, exam: dict, analysis: dict, report_text: str) -> None: ...  # fmt: skip
     def report_payload(self, report_id: int, destination: str) -> RenderedPayload | None: ...  # fmt: skip
     def report_payloads(self, report_id: int) -> list[RenderedPayload]: ...  # fmt: skip
+    def latest_report_pdf(self, exam_id: int) -> tuple[ReportRow, RenderedPayload | None] | None: ...  # fmt: skip
     def list_reports(self, exam_id: int) -> list[ReportRow]: ...  # fmt: skip
     def set_order_context(self, worklist_item_ids: Iterable[int], context: dict) -> None: ...  # fmt: skip
     def order_for_exam(self, study_uid: str, accession: str) -> tuple[dict | None, dict | None]: ...  # fmt: skip
@@ -176,7 +182,7 @@ class ExamStore:
         self, conn, exam_id: int, status: str, text: str, reporter: str, destinations, study_uid: str, now: str, render: Renderer | None = None
     ) -> int:
         """The report version, its outbound payloads (rendered now, with their
-        sha256: DESIGN.md rule 9) and its outbox rows, in one transaction."""
+        sha256: docs/architecture.md rule 9) and its outbox rows, in one transaction."""
         conn.execute(
             "UPDATE exams SET report_status = ?, report_text = ?, reporter = ?, signed_at = ?, updated_at = ? WHERE id = ?",
             (status, text, reporter, now, now, exam_id),
@@ -186,6 +192,7 @@ class ExamStore:
             (exam_id, status, text, reporter, now),
         ).lastrowid
         fls: list[str] = []
+        pdf_to: list[str] = []
         if render is not None:
             for p in render(report_id, now):
                 conn.execute(
@@ -194,8 +201,11 @@ class ExamStore:
                 )
                 if p.destination.startswith(FLS_PREFIX):  # a fracture liaison notification (gateway/fls.py)
                     fls.append(p.destination[len(FLS_PREFIX):])
+                elif p.destination.startswith(REPORT_PDF_PREFIX):  # an Encapsulated PDF for the PACS
+                    pdf_to.append(p.destination[len(REPORT_PDF_PREFIX):])
         self._enqueue(conn, tuple(destinations), "report", "reports", report_id, study_uid or f"exam-{exam_id}", now)
         self._enqueue(conn, tuple(fls), "fls", "reports", report_id, study_uid or f"exam-{exam_id}", now)
+        self._enqueue(conn, tuple(pdf_to), "report-pdf", "reports", report_id, study_uid or f"exam-{exam_id}", now)
         return report_id
 
     def release_report(
@@ -223,6 +233,20 @@ class ExamStore:
                 where.append(f"{column} = ?")
                 args.append(value)
         sql = f"SELECT {_SELECT} FROM exams" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+        return [_exam_row(r) for r in self._query(sql, (*args, limit))]
+
+    def report_queue(self, *, status: str = "P", date: str | None = None, limit: int = 500) -> list[ExamRow]:
+        """Parsed exams by report status (P: not yet signed; "" every one), oldest first (the workbench's queue)."""
+        where, args = ["state = 'parsed'"], []
+        if status == "P":
+            where.append("COALESCE(report_status, '') IN ('', 'P')")
+        elif status:
+            where.append("report_status = ?")
+            args.append(status)
+        if date:
+            where.append("exam_date = ?")
+            args.append(date)
+        sql = f"SELECT {_SELECT} FROM exams WHERE {' AND '.join(where)} ORDER BY created_at, id LIMIT ?"
         return [_exam_row(r) for r in self._query(sql, (*args, limit))]
 
     def previous_exam(self, patient_id: str, before: str, exclude_id: int | None = None) -> ExamRow | None:
@@ -274,6 +298,16 @@ class ExamStore:
     def report_payloads(self, report_id: int) -> list[RenderedPayload]:
         rows = self._query("SELECT destination, format, control_id, body, sha256 FROM report_payloads WHERE report_id = ? ORDER BY id", (report_id,))
         return [RenderedPayload(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+
+    def latest_report_pdf(self, exam_id: int) -> tuple[ReportRow, RenderedPayload | None] | None:
+        """The exam's latest released version and its PDF (None for a version
+        released before PDFs were rendered); None when nothing was released."""
+        row = self._query_one(
+            "SELECT id, exam_id, status, text, reporter, released_at FROM reports WHERE exam_id = ? ORDER BY id DESC LIMIT 1", (exam_id,)
+        )
+        if row is None:
+            return None
+        return ReportRow(*row), self.report_payload(row[0], PDF_DOCUMENT)
 
     def list_reports(self, exam_id: int) -> list[ReportRow]:
         rows = self._query("SELECT id, exam_id, status, text, reporter, released_at FROM reports WHERE exam_id = ? ORDER BY id", (exam_id,))

@@ -17,6 +17,7 @@ class InstancesAggregate(Protocol):
     """Stored DICOM objects, each indexed with its deliveries queued in the same commit."""
 
     def current_instances(self, sop_instance_uid: str) -> list[InstanceRow]: ...
+    def study_instances(self, study_uid: str, kinds: tuple[str, ...] = ...) -> list[InstanceRow]: ...
     def get_instance(self, row_id: int) -> InstanceRow | None: ...
     def add_instance(self, record: InstanceRecord, *, supersede: bool, destinations: tuple[str, ...]) -> int: ...
     def instance_totals(self) -> tuple[int, int]: ...
@@ -39,6 +40,16 @@ class InstanceStore:
             f"SELECT id, received_at, is_current, {self._INSTANCE_COLUMNS} FROM instances"
             " WHERE sop_instance_uid = ? AND is_current = 1 ORDER BY id",
             (sop_instance_uid,),
+        )
+        return [self._instance_row(r) for r in rows]
+
+    def study_instances(self, study_uid: str, kinds: tuple[str, ...] = ("image",)) -> list[InstanceRow]:
+        """The study's current instances of these kinds, in arrival order (the workbench's images)."""
+        marks = ", ".join("?" * len(kinds))
+        rows = self._query(
+            f"SELECT id, received_at, is_current, {self._INSTANCE_COLUMNS} FROM instances"
+            f" WHERE study_uid = ? AND is_current = 1 AND kind IN ({marks}) ORDER BY id",
+            (study_uid, *kinds),
         )
         return [self._instance_row(r) for r in rows]
 

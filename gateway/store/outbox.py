@@ -1,4 +1,4 @@
-"""The outbox aggregate: every delivery owed to a destination (DESIGN.md rule 2).
+"""The outbox aggregate: every delivery owed to a destination (docs/architecture.md rule 2).
 
 A mixin over the database contract of gateway/store/db.py.  Rows are
 written in the transaction of what they deliver (``_enqueue``).  A claim
@@ -45,7 +45,7 @@ class OutboxStore:
         order_key: str,
         now: str,
     ) -> None:
-        """Outbox rows, in the caller's transaction (DESIGN.md rule 2)."""
+        """Outbox rows, in the caller's transaction (docs/architecture.md rule 2)."""
         for destination in destinations:
             conn.execute(
                 "INSERT INTO outbox (destination, kind, ref_table, ref_id, order_key, state, next_attempt_at, created_at, updated_at)"

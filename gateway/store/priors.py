@@ -1,4 +1,4 @@
-"""The priors aggregate of the store (issue 18): studies asked of the PACS,
+"""The priors aggregate of the store (README "Priors from the PACS"): studies asked of the PACS,
 each exam's prior lookup, backfill runs.
 
 A mixin over the database contract of gateway/store/db.py (``_transaction``,

@@ -1,4 +1,4 @@
-"""The scanner-QA aggregate of the store (issue 16 item 1): phantom scans.
+"""The scanner-QA aggregate of the store (README "Running a DXA service"): phantom scans.
 
 A mixin over the database contract of gateway/store/db.py (``_transaction``,
 ``_query``, and the exams' ``_set_results``).  A phantom's BMD is recorded in the same

@@ -1,8 +1,8 @@
 """The SQLite store: WAL, synchronous=FULL, one writer, a reader per thread.
 
 Thread-safe: pynetdicom's handler threads and the asyncio side's executor
-both call it (DESIGN.md rule 4).  Every write is one transaction that is
-durable when the method returns (DESIGN.md rule 1).
+both call it (docs/architecture.md rule 4).  Every write is one transaction that is
+durable when the method returns (docs/architecture.md rule 1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Diagnostic category of one exam (DOMAIN.md section 4: WHO, ISCD official positions).
+"""Diagnostic category of one exam (docs/domain.md section 4: WHO, ISCD official positions).
 
 * Age: without an age there is no category, only a technical flag.  Under
   20: Z-scores only, on the lumbar spine and total body less head, never
@@ -421,7 +421,7 @@ def classify(
     if fracture:
         prompts.append("Fragility fracture reported: consider vertebral fracture assessment and investigation.")
     if ctx.vertebral_fracture:
-        prompts.append("Low-trauma vertebral fracture reported: consider investigation for secondary causes (seed 001).")
+        prompts.append("Low-trauma vertebral fracture reported: consider investigation for secondary causes (UK DXA service guidance, Reporting).")
     if ctx.glucocorticoids:
         prompts.append("Glucocorticoid use reported: FRAX underestimates the risk at higher doses; adjust for the dose (NOGG).")
     return result(category, used, lowest, score)

@@ -1,6 +1,6 @@
 """Coded concepts: the GE Lunar sample layout, dose SR, and output LOINC codes.
 
-GE Lunar layout (**uncertain**): no real GE BMD SR is public (DOMAIN.md
+GE Lunar layout (**uncertain**): no real GE BMD SR is public (docs/domain.md
 section 2).  The sample layout follows what a public project reports: an
 Enhanced SR whose root container is named "DXA Report", with one container
 per scan ("AP Spine", "Left Femur"...), one per region named by the printed
@@ -79,7 +79,7 @@ DOSE_RP_TOTAL: Code = ("113725", "DCM", "Dose (RP) Total")
 GY_M2: Code = ("Gy.m2", UCUM, "Gy.m2")
 GY: Code = ("Gy", UCUM, "Gy")
 
-# Output: LOINC (DOMAIN.md section 3).  Only sites with an agreed code get one;
+# Output: LOINC (docs/domain.md section 3).  Only sites with an agreed code get one;
 # US Core maps femoral neck to "Femur" and total hip to "Hip".  No neck- or
 # 33%-radius-specific LOINC is known (uncertain).
 LOINC = "LN"
@@ -111,7 +111,7 @@ _FEMUR = {"bmd": "24701-5", "t_score": "38263-0", "z_score": "80934-3"}
 _FEMUR_L = {"bmd": "80954-1", "t_score": "80948-3", "z_score": "80940-0"}
 _FEMUR_R = {"bmd": "80953-3", "t_score": "80947-5", "z_score": "80939-2"}
 _RADIUS = {"bmd": "24890-6", "t_score": "38265-5", "z_score": "80932-7"}
-# Radius and Ulna - left / right (the OHDSI LOINC listing DOMAIN.md section 3 draws on)
+# Radius and Ulna - left / right (the OHDSI LOINC listing docs/domain.md section 3 draws on)
 _RADIUS_L = {"bmd": "80952-5", "t_score": "80944-2", "z_score": "80936-8"}
 _RADIUS_R = {"bmd": "80951-7", "t_score": "80943-4", "z_score": "80935-0"}
 LOINC_BY_SITE: dict[tuple[str, str | None], dict[str, str]] = {
@@ -154,7 +154,7 @@ DOSE_CODES = {
 MEASURE_NAMES = {"bmd": "BMD", "t_score": "T-score", "z_score": "Z-score"}
 MEASURE_UNITS = {"bmd": "g/cm2", "t_score": "1", "z_score": "1"}
 
-# SNOMED CT body sites (DOMAIN.md section 3)
+# SNOMED CT body sites (docs/domain.md section 3)
 SCT = "http://snomed.info/sct"
 BODY_SITES = {
     SPINE: ("122496007", "Lumbar spine structure"),

@@ -52,7 +52,7 @@ def to_decimal(text: object) -> Decimal | None:
     return value if value.is_finite() else None
 
 
-# A printed cell: a number (comma decimals occur, DOMAIN.md section 2), then
+# A printed cell: a number (comma decimals occur, docs/domain.md section 2), then
 # an optional percent sign and an optional marker ("*" significant / flagged,
 # "#" dissimilar scan types, "†" footnote).
 _CELL = re.compile(r"^\s*([+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+))\s*(%?)\s*([*#\u2020\u00b9\u00b2]*)\s*$")
@@ -131,7 +131,7 @@ def mark_repeats(regions: tuple[RegionResult, ...] | list[RegionResult]) -> tupl
     The same row read twice (the SR and the report image of one scan) is
     one result.  Two different results for one site and side (a re-scan,
     two hip tables without a side) are both kept, each with ``repeat`` 1..n,
-    and a flag names them: never is one silently dropped (issue 14 item 4).
+    and a flag names them: never is one silently dropped (README "BMD results and reports").
     """
     groups: dict[tuple[str, str | None], list[RegionResult]] = {}
     order: list[tuple[str, str | None]] = []
@@ -198,7 +198,7 @@ class RegionCollector:
 
         Without per-vertebra rows a bare "Total" keeps the name
         :data:`models.SPINE_TOTAL` (its vertebrae are not known), and a spine
-        given only as a total is flagged (issue 14 item 4).
+        given only as a total is flagged (README "BMD results and reports").
         """
         vertebra_rows = [(s, v) for (s, _l, _g), v in self._values.items() if s in m.VERTEBRAE and any(k in m.MEASURES for k in v)]
         included = sorted({int(s[1]) for s, v in vertebra_rows if not v.get("excluded")})

@@ -1,4 +1,4 @@
-"""Serial comparison of two exams by BMD (DOMAIN.md section 4, ISCD).
+"""Serial comparison of two exams by BMD (docs/domain.md section 4, ISCD).
 
 A change is significant only beyond the least significant change (LSC =
 2.77 x precision error at 95% confidence) for that site and scanner.
@@ -30,7 +30,7 @@ DEFAULT_LSC_PERCENT: Mapping[str, Decimal] = {
     m.NECK: Decimal("6.9"),
 }
 COMPARED_SITES = (m.NECK, m.TOTAL_HIP, m.RADIUS_33, m.TOTAL_BODY, m.TOTAL_BODY_LESS_HEAD)
-MIN_INTERVAL_YEARS = 2  # UK guidance (seed 001): repeat DXA not sooner than two years
+MIN_INTERVAL_YEARS = 2  # UK guidance (docs/domain.md section 4): repeat DXA not sooner than two years
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +140,7 @@ def _days(earlier: str, later: str) -> int | None:
 
 def interval(previous_date: str, current_date: str, *, requested: bool = False, minimum_years: int = MIN_INTERVAL_YEARS) -> tuple[int | None, str, bool]:
     """(days, note, short): the interval since the previous exam and whether it
-    is under the UK minimum (two years, seed 001) without the reporter's request."""
+    is under the UK minimum (two years, docs/domain.md section 4) without the reporter's request."""
     days = _days(previous_date, current_date)
     if days is None:
         return None, "Interval since the previous examination unknown (date missing).", False

@@ -1,6 +1,6 @@
 """An exam's radiation dose against the diagnostic reference levels (pure).
 
-IR(ME)R 2017 and seed 000 section 11: the radiographer must be aware of the
+IR(ME)R 2017 (docs/domain.md section 5): the radiographer must be aware of the
 national and local DRLs of the examinations they undertake.  The config
 (``dose.reference_levels``) gives one level per scan type; the gateway's dose
 record is the study's total (an RDSR's accumulated dose, or the MPPS/image

@@ -1,6 +1,6 @@
 """Pick the reader for a stored object and return its :class:`BmdExam`.
 
-Results come in three carriers, whatever the SOP class (DOMAIN.md section 2):
+Results come in three carriers, whatever the SOP class (docs/domain.md section 2):
 Hologic results text (private (0019,xx00) of creator "HOLOGIC", in an SR or
 a report image), GE XML in Image Comments (0020,4000) of an image, and an SR
 content tree (the GE Lunar layout, then the generic walker with the same

@@ -1,11 +1,11 @@
-"""BMD results -> FHIR R4 transaction Bundle (DOMAIN.md section 3).
+"""BMD results -> FHIR R4 transaction Bundle (docs/domain.md section 3).
 
 Modelled on the US Core DiagnosticReport-bone-density-report example:
 a DiagnosticReport coded 83311-1 with category LP29684-5, one Observation
 per region measure (LOINC where one exists -- the lumbar-spine codes on the
 spine total the diagnosis used -- plus a local code naming the site; UCUM
 ``g/cm2`` and ``1``), FRAX Observations (90265-0, 90266-8), the radiation
-dose as Observations (DICOM 113722 / 113725), the report text as
+dose as Observations (DICOM 113722 / 113725), the report text (and the signed report's PDF, docs/fhir.md) as
 ``presentedForm``, the category as ``conclusionCode`` (local code, SNOMED CT
 beside it where one fits), ``performer`` (the service) and
 ``resultsInterpreter`` (the reporting clinician).  An amendment is status
@@ -20,6 +20,7 @@ the SR's SOP Instance UID: the same exam gives the same Bundle.  Values are
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import uuid
@@ -133,8 +134,20 @@ def _category_codings(classification: Classification) -> list[dict[str, str]]:
     return codings
 
 
-def build_bundle(exam: BmdExam, classification: Classification, report_text: str, ctx: FhirContext) -> dict:
-    """A transaction Bundle (dict) with Patient, Observations and the DiagnosticReport."""
+def pdf_attachment(pdf: bytes, title: str = "DXA report (PDF)") -> dict[str, str]:
+    """FHIR R4 Attachment of the signed report's PDF: the data in base64 and
+    ``hash``, the base64 of its SHA-1 (FHIR R4 Attachment.hash)."""
+    return {
+        "contentType": "application/pdf",
+        "data": base64.b64encode(pdf).decode("ascii"),
+        "hash": base64.b64encode(hashlib.sha1(pdf).digest()).decode("ascii"),  # noqa: S324 (the FHIR-defined hash)
+        "title": title,
+    }
+
+
+def build_bundle(exam: BmdExam, classification: Classification, report_text: str, ctx: FhirContext, *, pdf: bytes | None = None) -> dict:
+    """A transaction Bundle (dict) with Patient, Observations and the DiagnosticReport;
+    ``pdf``, the signed report's PDF, is a second ``presentedForm`` beside the text."""
     patient_url = _uuid(exam, "patient")
     pid = f"{ctx.patient_identifier_system}|{exam.patient_id}"
     entries = [_entry(patient_url, _patient(exam, ctx), "POST", "Patient", f"identifier={pid}")]
@@ -190,6 +203,8 @@ def build_bundle(exam: BmdExam, classification: Classification, report_text: str
             }
         ],
     }
+    if pdf is not None:
+        report["presentedForm"].append(pdf_attachment(pdf))
     if exam.accession_number:
         report["identifier"].append(
             {

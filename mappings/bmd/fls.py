@@ -1,7 +1,7 @@
 """Fracture liaison: which released reports the FLS must hear of, and the notification (pure).
 
 A DXA service integrates with the fracture liaison service (FLS) so that
-patients at risk are found and treated (seed 000 section 12; ROS FLS
+patients at risk are found and treated (docs/domain.md section 5; ROS FLS
 Clinical Standards).  A released report version triggers a notification when
 it finds any of (docs/fls.md):
 
@@ -33,10 +33,11 @@ from typing import Any
 
 from mappings.bmd.classify import ESTABLISHED, OSTEOPOROSIS, Classification
 from mappings.bmd.fhir_bundle import DICOM_UID, LOCAL_URL, FhirContext, _entry, _patient
-from mappings.bmd.hl7_oru import LOCAL, VERSION, _ce, _cx, _segment, _xcn
+from hl7v2.er7 import components, message, segment
+from hl7v2.escaping import escape
+from mappings.bmd.hl7_oru import LOCAL, VERSION, _ce, _xcn
 from mappings.bmd.models import BmdExam
 from mappings.clinical_context import ClinicalContext
-from mappings.hl7_text import escape
 
 OSTEOPOROSIS_REASON = "osteoporosis"
 FRACTURE_REASON = "fragility_fracture"
@@ -105,11 +106,12 @@ def _lowest(classification: Classification) -> str:
 def build_fls_ref_i12(exam: BmdExam, classification: Classification, reasons: tuple[str, ...], ctx: FlsContext) -> str:
     """The REF^I12 message text (segments joined by ``\\r``)."""
     when = escape(ctx.timestamp)
-    msh = "MSH|^~\\&|" + "|".join(
-        [_cx(ctx.sending_application), _cx(ctx.sending_facility), "", "", when, "", "REF^I12^REF_I12",
-         escape(ctx.control_id), "P", VERSION, "", "", "", "", "", "UNICODE UTF-8"]
+    msh = segment(
+        "MSH",
+        {3: components(ctx.sending_application), 4: components(ctx.sending_facility), 7: when, 9: "REF^I12^REF_I12",
+         10: escape(ctx.control_id), 11: "P", 12: VERSION, 18: "UNICODE UTF-8"},
     )  # fmt: skip
-    rf1 = _segment(
+    rf1 = segment(
         "RF1",
         {
             1: "P^Pending^HL70283",
@@ -117,18 +119,18 @@ def build_fls_ref_i12(exam: BmdExam, classification: Classification, reasons: tu
             3: "Med^Medical^HL70281",
             4: "AM^Assume management^HL70282",
             5: "O^Outpatient^HL70284",
-            6: _cx(ctx.control_id, ctx.sending_application),
+            6: components(ctx.control_id, ctx.sending_application),
             7: when,
             10: "O^Provider ordered^HL70336",
         },
     )
-    referring = _segment("PRD", {1: "RP^Referring provider^HL70286", 2: _cx(*ctx.referrer.split("^")[:3]) if ctx.referrer else "", 7: _cx(ctx.referrer_id)})
-    referred = _segment("PRD", {1: "RT^Referred to provider^HL70286", 2: "Fracture liaison service"})
+    referring = segment("PRD", {1: "RP^Referring provider^HL70286", 2: components(*ctx.referrer.split("^")[:3]) if ctx.referrer else "", 7: components(ctx.referrer_id)})
+    referred = segment("PRD", {1: "RT^Referred to provider^HL70286", 2: "Fracture liaison service"})
     name = exam.patient_name.split("^")
-    pid = _segment("PID", {1: "1", 3: _cx(exam.patient_id), 5: _cx(*name[:5]), 7: escape(exam.patient_birth_date), 8: escape(exam.patient_sex)})
-    obr = _segment(
+    pid = segment("PID", {1: "1", 3: components(exam.patient_id), 5: components(*name[:5]), 7: escape(exam.patient_birth_date), 8: escape(exam.patient_sex)})
+    obr = segment(
         "OBR",
-        {1: "1", 2: _cx(ctx.placer_order_number), 3: _cx(ctx.filler_order_number), 4: _ce(FLS_CODE), 7: when,
+        {1: "1", 2: components(ctx.placer_order_number), 3: components(ctx.filler_order_number), 4: _ce(FLS_CODE), 7: when,
          16: _xcn(ctx.referrer) if ctx.referrer else "", 18: escape(exam.accession_number), 25: escape(ctx.result_status)},
     )  # fmt: skip
     obx = [("CWE", REASON_CODE, str(k), _ce((r, LOCAL, REASON_TEXT[r]))) for k, r in enumerate(reasons, start=1)]
@@ -138,8 +140,8 @@ def build_fls_ref_i12(exam: BmdExam, classification: Classification, reasons: tu
     obx.append(("ST", REPORT_REF_CODE, "1", escape(f"{ctx.report_ref} {exam.study_instance_uid}".strip())))
     segments = [msh, rf1, referring, referred, pid, obr]
     for n, (vt, code, sub, value) in enumerate(obx, start=1):
-        segments.append(_segment("OBX", {1: str(n), 2: vt, 3: _ce(code), 4: sub, 5: value, 11: escape(ctx.result_status), 14: when}))
-    return "\r".join(segments)
+        segments.append(segment("OBX", {1: str(n), 2: vt, 3: _ce(code), 4: sub, 5: value, 11: escape(ctx.result_status), 14: when}))
+    return message(segments, terminated=False)
 
 
 def build_fls_task_bundle(exam: BmdExam, classification: Classification, reasons: tuple[str, ...], ctx: FlsContext) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def parse_ge_lunar(ds: Dataset, tables: LabelTables = DEFAULT_TABLES) -> BmdExam
 
 
 # -- Image Comments (0020,4000) XML ----------------------------------------------------------
-# GE images carry the results as XML in Image Comments (DOMAIN.md section 2):
+# GE images carry the results as XML in Image Comments (docs/domain.md section 2):
 # older <DENSITOMETRY_RESULTS><CURRENT_EXAM><SCAN type="AP Spine"><TREND>
 # <TREND_ROI ...><BMD>/<YAT>/<AMZ>, newer <DXA_RESULTS><SCAN type="DualFemur">
 # <ROI region="Neck Left"><BMD units=" g/cm2">0.826</BMD><BMD_TSCORE>...

@@ -4,7 +4,7 @@ Containers name the scan ("AP Spine", "Left Femur") or the region ("L1-L4",
 "Neck"); NUM items name the measure ("BMD", "YA T-score", a LOINC code).
 A laterality concept modifier (TID 300 style) on a container sets the side.
 Nothing is read by position.  Nesting deeper than :data:`MAX_DEPTH` is
-refused (pydicom itself fails near 250 levels; DESIGN.md pitfalls).
+refused (pydicom itself fails near 250 levels; docs/architecture.md, Pitfalls).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def _text_item(item: Dataset, ctx: _Context, tables: LabelTables, out: WalkResul
     elif field_name:
         out.meta.setdefault(field_name, text)
     elif ctx.site and tables.measure(meaning) in ("t_score", "z_score", "pct_young_adult", "pct_age_matched"):
-        # GE enCORE sends BMD_TSCORE / BMD_ZSCORE as TEXT items (DOMAIN.md section 2)
+        # GE enCORE sends BMD_TSCORE / BMD_ZSCORE as TEXT items (docs/domain.md section 2)
         cell = read_cell(text)
         if cell.unreadable:
             out.collect.flags.append(f"{meaning} {cell.unreadable!r} could not be read.")

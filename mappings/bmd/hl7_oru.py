@@ -25,7 +25,8 @@ from mappings.bmd.classify import Classification
 from mappings.bmd.compare import Comparison
 from mappings.bmd.models import BmdExam
 from mappings.bmd.report import status_code
-from mappings.hl7_text import escape
+from hl7v2.er7 import components, message, segment, subcomponents
+from hl7v2.escaping import escape
 
 VERSION = "2.5.1"
 LOCAL = "99DXAGW"
@@ -58,40 +59,27 @@ class OruContext:
     interpreted_at: str = ""  # HL7 DTM of the signature
 
 
-def _cx(*components: str) -> str:
-    """Escaped components joined with ^, trailing empties dropped."""
-    parts = [escape(x) for x in components]
-    while parts and not parts[-1]:
-        parts.pop()
-    return "^".join(parts)
-
-
-def _segment(name: str, fields: dict[int, str]) -> str:
-    n = max(fields) if fields else 0
-    return "|".join([name] + [fields.get(i, "") for i in range(1, n + 1)])
-
-
 def _ce(code: tuple[str, str, str], alt: tuple[str, str, str] | None = None) -> str:
     """CWE: identifier^text^coding system[^alternate identifier^text^system]."""
     parts = [code[0], code[2], code[1]] + ([alt[0], alt[2], alt[1]] if alt else [])
-    return _cx(*parts)
+    return components(*parts)
 
 
 def _xcn(pn: str) -> str:
     """DICOM PN (Family^Given^Middle^Prefix^Suffix) -> XCN (id^family^given^middle^suffix^prefix)."""
     c = (pn.split("^") + [""] * 5)[:5]
-    return _cx("", c[0], c[1], c[2], c[4], c[3])
+    return components("", c[0], c[1], c[2], c[4], c[3])
 
 
 def _ndl(name: str, ident: str, when: str) -> str:
     """NDL for OBR-32: CNN (id&family&given) ^ start date/time (HL7 v2.5.1 2.A.47)."""
     parts = name.split("^") if "^" in name else [name]
-    cnn = "&".join(escape(x) for x in [ident, *parts[:2]]).rstrip("&")
+    cnn = subcomponents(ident, *parts[:2])
     return "^".join(x for x in (cnn, escape(when)) if x) if cnn else ""
 
 
 def _obx_nm(set_id: int, ident: str, sub_id: str, value: str, unit: tuple[str, str, str], status: str, when: str) -> str:
-    return _segment("OBX", {1: str(set_id), 2: "NM", 3: ident, 4: sub_id, 5: escape(value), 6: _ce(unit), 11: status, 14: when})
+    return segment("OBX", {1: str(set_id), 2: "NM", 3: ident, 4: sub_id, 5: escape(value), 6: _ce(unit), 11: status, 14: when})
 
 
 def build_oru_r01(
@@ -104,44 +92,34 @@ def build_oru_r01(
     """The ORU^R01 message text (segments joined by ``\\r``)."""
     status = status_code(ctx.result_status)
     when = (exam.exam_date + exam.exam_time.split(".")[0])[:14]
-    msh = "MSH|^~\\&|" + "|".join(
-        [
-            _cx(ctx.sending_application),
-            _cx(ctx.sending_facility),
-            _cx(ctx.receiving_application),
-            _cx(ctx.receiving_facility),
-            escape(ctx.timestamp),
-            "",
-            "ORU^R01^ORU_R01",
-            escape(ctx.message_control_id),
-            escape(ctx.processing_id),
-            VERSION,
-            "", "", "", "", "",
-            escape(ctx.charset),
-        ]
+    msh = segment(
+        "MSH",
+        {3: components(ctx.sending_application), 4: components(ctx.sending_facility), 5: components(ctx.receiving_application),
+         6: components(ctx.receiving_facility), 7: escape(ctx.timestamp), 9: "ORU^R01^ORU_R01", 10: escape(ctx.message_control_id),
+         11: escape(ctx.processing_id), 12: VERSION, 18: escape(ctx.charset)},
     )  # fmt: skip
     name = (ctx.patient_name or exam.patient_name).split("^")
-    pid = _segment(
+    pid = segment(
         "PID",
         {
             1: "1",
-            3: _cx(ctx.patient_id or exam.patient_id, "", "", ctx.patient_id_authority, "MR" if ctx.patient_id_authority else ""),
-            5: _cx(*name[:5]),
+            3: components(ctx.patient_id or exam.patient_id, "", "", ctx.patient_id_authority, "MR" if ctx.patient_id_authority else ""),
+            5: components(*name[:5]),
             7: escape(ctx.birth_date or exam.patient_birth_date),
             8: escape(ctx.sex or exam.patient_sex),
         },
     )
-    segments = [msh, pid, _segment("PV1", {1: "1", 2: "O"})]
+    segments = [msh, pid, segment("PV1", {1: "1", 2: "O"})]
     segments.append(
-        _segment("ORC", {1: "RE", 2: _cx(ctx.placer_order_number), 3: _cx(ctx.filler_order_number), 5: "CM"})
+        segment("ORC", {1: "RE", 2: components(ctx.placer_order_number), 3: components(ctx.filler_order_number), 5: "CM"})
     )
     segments.append(
-        _segment(
+        segment(
             "OBR",
             {
                 1: "1",
-                2: _cx(ctx.placer_order_number),
-                3: _cx(ctx.filler_order_number),
+                2: components(ctx.placer_order_number),
+                3: components(ctx.filler_order_number),
                 4: _ce(c.PANEL),
                 7: when,
                 16: _xcn(ctx.ordering_provider) if ctx.ordering_provider else "",
@@ -160,7 +138,7 @@ def build_oru_r01(
 
     lines = report_text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     for line in lines:
-        add(_segment("OBX", {1: "", 2: "TX", 3: _ce(c.STUDY_REPORT), 4: "1", 5: escape(line), 11: status, 14: when}))
+        add(segment("OBX", {1: "", 2: "TX", 3: _ce(c.STUDY_REPORT), 4: "1", 5: escape(line), 11: status, 14: when}))
     spine = classification.spine.site if classification.spine is not None else None
     for k, r in enumerate(exam.regions, start=1):
         loinc = c.loinc_codes(r.site, r.laterality, spine)
@@ -189,9 +167,9 @@ def build_oru_r01(
     category = (classification.category, LOCAL, classification.category_text)
     sct = c.CATEGORY_SCT.get(classification.category)
     alt = (sct[0], "SCT", sct[1]) if sct else None
-    add(_segment("OBX", {1: "", 2: "CWE", 3: _ce(CATEGORY_CODE), 4: "1", 5: _ce(category, alt), 11: status, 14: when}))
+    add(segment("OBX", {1: "", 2: "CWE", 3: _ce(CATEGORY_CODE), 4: "1", 5: _ce(category, alt), 11: status, 14: when}))
     # OBX-1 Set ID numbers the OBX segments of the order from 1
     for n, seg in enumerate(obx, start=1):
         name_, _set, rest = seg.split("|", 2)
         segments.append(f"{name_}|{n}|{rest}")
-    return "\r".join(segments)
+    return message(segments, terminated=False)

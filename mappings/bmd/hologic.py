@@ -1,7 +1,7 @@
 """Hologic APEX results text -> :class:`BmdExam`.
 
 APEX puts its results as text in private (0019,xx00) of creator "HOLOGIC"
-(DOMAIN.md section 2): an XML header, then JavaScript with scalars
+(docs/domain.md section 2): an XML header, then JavaScript with scalars
 ``Key = "value";`` and tables ``ResultsTableN[ row][ col] = "value";``.
 Row 0 of a table holds the column labels.  Cell indices only place a value
 in its table; which region and measure it is comes from the labels, so a
@@ -89,14 +89,14 @@ def _unquote(value: str) -> str:
     return re.sub(r"\\(.)", r"\1", value)
 
 
-_SCAN_MODE_PREFIX = re.compile(r"^[afx]\s+", re.IGNORECASE)  # array / fast / express (DOMAIN.md section 2)
+_SCAN_MODE_PREFIX = re.compile(r"^[afx]\s+", re.IGNORECASE)  # array / fast / express (docs/domain.md section 2)
 
 
 def scan_of_scalars(scalars: dict[str, str], tables: LabelTables, suffix: str = "") -> tuple[str | None, str | None, str]:
     """(scan type, laterality, scan label) from ``AnalProtocol``/``ScanMode`` (+ ``suffix``: "2" for dual hip).
 
     Report images name the scan here, not in BodyPartExamined (which was
-    ``LSPINE`` on hip series at one site, DOMAIN.md section 2).
+    ``LSPINE`` on hip series at one site, docs/domain.md section 2).
     """
     found = []
     for key in ("AnalProtocol", "ScanMode"):
@@ -189,7 +189,7 @@ def _read_table(
     return scan, body_comp
 
 
-# "T-score vs. White Female. Source:2012 BMDCS/NHANES White Female" (DOMAIN.md section 2)
+# "T-score vs. White Female. Source:2012 BMDCS/NHANES White Female" (docs/domain.md section 2)
 _GRAPH_TITLE = re.compile(r"[TZ]-score vs\.?\s*(?P<population>[^.;]+?)\s*[.;]\s*Source\s*:\s*(?P<database>.+?)\s*$", re.IGNORECASE)
 
 
@@ -219,7 +219,7 @@ def frax_table(cells: dict[tuple[int, int], str], tables: LabelTables) -> dict[s
     return out
 
 
-# Height = "61.5 in", Weight = "221.0  lb" (units vary, DOMAIN.md section 2)
+# Height = "61.5 in", Weight = "221.0  lb" (units vary, docs/domain.md section 2)
 _LENGTH_CM = {"cm": Decimal(1), "m": Decimal(100), "mm": Decimal("0.1"), "in": Decimal("2.54")}
 _MASS_KG = {"kg": Decimal(1), "g": Decimal("0.001"), "lb": Decimal("0.45359237"), "lbs": Decimal("0.45359237")}
 _QUANTITY = re.compile(r"^\s*(\d+(?:[.,]\d+)?)\s*([A-Za-z]*)\s*$")

@@ -4,7 +4,7 @@ All tables are data: :class:`LabelTables` holds them, :meth:`LabelTables.extend`
 returns a copy with extra entries (so configuration can add a layout), and
 :func:`normalize` is the one way a label is compared (case- and
 space-insensitive, HTML entities decoded, units in brackets dropped).
-Synonyms follow DOMAIN.md section 2 ("Labels to recognise").
+Synonyms follow docs/domain.md section 2 ("Labels to recognise").
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def normalize(label: str) -> str:
 def column_unit(label: str) -> str:
     """The unit printed in a column label, normalized: ``"BMD[g/cm<sup>2</sup>]"`` -> ``"g/cm2"``.
 
-    Markup, entities, brackets, spaces and case are dropped (DOMAIN.md
+    Markup, entities, brackets, spaces and case are dropped (docs/domain.md
     section 2: ``Area[cm<sup><small>2</small></sup>]``, ``Area[cm&sup2;]``,
     ``BMC[(g)]``); "" when the label names no unit.
     """
@@ -70,10 +70,10 @@ MEASURE_LABELS = {
     "%am": "pct_age_matched",
     "am %": "pct_age_matched",
     "am%": "pct_age_matched",
-    # Hologic APEX 13 column labels (DOMAIN.md section 2)
+    # Hologic APEX 13 column labels (docs/domain.md section 2)
     "pr (peak reference)": "pct_young_adult",
     "am (age matched)": "pct_age_matched",
-    # GE concept names / Image Comments XML elements (DOMAIN.md section 2)
+    # GE concept names / Image Comments XML elements (docs/domain.md section 2)
     "bmd_tscore": "t_score",
     "bmd_zscore": "z_score",
     "yat": "t_score",
@@ -210,7 +210,7 @@ META_LABELS = {
 }
 
 # SR coded concepts (scheme, value) -> what they stand for.  LOINC site codes
-# (DOMAIN.md section 3) let the generic parser read a standard-coded SR.
+# (docs/domain.md section 3) let the generic parser read a standard-coded SR.
 CODE_MEASURES = {
     ("DCM", "113071"): "z_score",  # PS3.16 CID: Z-score
     ("LN", "24966-4"): "bmd",

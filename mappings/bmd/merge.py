@@ -3,7 +3,7 @@
 A Hologic study without the SR option sends one report image per scan
 (spine, left hip, right hip, forearm); a GE study may send an SR and images
 with the same results, and an SR can arrive a day after the images
-(DOMAIN.md section 2).  :func:`merge_exams` joins what each object gave:
+(docs/domain.md section 2).  :func:`merge_exams` joins what each object gave:
 identical rows (the same result in two carriers) become one, different
 results for one site are all kept and numbered (:func:`mark_repeats`), and
 what the parts disagree on (device, reference data, FRAX) is flagged for

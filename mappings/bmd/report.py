@@ -1,4 +1,4 @@
-"""Report text for one exam from a template (DOMAIN.md section 4; seed 001 "Reporting").
+"""Report text for one exam from a template (docs/domain.md section 4).
 
 The default template has what UK guidance asks of a DXA report: status,
 referrer and indication, clinical information (risk factors, fracture

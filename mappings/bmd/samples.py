@@ -6,7 +6,7 @@ patient's age and sex and renders it in the vendor's layout;
 values, so a test can parse the dataset back and compare to the last digit.
 ``build_dose_sr`` / ``dose_sr`` make an X-Ray Radiation Dose SR (TID 10001).
 
-Hologic layout (DOMAIN.md section 2): text in private (0019,xx00) of creator
+Hologic layout (docs/domain.md section 2): text in private (0019,xx00) of creator
 "HOLOGIC": an XML header, then ``<JavaScriptFile>`` with scalars
 (``Height = "160";``) and tables ``ResultsTableN[ row][ col] = "v";`` whose
 row 0 holds the column labels.  Dual-hip rows carry the side in the label
@@ -422,7 +422,7 @@ def build_dose_sr(header: Dataset, rng: random.Random) -> Dataset:
 
 # -- report images carrying the results ------------------------------------------------
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-# (scan type, side) -> Hologic AnalProtocol and ScanMode (DOMAIN.md section 2: "f Left Hip").
+# (scan type, side) -> Hologic AnalProtocol and ScanMode (docs/domain.md section 2: "f Left Hip").
 _HOLOGIC_SCANS = {
     (SPINE, None): ("Spine", "x Lumbar Spine"),
     (HIP, "L"): ("Hip", "f Left Hip"),
@@ -497,7 +497,7 @@ def _report_image(exam: BmdExam, *, sop_uid: str, series_uid: str, number: int, 
     ds.ConversionType = "WSD"
     for kw, value in _device_attrs(exam.device).items():
         setattr(ds, kw, value)
-    ds.BodyPartExamined = "LSPINE"  # as one site sent it on hip series too (DOMAIN.md section 2)
+    ds.BodyPartExamined = "LSPINE"  # as one site sent it on hip series too (docs/domain.md section 2)
     ds.ProtocolName = protocol
     ds.SeriesDescription = protocol
     if laterality:
@@ -526,7 +526,7 @@ def hologic_report_images(exam: BmdExam, *, modality: str = "OT") -> list[Datase
 
     Modality ``OT`` (``BD`` at one site), Laterality on hip and forearm
     series, the side only in AnalProtocol/ScanMode and Laterality, never in
-    the row labels (DOMAIN.md section 2).  FRAX goes with the first image.
+    the row labels (docs/domain.md section 2).  FRAX goes with the first image.
     """
     out = []
     for i, (scan, regions) in enumerate(scans_of(exam).items()):
@@ -543,7 +543,7 @@ _GE_XML_TAGS = {"bmd": "BMD", "pct_young_adult": "BMD_PYA", "t_score": "BMD_TSCO
 
 
 def ge_results_xml(exam: BmdExam, scan: tuple[str, str | None], regions: list[RegionResult]) -> str:
-    """The newer enCORE Image Comments XML for one scan (DOMAIN.md section 2)."""
+    """The newer enCORE Image Comments XML for one scan (docs/domain.md section 2)."""
     from xml.sax.saxutils import quoteattr
 
     d = exam.exam_date

@@ -11,6 +11,7 @@ from pydicom import dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from hl7v2.mllp import frame
 from tests.hl7_messages import adt, omi, orm
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -84,7 +85,7 @@ def hl7_messages() -> list[bytes]:
 
 
 def mllp_streams() -> list[bytes]:
-    frames = b"".join(b"\x0b" + m + b"\x1c\x0d" for m in hl7_messages()[:2])
+    frames = b"".join(frame(m) for m in hl7_messages()[:2])
     return [b"\x03" + frames, b"\x10junk" + frames, b"\x00\x0bMSH|a\x0bMSH|b\x1c\x0d"]
 
 
@@ -115,6 +116,24 @@ def vendor_srs() -> tuple[list[bytes], list[bytes]]:
     return hologic, ge
 
 
+def ge_trees_and_xml() -> tuple[list[bytes], list[bytes]]:
+    """GE sample SRs in the tree grammar (tests/fuzz/sr_tree.py) and GE results XML."""
+    from mappings.bmd.samples import GE_LAYOUT, ge_report_images, ge_sr, random_exam
+    from tests.fuzz.sr_tree import encode
+    from tests.unit.bmd.helpers import header
+
+    trees, xml = [], []
+    for seed in (1, 2):
+        exam = random_exam("ge", header(), random.Random(seed))
+        trees.append(encode(ge_sr(exam)))
+        xml += [str(ds.ImageComments).encode() for ds in ge_report_images(exam)[:2] if "ImageComments" in ds]
+    xml.append(
+        b'<DENSITOMETRY_RESULTS><CURRENT_EXAM><SCAN type="Left Femur"><TREND><TREND_ROI region="Neck">'
+        b'<BMD units=" g/cm2">0,826</BMD><YAT>-1,5</YAT><AMZ>-0.4</AMZ></TREND_ROI></TREND></SCAN></CURRENT_EXAM></DENSITOMETRY_RESULTS>'
+    )
+    return trees, xml
+
+
 def main() -> None:
     _write("pdu", pdus())
     _write("cstore_header", datasets())
@@ -124,6 +143,9 @@ def main() -> None:
     hologic, ge = vendor_srs()
     _write("hologic", hologic)
     _write("ge_lunar", ge)
+    trees, xml = ge_trees_and_xml()
+    _write("ge_lunar_tree", trees)
+    _write("ge_xml", xml)
 
 
 if __name__ == "__main__":

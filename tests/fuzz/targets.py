@@ -23,6 +23,11 @@ Contracts (what counts as a refusal rather than a crash):
 * ``hologic``: ``parse_text`` on a results text raises only ``UnparseableSr``.
 * ``ge_lunar``: a dataset pydicom can read goes to ``parse_ge_lunar``,
   which raises only ``UnparseableSr``.
+* ``ge_lunar_tree``: the same walker on SR content trees decoded from the
+  input by ``tests/fuzz/sr_tree.py`` (no pydicom reader in the way, so
+  about a hundred times as many trees an hour); raises only ``UnparseableSr``.
+* ``ge_xml``: the GE Image Comments results XML (``parse_image_comments``)
+  raises only ``UnparseableSr``.
 """
 
 from __future__ import annotations
@@ -33,15 +38,15 @@ from typing import Callable
 
 import orjson
 
-from gateway.dicom.transport import pdv_items
-from gateway.hl7.framing import Frame, MllpFramer, StrayStart
+from dicomext.transport import pdv_items
+from hl7v2.errors import Hl7Error
+from hl7v2.mllp import Frame, MllpFramer, StrayStart
 from mappings.bmd.collect import UnparseableSr
-from mappings.bmd.ge_lunar import parse_ge_lunar
+from mappings.bmd.ge_lunar import parse_ge_lunar, parse_image_comments
 from mappings.bmd.hologic import parse_text
 from mappings.fhir_orders import FhirOrderError, service_request_actions
 from mappings.hl7_bounds import ITEM_BOUNDS, VR_LENGTH
 from mappings.hl7_orders import UpdatePatient, UpsertOrder, parse_message
-from mappings.hl7_text import Hl7Error
 from mappings.instances import HEADER_KEYWORDS, HeaderError, read_header, valid_uid
 
 Target = Callable[[bytes], None]
@@ -179,6 +184,31 @@ def ge_lunar(data: bytes) -> None:
         return
 
 
+def ge_lunar_tree(data: bytes) -> None:
+    from tests.fuzz.sr_tree import decode
+
+    global _GE_HEADER
+    if _GE_HEADER is None:
+        _GE_HEADER = _header()
+    try:
+        parse_ge_lunar(decode(data, _GE_HEADER))
+    except UnparseableSr:
+        return
+
+
+_GE_HEADER = None
+
+
+def ge_xml(data: bytes) -> None:
+    global _GE_HEADER
+    if _GE_HEADER is None:
+        _GE_HEADER = _header()
+    try:
+        parse_image_comments(data.decode("utf-8", "replace"), _GE_HEADER)
+    except UnparseableSr:
+        return
+
+
 TARGETS: dict[str, Target] = {
     "pdu": pdu,
     "cstore_header": cstore_header,
@@ -187,4 +217,6 @@ TARGETS: dict[str, Target] = {
     "fhir": fhir,
     "hologic": hologic,
     "ge_lunar": ge_lunar,
+    "ge_lunar_tree": ge_lunar_tree,
+    "ge_xml": ge_xml,
 }

@@ -242,7 +242,7 @@ def test_check_config_names_the_key_and_line(tmp_path):
     assert out.returncode == 2
     assert f"{bad}:3: dicom.port" in out.stderr
     assert f"{bad}:5: hl7.portt: unknown key" in out.stderr
-    good = subprocess.run([sys.executable, "-m", "gateway", "check-config", "config/gateway.yaml"], capture_output=True, text=True)
+    good = subprocess.run([sys.executable, "-m", "gateway", "check-config", "gateway/default.yaml"], capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
 
 

@@ -23,7 +23,7 @@ from tests.unit.bmd.helpers import HOLOGIC, known_exam
 def test_osteoporosis_report_reaches_the_fls_and_a_normal_one_does_not(tmp_path):
     """Seed 000 section 12 (DXA services integrate with the FLS); WHO/ISCD:
     T <= -2.5 is osteoporosis.  The REF^I12 and the FHIR Task are rendered
-    at the signature, stored with the version (DESIGN.md rule 9) and go
+    at the signature, stored with the version (docs/architecture.md rule 9) and go
     through the outbox: the FLS's first AE is retried with the same bytes
     (rule 2).  The normal exam's version has no FLS payload and no FLS
     peer hears of it."""
@@ -65,9 +65,9 @@ def test_osteoporosis_report_reaches_the_fls_and_a_normal_one_does_not(tmp_path)
 
         status, versions = call(d, "GET", f"/api/exams/{rows['osteo']['id']}/reports")
         assert status == 200
-        assert {p["destination"] for p in versions[0]["payloads"]} == {"emr", "fls:fls", "fls:fls_fhir"}
+        assert {p["destination"] for p in versions[0]["payloads"]} == {"emr", "fls:fls", "fls:fls_fhir", "document:pdf"}
         status, versions = call(d, "GET", f"/api/exams/{rows['normal']['id']}/reports")
-        assert {p["destination"] for p in versions[0]["payloads"]} == {"emr"}
+        assert {p["destination"] for p in versions[0]["payloads"]} == {"emr", "document:pdf"}  # every version has its PDF (issue 15)
         assert all("PFLS2" not in m for m in fls.received) and all(b"PFLS2" not in m for m in fls_fhir.received)
         metrics = call(d, "GET", "/metrics")[1]
         assert 'dxagw_fls_notifications_total{reason="osteoporosis"} 1.0' in metrics
@@ -82,7 +82,7 @@ def test_osteoporosis_report_reaches_the_fls_and_a_normal_one_does_not(tmp_path)
 def test_auto_released_report_notifies_and_a_refusal_is_a_replayable_dead_letter(tmp_path):
     """Issue 16 item 4 with ``reports.auto_release``: the preliminary version
     notifies the FLS too (OBR-25 ``P``).  The FLS refuses it (AR): a dead
-    letter of kind ``fls`` in the admin API (DESIGN.md rule 2); replayed, the
+    letter of kind ``fls`` in the admin API (docs/architecture.md rule 2); replayed, the
     stored bytes are sent again and accepted."""
     fls = MllpPeer(script=["AR"])
     destinations = {"fls": {"type": "hl7", "host": "127.0.0.1", "port": fls.port, "retry_base": 0.3, "retry_cap": 0.3}}

@@ -5,6 +5,7 @@ Each test talks to the real daemon over raw sockets, pynetdicom or dcmtk.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
+import dicomext
 from tests.support import dcmtk, start_daemon
 
 
@@ -154,6 +156,10 @@ def test_a_pdu_left_half_sent_on_an_established_association_is_dropped(tmp_path)
         assert not assoc.is_established
         assert '"event":"dicom.read_timeout"' in d.log_text()
         assert echo_from(d.dicom_port) == 0x0000
+        # the read bound is dicomext's pdu_size_guard: the daemon says every replacement is on
+        installed = [json.loads(line) for line in d.log_text().splitlines() if '"event":"dicomext.installed"' in line]
+        assert installed and sorted(installed[0]["active"]) == sorted(dicomext.BY_NAME)
+        assert "dicomext.replacement_off" not in d.log_text()
     finally:
         assert d.stop() == 0
 
@@ -266,8 +272,10 @@ def test_mpps_uids_cannot_write_outside_a_folder_destination(tmp_path):
         uid, status = scu.create(mpps_create_dataset(study_uid="1.2.826.0.1.3680043.8.498.402"), uid=tolerated)
         assert status.Status == 0x0000
         scu.release()
-        assert wait_for(lambda: root.is_dir() and any(root.iterdir()), 30)
-        assert [p.name.split(".json")[0].rsplit(".", 1)[0] for p in root.iterdir()] == [tolerated]
+        # routes/folder.py writes ".<name>.tmp" first, then renames it: wait for the file itself
+        delivered = lambda: [p for p in root.iterdir() if not p.name.startswith(".")] if root.is_dir() else []
+        assert wait_for(lambda: delivered(), 30)
+        assert [p.name.split(".json")[0].rsplit(".", 1)[0] for p in delivered()] == [tolerated]
         written = {p for p in tmp_path.rglob("*.json")} - set(root.iterdir())
         assert not written, written
         assert not list(Path("/tmp").glob(Path(outside).name + "*"))

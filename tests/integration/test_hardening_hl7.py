@@ -264,7 +264,7 @@ def big_service_request() -> bytes:
 
 
 def test_hl7_is_answered_while_a_large_fhir_body_is_validated(daemon):
-    """DESIGN.md rule 4: HL7 ACKs keep coming while an 8 MB FHIR order is
+    """docs/architecture.md rule 4: HL7 ACKs keep coming while an 8 MB FHIR order is
     parsed and validated (the issue measured the loop stalled 2.4 s: no ACK
     at all until the FHIR response).  Ordering only, no clock."""
     body = big_service_request()

@@ -52,10 +52,10 @@ def _key(kid: str) -> dict:
 
 
 class Provider:
-    def __init__(self, work: Path, port: int, keys: list[dict]) -> None:
+    def __init__(self, work: Path, port: int, keys: list[dict], clients: list[dict] | None = None) -> None:
         work.mkdir(parents=True, exist_ok=True)
         (work / "keys.json").write_text(json.dumps({"keys": keys}))
-        (work / "clients.json").write_text(json.dumps(CLIENTS))
+        (work / "clients.json").write_text(json.dumps(CLIENTS if clients is None else clients))
         self.issuer = f"http://127.0.0.1:{port}"
         self.log = open(work / "provider.log", "ab")
         self.proc = subprocess.Popen(["node", "provider.mjs", str(port), str(work / "keys.json"), str(work / "clients.json")], cwd=PROVIDER, stdout=self.log, stderr=subprocess.STDOUT)

@@ -62,7 +62,7 @@ def _destinations(emr, fhir, retry_base: float):
 
 
 def test_retry_after_restart_with_another_lsc_is_byte_identical(tmp_path):
-    """DESIGN.md rule 9 / issue 14 defect 11 (IR(ME)R: the signed evaluation is the
+    """docs/architecture.md rule 9 / issue 14 defect 11 (IR(ME)R: the signed evaluation is the
     record): the ORU and the Bundle are rendered when the report is released and
     stored with their sha256; the EMR refuses the first attempt, the gateway is
     restarted with another LSC and another sending application, and the retry
@@ -209,7 +209,7 @@ def test_radiographer_context_put_is_used_and_bad_values_refused(daemon, tmp_pat
 
 
 def test_auto_release_stores_the_payload_it_sends(tmp_path):
-    """DESIGN.md rule 9 with ``reports.auto_release``: the preliminary report
+    """docs/architecture.md rule 9 with ``reports.auto_release``: the preliminary report
     released without a signature (never FINAL: README "Security") also has its
     ORU rendered once, stored with its sha256, and sent as stored; the report
     says it was released without a reporter's review."""
@@ -231,8 +231,10 @@ def test_auto_release_stores_the_payload_it_sends(tmp_path):
         assert row["report"]["status"] == "P"
         assert wait_for(lambda: emr.received, 15)
         versions = call(d, "GET", f"/api/exams/{row['id']}/reports")[1]
-        (payload,) = versions[0]["payloads"]
-        assert payload["destination"] == "emr" and payload["format"] == "hl7-oru"
+        payloads = {p["destination"]: p for p in versions[0]["payloads"]}
+        assert set(payloads) == {"emr", "document:pdf"}  # the ORU, and the version's PDF (issue 15)
+        payload = payloads["emr"]
+        assert payload["format"] == "hl7-oru" and payloads["document:pdf"]["format"] == "pdf"
         assert payload["sha256"] == hashlib.sha256(emr.received[0].encode("utf-8")).hexdigest()
         assert "Reported by: auto-release" in emr.received[0]
         assert "without a reporter's review" in emr.received[0]

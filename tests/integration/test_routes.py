@@ -162,9 +162,9 @@ def test_emr_answering_ar_is_dead_lettered_then_replayed(tmp_path):
         assert wait_for(lambda: len(outbox(d, destination="emr", state="dead")) == 2, 30), outbox(d)
         dead = outbox(d, destination="emr", state="dead")
         assert all(r["attempts"] == 1 and r["last_error"].startswith("AR") for r in dead)
+        emr.default = "AA"  # the EMR is fixed (before the retry: else the retried one could be refused again and count below)
         status, _ = api(d, f"/api/outbox/{dead[0]['id']}/retry", "POST")
         assert status == 200
-        emr.default = "AA"  # the EMR is fixed
         status, body = api(d, "/api/outbox/retry?destination=emr", "POST")
         assert status == 200 and body["requeued"] == 1  # the other one
         assert wait_for(lambda: [r["state"] for r in outbox(d, destination="emr")] == ["done", "done"], 30), outbox(d)

@@ -52,6 +52,10 @@ TABLE = [
     ("POST", "/api/exams/999999/sign", {}, "application/json", {"reporter"}, 404),
     ("GET", "/api/exams/999999/reports", None, None, {"viewer", "radiographer", "reporter"}, 404),
     ("PUT", "/api/exams/999999/context", {}, "application/json", {"radiographer"}, 404),
+    ("GET", "/api/exams/999999/images", None, None, {"viewer", "radiographer", "reporter"}, 404),
+    ("GET", "/api/exams/999999/images/1.2.3.4.png", None, None, {"viewer", "radiographer", "reporter"}, 404),
+    ("GET", "/api/exams/999999/trend.svg", None, None, {"viewer", "radiographer", "reporter"}, 404),
+    ("GET", "/api/exams/999999/report.pdf", None, None, {"viewer", "radiographer", "reporter"}, 404),
     # the test reporter is no practitioner in a referrers register: the handler refuses it
     ("POST", "/api/worklist/999999/justify", {}, "application/json", {"reporter"}, 403),
     ("GET", "/api/kpis", None, None, {"viewer"}, 200),
@@ -63,6 +67,25 @@ TABLE = [
     ("POST", "/api/outbox/999999/retry", None, "application/json", {"admin"}, 404),
     ("GET", "/api/destinations", None, None, {"admin"}, 200),
     ("GET", "/api/audit", None, None, {"admin"}, 200),
+    # the workbench's pages (README "The reporting workbench"): a bearer caller gets them too
+    ("GET", "/workbench/", None, None, set(ALL_ROLES), ANY),
+    ("POST", "/workbench/logout", {}, "application/x-www-form-urlencoded", set(ALL_ROLES), ANY),
+    ("GET", "/workbench/queue", None, None, {"reporter"}, 200),
+    ("GET", "/workbench/today", None, None, {"radiographer"}, 200),
+    ("GET", "/workbench/exams/999999", None, None, {"viewer", "radiographer", "reporter"}, 404),
+    ("POST", "/workbench/exams/999999/sign", {}, "application/x-www-form-urlencoded", {"reporter"}, 404),
+    ("POST", "/workbench/exams/999999/context", {}, "application/x-www-form-urlencoded", {"radiographer"}, 404),
+]
+
+# Open without a credential: health, and the workbench's login and its static files.
+OPEN_ROUTES = [
+    ("GET", "/healthz", 200),
+    ("GET", "/readyz", 200),
+    ("GET", "/workbench/login", 200),
+    ("POST", "/workbench/login", 403),  # without the login form's CSRF token
+    ("GET", "/workbench/oidc/start", 404),  # no security.oidc.login here
+    ("GET", "/workbench/oidc/callback", 400),  # no such state
+    ("GET", "/workbench/static", 200),
 ]
 
 
@@ -71,8 +94,20 @@ def test_the_table_covers_every_endpoint_of_the_role_policy():
     endpoint added there without a row here fails this test."""
     from gateway.security.roles import POLICY
 
-    tested = {(m, p.replace("999999", "{id}").replace("NO-SUCH-SERIAL", "{serial}")) for m, p, *_ in TABLE} | {("GET", "/healthz"), ("GET", "/readyz")}
+    tested = {(m, p.replace("999999", "{id}").replace("NO-SUCH-SERIAL", "{serial}").replace("1.2.3.4.png", "{sop_instance_uid}.png")) for m, p, *_ in TABLE} | {(m, p) for m, p, _ in OPEN_ROUTES}
     assert tested == set(POLICY)
+
+
+@pytest.mark.parametrize("method, path, ok", OPEN_ROUTES, ids=[f"{m} {p}" for m, p, _ in OPEN_ROUTES])
+def test_open_routes_answer_without_a_credential(daemon, method, path, ok):
+    """Nothing else is open; the login's POST still checks Host and its CSRF token."""
+    target = path + "/workbench.css" if path == "/workbench/static" else path
+    body = b"token=x" if method == "POST" else None
+    status, answer, headers = http_request(daemon.http + target, method, raw=body, content_type="application/x-www-form-urlencoded")
+    assert status == ok, (status, answer)
+    assert headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    if method == "POST":
+        assert http_request(daemon.http + target, method, raw=body, content_type="application/x-www-form-urlencoded", headers={"Host": "evil.example"})[0] == 400
 
 
 def call(daemon, method, path, body=None, ctype="application/json", token="", headers=None):

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -16,6 +14,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from hl7v2 import ack
+from hl7v2.er7 import msh_field
+from hl7v2.mllp import MllpReceiver
 from simulators.pacs import PacsSimulator
 from tests.support import dcmtk, free_port, wait_port  # noqa: F401 (fixtures' helpers)
 
@@ -117,62 +118,28 @@ def pacs(tmp_path):
 class AckServer:
     """A tiny MLLP server: one thread per connection, many messages each.
 
-    ``answer(message_text) -> (code, msa2)`` decides each ACK; the default
-    echoes MSH-10 with AA.
+    ``answer(message_text, msh_10) -> (code, msa2)`` decides each ACK; the
+    default echoes MSH-10 with AA.
     """
 
     def __init__(self, answer=None) -> None:
         self.answer = answer or (lambda text, cid: ("AA", cid))
         self.messages: list[str] = []
-        self.connections = 0
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self._receiver = MllpReceiver(self._ack, backlog=8, timeout=10)
+        self.port = self._receiver.port
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            self.connections += 1
-            threading.Thread(target=self._conn, args=(conn,), daemon=True).start()
+    @property
+    def connections(self) -> int:
+        return self._receiver.connections
 
-    def _conn(self, conn: socket.socket) -> None:
-        conn.settimeout(10)
-        buf = b""
-        with conn:
-            while not self._stop.is_set():
-                try:
-                    chunk = conn.recv(65536)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                buf += chunk
-                while b"\x1c\x0d" in buf:
-                    frame, buf = buf.split(b"\x1c\x0d", 1)
-                    raw = frame.lstrip(b"\x0b")
-                    first = raw.split(b"\r", 1)[0].decode("latin-1")
-                    fields = first.split("|")
-                    cid = fields[9] if len(fields) > 9 else ""
-                    charset = fields[17] if len(fields) > 17 else ""
-                    text = raw.decode("latin-1" if charset == "8859/1" else "utf-8")
-                    self.messages.append(text)
-                    code, msa2 = self.answer(text, cid)
-                    ack = f"MSH|^~\\&|DXAGW|DXA|RIS|HOSP|20260101000000||ACK^O01^ACK|ACK{len(self.messages)}|P|2.5.1\rMSA|{code}|{msa2}\r"
-                    conn.sendall(b"\x0b" + ack.encode() + b"\x1c\x0d")
+    def _ack(self, raw: bytes) -> bytes:
+        text = raw.decode("latin-1" if msh_field(raw, 18) == "8859/1" else "utf-8")
+        self.messages.append(text)
+        code, msa2 = self.answer(text, msh_field(raw, 10))
+        return ack.answer(raw, code, control_id=f"ACK{len(self.messages)}", timestamp="20260101000000", acked_id=msa2)
 
     def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
-        self._thread.join(2)
+        self._receiver.close()
 
 
 @pytest.fixture

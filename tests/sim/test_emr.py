@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 
 from simulators.emr import EmrSimulator, check_oru, loinc_valid
-from simulators.mllp import MllpClient
-from simulators.orders import parse_ack
+from hl7v2.mllp import MllpClient
+from hl7v2.ack import parse_ack
 
 MSH = "MSH|^~\\&|DXAGW|DXA|EMR|HOSP|20261124120000||ORU^R01^ORU_R01|{cid}|P|2.5.1|||||UNICODE UTF-8"
 PID = "PID|1||P001^^^HOSP^MR||Müller^Anna||19500312|F"

@@ -10,7 +10,7 @@ from pynetdicom import dimse_messages as dm
 from pynetdicom import dimse_primitives as dp
 from pynetdicom.dsutils import encode
 
-from gateway.dicom.command_set import _fast, encode_command_set
+from dicomext.command_set import _fast, encode_command_set
 
 MWL = "1.2.840.10008.5.1.4.31"
 SC = "1.2.840.10008.5.1.4.1.1.7"

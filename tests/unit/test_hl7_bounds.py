@@ -8,7 +8,7 @@ refused and which are cut.
 import pytest
 
 from mappings.hl7_orders import UpdatePatient, parse_message
-from mappings.hl7_text import Hl7Error
+from hl7v2.errors import Hl7Error
 from tests.hl7_messages import adt, msh, omi, orm, pid, segment
 
 

@@ -1,4 +1,4 @@
-"""mappings.hl7_orders / hl7_text / hl7_ack: HL7 v2 in, actions and ACKs out."""
+"""mappings.hl7_orders / hl7v2: HL7 v2 in, actions and ACKs out."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mappings.hl7_ack import build_ack
+from hl7v2.ack import build_ack
+from hl7v2.errors import Hl7Error
+from hl7v2.escaping import Encoding, escape, unescape
 from mappings.hl7_orders import MergePatient, OrderOptions, SetOrderStatus, UpdatePatient, UpsertOrder, parse_message
-from mappings.hl7_text import Encoding, Hl7Error, escape, unescape
 from tests.hl7_messages import adt, omi, orm
 
 
@@ -141,7 +142,7 @@ def test_fields_are_split_as_python_hl7_splits_them(text):
     """The gateway's own split gives the field strings python-hl7's tree joins back to."""
     import hl7
 
-    from mappings.hl7_orders import split_message
+    from hl7v2.er7 import split_message
 
     ours = split_message(text, "utf-8")
     theirs = hl7.parse(text.replace("\n", "\r").strip("\r"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mappings.hl7_orders import parse_message
-from mappings.hl7_text import Hl7Error
+from hl7v2.errors import Hl7Error
 from tests.hl7_messages import omi, orm, segment
 
 

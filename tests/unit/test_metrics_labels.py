@@ -5,7 +5,7 @@ from prometheus_client import generate_latest
 from gateway.app import known_ae_titles
 from gateway.config import Config
 from gateway.metrics import Metrics, message_type_label
-from mappings.hl7_orders import Header
+from hl7v2.er7 import Header
 
 
 def _header(msg_type: str, trigger: str) -> Header:

@@ -1,6 +1,6 @@
-"""gateway.hl7.framing: MLLP frames out of a byte stream (HL7 v2.5.1 Appendix C)."""
+"""hl7v2.mllp: MLLP frames out of a byte stream (HL7 v2.5.1 Appendix C)."""
 
-from gateway.hl7.framing import Frame, MllpFramer, StrayStart, TooLarge, Unframed
+from hl7v2.mllp import Frame, MllpFramer, StrayStart, TooLarge, Unframed
 
 
 def test_frames_split_anywhere_come_out_whole():

@@ -6,7 +6,7 @@ import orjson
 import pytest
 from pydicom.dataset import Dataset
 
-from mappings.mwl import MatchOptions, QueryError, build_response, check_query, index_filter, matches, response_shape
+from mappings.mwl import MatchOptions, MwlQuery, QueryError
 from mappings.worklist import Code, ItemError, WorklistItem, item_from_dataset, item_to_dataset
 
 ITEM = WorklistItem(
@@ -72,38 +72,38 @@ SPS = {"ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "ScheduledP
     ],
 )
 def test_single_wildcard_range_uid_sequence(keys, expected):
-    assert matches(q(**keys), CANDIDATE) is expected
+    assert MwlQuery.compile(q(**keys)).matches(CANDIDATE) is expected
 
 
 def test_case_sensitive_names_by_option():
-    assert not matches(q(PatientName="müller*"), CANDIDATE, MatchOptions(case_insensitive_names=False))
+    assert not MwlQuery.compile(q(PatientName="müller*"), MatchOptions(case_insensitive_names=False)).matches(CANDIDATE)
 
 
 def test_combined_date_time_range():
     query = q(ScheduledProcedureStepStartDate="20261123-20261124", ScheduledProcedureStepStartTime="1000-0900")
     # independently, 09:30 is not within 10:00-09:00 ...
-    assert not matches(query, CANDIDATE)
+    assert not MwlQuery.compile(query).matches(CANDIDATE)
     # ... combined (PS3.4 C.2.2.2.5.1), 2026-11-24 09:30 is within 23rd 10:00 to 24th 09:00? no
-    assert not matches(query, CANDIDATE, MatchOptions(combined_datetime=True))
+    assert not MwlQuery.compile(query, MatchOptions(combined_datetime=True)).matches(CANDIDATE)
     query = q(ScheduledProcedureStepStartDate="20261123-20261124", ScheduledProcedureStepStartTime="1000-0945")
-    assert matches(query, CANDIDATE, MatchOptions(combined_datetime=True))
+    assert MwlQuery.compile(query, MatchOptions(combined_datetime=True)).matches(CANDIDATE)
 
 
 def test_sequence_universal_and_missing_attribute():
     ds = Dataset()
     ds.ScheduledProcedureStepSequence = []
-    assert matches(ds, CANDIDATE)
+    assert MwlQuery.compile(ds).matches(CANDIDATE)
     ds = Dataset()
     ds.PatientWeight = ""  # not on the item: universal matching returns it empty
-    assert matches(ds, CANDIDATE)
+    assert MwlQuery.compile(ds).matches(CANDIDATE)
     ds.PatientWeight = "70"
-    assert not matches(ds, CANDIDATE)
+    assert not MwlQuery.compile(ds).matches(CANDIDATE)
 
 
 def test_response_has_requested_keys_only_and_empty_where_missing():
     query = q(PatientName="", PatientWeight="", ScheduledStationAETitle="DXA1")
     query.SpecificCharacterSet = "ISO_IR 100"
-    rsp = build_response(query, CANDIDATE)
+    rsp = MwlQuery.compile(query).response(CANDIDATE)
     assert {e.keyword for e in rsp} == {"SpecificCharacterSet", "PatientName", "PatientWeight", "ScheduledProcedureStepSequence"}
     assert rsp.PatientWeight is None or rsp.PatientWeight == ""
     assert {e.keyword for e in rsp.ScheduledProcedureStepSequence[0]} == {"ScheduledStationAETitle"}
@@ -114,44 +114,44 @@ def test_response_charset_falls_back_when_values_do_not_fit():
     item = item_to_dataset(ITEM.replace(patient_name="Łódź^Ola"))
     query = q(PatientName="")
     query.SpecificCharacterSet = "ISO_IR 100"
-    assert build_response(query, item).SpecificCharacterSet == "ISO_IR 192"
+    assert MwlQuery.compile(query).response(item).SpecificCharacterSet == "ISO_IR 192"
     ascii_item = item_to_dataset(ITEM.replace(patient_name="Smith^Ann"))
-    assert "SpecificCharacterSet" not in build_response(q(PatientName=""), ascii_item)
+    assert "SpecificCharacterSet" not in MwlQuery.compile(q(PatientName="")).response(ascii_item)
 
 
 def test_response_shape_keys_what_the_response_depends_on():
-    base = response_shape(q(PatientName="", ScheduledStationAETitle="DXA1"))
+    base = MwlQuery.compile(q(PatientName="", ScheduledStationAETitle="DXA1")).shape
     # other matching values, same requested keys: the same response
-    assert response_shape(q(PatientName="Mü*", ScheduledStationAETitle="DXA2")) == base
-    assert response_shape(q(PatientName="", PatientID="", ScheduledStationAETitle="DXA1")) != base
-    assert response_shape(q(PatientName="", Modality="BMD")) != base  # another key in the item
+    assert MwlQuery.compile(q(PatientName="Mü*", ScheduledStationAETitle="DXA2")).shape == base
+    assert MwlQuery.compile(q(PatientName="", PatientID="", ScheduledStationAETitle="DXA1")).shape != base
+    assert MwlQuery.compile(q(PatientName="", Modality="BMD")).shape != base  # another key in the item
     latin1 = q(PatientName="", ScheduledStationAETitle="DXA1")
     latin1.SpecificCharacterSet = "ISO_IR 100"
-    assert response_shape(latin1) != base
-    assert response_shape(q(PatientName="", ScheduledStationAETitle="DXA1"), "ISO_IR 100") != base
+    assert MwlQuery.compile(latin1).shape != base
+    assert MwlQuery.compile(q(PatientName="", ScheduledStationAETitle="DXA1"), fallback_charset="ISO_IR 100").shape != base
     whole = q(PatientName="")
     whole.ScheduledProcedureStepSequence = []  # the whole item asked for
-    assert response_shape(whole) != response_shape(q(PatientName="", Modality=""))
+    assert MwlQuery.compile(whole).shape != MwlQuery.compile(q(PatientName="", Modality="")).shape
 
 
 def test_unsupported_and_malformed_keys():
     ds = Dataset()
     ds.StudyDescription = "x"
     with pytest.raises(QueryError) as err:
-        check_query(ds)
+        MwlQuery.compile(ds)
     assert err.value.tag == 0x00081030
-    check_query(ds, allow_unknown=True)
+    MwlQuery.compile(ds, allow_unknown=True)
     with pytest.raises(QueryError):
-        check_query(q(ScheduledProcedureStepStartDate="2026-11-24"))
+        MwlQuery.compile(q(ScheduledProcedureStepStartDate="2026-11-24"))
     with pytest.raises(QueryError):
-        check_query(q(ScheduledProcedureStepStartTime="25xx"))
+        MwlQuery.compile(q(ScheduledProcedureStepStartTime="25xx"))
 
 
 def test_index_filter_takes_exact_and_prefix_only():
-    flt = index_filter(q(ScheduledStationAETitle="DXA1", ScheduledProcedureStepStartDate="20261124", Modality="BMD", PatientName="Mül*"))
+    flt = MwlQuery.compile(q(ScheduledStationAETitle="DXA1", ScheduledProcedureStepStartDate="20261124", Modality="BMD", PatientName="Mül*")).index_filter
     assert (flt.station_ae, flt.date_from, flt.date_to, flt.modality) == ("DXA1", "20261124", "20261124", "BMD")
     assert flt.name_prefix == "MÜL"
-    flt = index_filter(q(ScheduledStationAETitle="DXA*", ScheduledProcedureStepStartDate="20261120-20261124"))
+    flt = MwlQuery.compile(q(ScheduledStationAETitle="DXA*", ScheduledProcedureStepStartDate="20261120-20261124")).index_filter
     assert flt.station_ae is None and (flt.date_from, flt.date_to) == ("20261120", "20261124")
     assert flt.statuses == ("SCHEDULED", "IN PROGRESS")
 
@@ -197,38 +197,38 @@ def test_a_sequence_of_universal_keys_matches_absent_empty_and_present(paths):
     with codes in both must match too.
     """
     query = _nested(*paths)
-    assert matches(query, CANDIDATE)
+    assert MwlQuery.compile(query).matches(CANDIDATE)
     coded = item_to_dataset(ITEM.replace(requested_procedure_code=Code("77079", "C4", "DXA axial")))
     protocol = Dataset()
     protocol.CodeValue, protocol.CodingSchemeDesignator, protocol.CodeMeaning = "P1", "99GW", "Spine and hip"
     coded.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence = [protocol]
-    assert matches(query, coded)
+    assert MwlQuery.compile(query).matches(coded)
     del coded.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence
     del coded.RequestedProcedureCodeSequence
-    assert matches(query, coded)
+    assert MwlQuery.compile(query).matches(coded)
 
 
 def test_a_sequence_key_with_a_value_needs_a_matching_item():
     """PS3.4 C.2.2.2.6: a non-universal key inside the item must match one item of the candidate's sequence."""
     query = _nested("RequestedProcedureCodeSequence[0].CodeValue=77079")
-    assert not matches(query, CANDIDATE)  # empty sequence
+    assert not MwlQuery.compile(query).matches(CANDIDATE)  # empty sequence
     coded = item_to_dataset(ITEM.replace(requested_procedure_code=Code("77079", "C4", "DXA axial")))
-    assert matches(query, coded)
-    assert not matches(_nested("RequestedProcedureCodeSequence[0].CodeValue=77080"), coded)
-    assert matches(_nested("RequestedProcedureCodeSequence[0].CodeValue=7707*"), coded)
+    assert MwlQuery.compile(query).matches(coded)
+    assert not MwlQuery.compile(_nested("RequestedProcedureCodeSequence[0].CodeValue=77080")).matches(coded)
+    assert MwlQuery.compile(_nested("RequestedProcedureCodeSequence[0].CodeValue=7707*")).matches(coded)
     del coded.RequestedProcedureCodeSequence
-    assert not matches(query, coded)
+    assert not MwlQuery.compile(query).matches(coded)
 
 
 def test_the_response_carries_the_universal_sequence_empty_or_with_its_items():
     """K.6.1.2: the response has the sequence as the item has it, projected to the requested keys."""
     query = _nested(PROTOCOL_CODE, "RequestedProcedureCodeSequence[0].CodeValue")
-    rsp = build_response(query, CANDIDATE)
+    rsp = MwlQuery.compile(query).response(CANDIDATE)
     assert len(rsp.ScheduledProcedureStepSequence) == 1
     assert len(rsp.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence) == 0
     assert len(rsp.RequestedProcedureCodeSequence) == 0
     coded = item_to_dataset(ITEM.replace(requested_procedure_code=Code("77079", "C4", "DXA axial")))
-    rsp = build_response(query, coded)
+    rsp = MwlQuery.compile(query).response(coded)
     assert [(e.keyword, e.value) for e in rsp.RequestedProcedureCodeSequence[0]] == [("CodeValue", "77079")]
 
 
@@ -274,7 +274,7 @@ def test_patient_medical_and_other_iod_attributes_round_trip():
     assert out_sps.ScheduledProtocolCodeSequence[0].CodeMeaning == "Spine and hip"
     # and the MWL returns them when asked
     query = _nested("Allergies", "MedicalAlerts", "ScheduledProcedureStepSequence[0].RequestedContrastAgent", PROTOCOL_CODE)
-    rsp = build_response(query, out)
+    rsp = MwlQuery.compile(query).response(out)
     assert list(rsp.MedicalAlerts) == ["Pacemaker", "Hip prosthesis left"]
     assert rsp.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence[0].CodeValue == "P1"
 

@@ -1,8 +1,8 @@
-"""gateway.dicom.transport.pdv_items: P-DATA-TF bodies split without copies (PS3.8 9.3.5.1)."""
+"""dicomext.transport.pdv_items: P-DATA-TF bodies split without copies (PS3.8 9.3.5.1)."""
 
 from __future__ import annotations
 
-from gateway.dicom.transport import ReceivedPData, pdv_items
+from dicomext.transport import ReceivedPData, pdv_items
 
 
 def item(context_id: int, value: bytes) -> bytes:

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.config import ConfigError, load_config
 from gateway.outbox import backoff
-from routes.hl7_mllp import read_msa
+from hl7v2.ack import read_msa
 from routes.rules import RoutedObject, compile_routes, destinations_for
 
 

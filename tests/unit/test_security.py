@@ -127,7 +127,13 @@ ROWS = [
     ({"event": "dicom.query", "actor": "DXA1@10.0.0.2", "detail": {"sop_class": "1.2.840.10008.5.1.4.31", "transfer_syntax": "1.2.840.10008.1.2.1", "query": "CAAQAA=="}}, {("110112", "0")}),
     ({"event": "dicom.association_refused", "actor": "X@10.0.0.3", "detail": {"called_ae": "NOPE", "reason": "called AE title is not ours"}}, {("110113", "4")}),
     ({"event": "hl7.sender_refused", "actor": "EVIL^X@10.0.0.4:5000", "detail": {"reason": "not allowed", "type": "ADT^A40"}}, {("110113", "4")}),
+    ({"event": "outbox.delivered", "actor": "pacs", "detail": {"destination": "pacs", "kind": "report-pdf", "ref_table": "reports", "ref_id": 9, "patient_id": "P1"}}, {("110106", "0")}),
+    # the workbench read an exam's images, trend or PDF: Patient Record, action R (PS3.15 A.5.3.9)
+    ({"event": "exam.read", "actor": "dr-a", "detail": {"exam": 3, "patient_id": "P1", "what": "report.pdf"}}, {("110110", "0")}),
     ({"event": "exam.create", "actor": "gateway", "detail": {}}, set()),
+    ({"event": "workbench.exam", "actor": "dr-a", "detail": {"exam": 3, "patient_id": "P1"}}, {("110110", "0")}),
+    ({"event": "workbench.queue", "actor": "dr-a", "detail": {"exams": [3, 4], "patient_ids": ["P1", "P2"]}}, {("110110", "0")}),
+    ({"event": "workbench.today", "actor": "rad", "detail": {"date": "20261203", "exams": [], "patient_ids": []}}, set()),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The store contract on both databases (issue 17): the same calls give the same answers
+"""The store contract on both databases (README "Several replicas on PostgreSQL"): the same calls give the same answers
 on SQLite and on PostgreSQL; on PostgreSQL several replicas share the outbox."""
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def test_mpps_moves_its_scheduled_step_and_queues_the_status(store):
 
 
 def test_the_outbox_keeps_study_order_and_a_dead_letter_holds_nothing_back(store):
-    """DESIGN.md rule 2: per destination, a study's rows go in order (the next waits
+    """docs/architecture.md rule 2: per destination, a study's rows go in order (the next waits
     while an earlier one is pending or in flight); a dead letter does not block."""
     a1 = store.add_instance(_record("1.1", "S.A"), supersede=False, destinations=("pacs",))
     a2 = store.add_instance(_record("1.2", "S.A"), supersede=False, destinations=("pacs",))
@@ -122,7 +122,7 @@ def test_the_outbox_keeps_study_order_and_a_dead_letter_holds_nothing_back(store
 
 
 def test_resume_in_flight_after_a_restart(open_test_store):
-    """DESIGN.md rule 1: a row in flight when the process died is sent again.  One
+    """docs/architecture.md rule 1: a row in flight when the process died is sent again.  One
     process (SQLite): every row in flight; a replica (PostgreSQL): the rows leased to
     its own replica id, at once, and no other replica's."""
     kw = {"replica_id": "gw-a"} if open_test_store.backend == "postgresql" else {}
@@ -139,7 +139,7 @@ def test_resume_in_flight_after_a_restart(open_test_store):
 
 
 def test_replicas_never_claim_the_same_row(open_pg_store):
-    """Issue 17: N replicas on one database deliver the outbox with no double delivery:
+    """README "Several replicas on PostgreSQL": N replicas on one database deliver the outbox with no double delivery:
     claims are FOR UPDATE SKIP LOCKED, and per-study order holds across replicas."""
     replicas = [open_pg_store(replica_id=f"gw-{n}") for n in range(3)]
     studies = 12
@@ -176,7 +176,7 @@ def test_replicas_never_claim_the_same_row(open_pg_store):
 
 
 def test_a_dead_replicas_lease_runs_out_and_another_replica_resumes(open_pg_store):
-    """Issue 17: a replica killed mid-delivery leaves nothing stuck: its lease runs out
+    """README "Several replicas on PostgreSQL": a replica killed mid-delivery leaves nothing stuck: its lease runs out
     and another replica claims the row; a live lease is never taken, and the first
     replica can no longer record the row (its lease is lost)."""
     a = open_pg_store(replica_id="gw-a", lease_seconds=30)

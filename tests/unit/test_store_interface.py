@@ -1,4 +1,4 @@
-"""The Store protocol is the store's complete interface (issue 17): every method the
+"""The Store protocol is the store's complete interface : every method the
 daemon calls is declared by an aggregate's protocol, and both databases implement each."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The priors tables of the store (issue 18), on both databases: records, audit, backfill runs, A40 merge."""
+"""The priors tables of the store (README "Priors from the PACS"), on both databases: records, audit, backfill runs, A40 merge."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ def _record(uid: str, kind: str = "sr") -> InstanceRecord:
 
 
 def test_settling_exam_keeps_the_radiographer_context_and_its_release_stores_the_payload(store):
-    """DESIGN.md rule 9 (what was signed is what is sent) with the settle window
+    """docs/architecture.md rule 9 (what was signed is what is sent) with the settle window
     (reports.settle_seconds): a context given while the exam is settling is read
     back with it, and a release at the end of the window stores its rendered
     payload with its sha256 in the same commit as the version."""

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import struct
 
-from pynetdicom import dimse_messages
 from pynetdicom.dsutils import encode as pydicom_encode
 
-from gateway.dicom import mirrors_pynetdicom
+from dicomext.guard import Mirror, Patch, Replacement
 
 _STRINGS = {"UI": b"\x00", "AE": b" ", "LO": b" ", "SH": b" ", "CS": b" "}
 _HEADER = struct.Struct("<HHI")
@@ -59,10 +58,19 @@ def encode_command_set(ds, is_implicit_vr: bool, is_little_endian: bool, deflate
     return pydicom_encode(ds, is_implicit_vr, is_little_endian, deflated)
 
 
-def install() -> bool:
-    """Use :func:`encode_command_set` for pynetdicom's command sets in this process."""
-    if not mirrors_pynetdicom("command_set"):
-        return False
-    # dimse_messages calls encode() only on command sets (encode_msg, _set_command_group_length)
-    dimse_messages.encode = encode_command_set
-    return True
+REPLACEMENT = Replacement(
+    name="command_set",
+    summary="DIMSE command sets packed with struct instead of pydicom's writer (same bytes)",
+    mirrors=(
+        Mirror("pynetdicom.dimse_messages:DIMSEMessage.encode_msg", "73000c902c52832dab302ddb3bc274ea93d205a810a197225dd87d4c1212ba57"),
+        Mirror("pynetdicom.dimse_messages:DIMSEMessage._set_command_group_length", "c3057c97344d5db3dc7a084ca5520ff7e04bbc8a07f3738295362c97718e3085"),
+    ),
+    # dimse_messages calls encode() only on command sets: those two read it
+    patches=(
+        Patch(
+            "pynetdicom.dimse_messages:encode",
+            encode_command_set,
+            users=("DIMSEMessage.encode_msg", "DIMSEMessage._set_command_group_length"),
+        ),
+    ),
+)

@@ -1,9 +1,9 @@
-"""How the daemon reads from DICOM sockets (replacements for two pynetdicom methods).
+"""How DICOM sockets are read (replacements for two pynetdicom methods).
 
 pynetdicom's ``AssociationSocket.recv`` reads a PDU 4 KiB at a time into a
 growing bytearray, and trusts the PDU length the peer declares (up to
-4 GiB) without comparing it with the maximum we negotiated (DESIGN.md,
-known pitfalls).  The replacement reads into one buffer of the declared
+4 GiB) without comparing it with the maximum we negotiated (docs/architecture.md,
+"Pitfalls the code guards against").  The replacement reads into one buffer of the declared
 size with ``recv_into`` (a few syscalls per PDU instead of one per 4 KiB),
 and refuses a declared length over the limit: the connection is closed,
 which pynetdicom treats as a lost peer (the association is aborted, a
@@ -39,17 +39,39 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
-from gateway.dicom import mirrors_pynetdicom
-from gateway.logs import fields
+from dicomext.guard import Mirror, Patch, Replacement, upstream
 
-log = logging.getLogger("gateway.dicom")
+log = logging.getLogger("dicomext")
 LOGGER = logging.getLogger("pynetdicom.dul")
 
 PDU_HEADER = 6  # PS3.8 9.3.1: type, reserved, 4-byte length
 _limit = 64 * 1024 * 1024
 # Attribute of an AssociationSocket: time.monotonic() by which an acceptor's
-# association must be established (set by the server on connect).
+# association must be established (set_setup_deadline(), on connect).
 SETUP_DEADLINE = "dxagw_setup_deadline"
+
+
+def fields(**kw: object) -> dict:
+    return {"fields": kw}
+
+
+def set_limit(maximum_pdu_size: int) -> None:
+    """Refuse PDUs declaring more than ``maximum_pdu_size`` (plus slack for its items)."""
+    global _limit
+    # What we accept: our negotiated maximum (0 means none in PS3.8) plus slack
+    # for the PDU's own items; never more than 64 MiB at once.
+    _limit = min(maximum_pdu_size + 1024, 64 * 1024 * 1024) if maximum_pdu_size else 64 * 1024 * 1024
+
+
+def set_setup_deadline(assoc, deadline: float, artim_timeout: float | None = None) -> None:
+    """The whole A-ASSOCIATE-RQ of acceptor ``assoc`` must arrive by ``deadline`` (time.monotonic()).
+
+    ``artim_timeout``, if given, is the ARTIM timer's (PS3.8 9.1.5), which
+    pynetdicom sets to the ACSE timeout.
+    """
+    if artim_timeout is not None:
+        assoc.dul.artim_timer.timeout = artim_timeout
+    setattr(assoc.dul.socket, SETUP_DEADLINE, deadline)
 
 
 def _shut(sock: socket.socket) -> None:
@@ -114,7 +136,7 @@ def _peer(sock: socket.socket) -> str:
 
 P_DATA_TF = 0x04
 _PDU_TYPES = (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07)  # PS3.8 Table 9-11
-_pynetdicom_read_pdu_data = DULServiceProvider._read_pdu_data
+_pynetdicom_read_pdu_data = upstream("pynetdicom.dul:DULServiceProvider._read_pdu_data")
 
 
 class ReceivedPData:
@@ -196,12 +218,20 @@ def _read_pdu_data(self: DULServiceProvider) -> None:
     self._recv_pdu.put(ReceivedPData(items))
 
 
-def install(maximum_pdu_size: int) -> None:
-    """Use :func:`_recv` and :func:`_read_pdu_data` for every association of this process."""
-    global _limit
-    # What we accept: our negotiated maximum (0 means none in PS3.8) plus slack
-    # for the PDU's own items; never more than 64 MiB at once.
-    _limit = min(maximum_pdu_size + 1024, 64 * 1024 * 1024) if maximum_pdu_size else 64 * 1024 * 1024
-    AssociationSocket.recv = _recv  # the size guard, whatever the version
-    if mirrors_pynetdicom("read_pdu_data"):
-        DULServiceProvider._read_pdu_data = _read_pdu_data
+PDU_SIZE_GUARD = Replacement(
+    name="pdu_size_guard",
+    summary="one recv_into per PDU, a declared length over our maximum refused, reads bounded in time",
+    mirrors=(Mirror("pynetdicom.transport:AssociationSocket.recv", "6bc20a33b1b7cfe76d4ad4407ca242563bc6206fde4b4e1cf7a2fbb1f11d621d"),),
+    patches=(Patch("pynetdicom.transport:AssociationSocket.recv", _recv),),
+    protects=True,
+)
+
+PDATA_READ = Replacement(
+    name="pdata_read",
+    summary="a P-DATA-TF PDU read into one buffer and handed on as memoryviews",
+    mirrors=(
+        Mirror("pynetdicom.dul:DULServiceProvider._read_pdu_data", "19f2d4e38c13c83586365d93dd5cd96a0c7c665cb37251054b3e1f246e9f431b"),
+        Mirror("pynetdicom.pdu_primitives:P_DATA", "19c1aa5d5ee978f7dd12a111d1f43ad4eeaa31c95851211aab78ebddd1240c6e"),  # ReceivedPData sets its value list
+    ),
+    patches=(Patch("pynetdicom.dul:DULServiceProvider._read_pdu_data", _read_pdu_data),),
+)

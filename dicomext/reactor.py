@@ -14,7 +14,8 @@ put on the queues they read (wrapped per instance) and by kill/stop; for
 the ARTIM and network idle timers they wake when the running timer is due,
 and at least every :data:`IDLE_WAIT` seconds.  (Waking every 10 ms instead
 cost 2% of a core per idle association on a 2-core VM.)
-Installed only on the pynetdicom versions whose reactors they mirror.
+Applied only where pynetdicom's reactors are the code these mirror
+(:data:`REPLACEMENT`); docs/pynetdicom-upstream.md proposes them upstream.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 
-from gateway.dicom import mirrors_pynetdicom
+from dicomext.guard import Mirror, Patch, Replacement
 
 LOGGER = logging.getLogger("pynetdicom.dul")
 
@@ -230,7 +231,7 @@ def assoc_run_reactor(self: Association) -> None:
         context_id, msg = self.dimse.get_msg(block=False)
         idle = msg is None
         if msg:
-            self._dxagw_serving = True  # read by DicomServer.stop: work in flight
+            self._dxagw_serving = True  # read by is_serving(): work in flight
             try:
                 self._serve_request(msg, context_id)
             finally:
@@ -274,12 +275,25 @@ def assoc_run_reactor(self: Association) -> None:
             return
 
 
-def install() -> bool:
-    """Use the event-driven reactors in this process; False if this pynetdicom is not one they mirror."""
-    if not mirrors_pynetdicom("reactors"):
-        return False
-    DULServiceProvider.run_reactor = dul_run_reactor
-    DULServiceProvider.kill_dul = dul_kill
-    DULServiceProvider.stop_dul = dul_stop
-    Association._run_reactor = assoc_run_reactor
-    return True
+def is_serving(assoc: Association) -> bool:
+    """True while this reactor is serving a request of ``assoc`` (its handler runs)."""
+    return bool(getattr(assoc, "_dxagw_serving", False))
+
+
+REPLACEMENT = Replacement(
+    name="reactors",
+    summary="DUL and association threads wait on the socket, a wake pipe and an Event instead of polling every 1 ms",
+    mirrors=(
+        Mirror("pynetdicom.dul:DULServiceProvider.run_reactor", "e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da8967559b9e2803"),
+        Mirror("pynetdicom.dul:DULServiceProvider.kill_dul", "5ceccf8dd01c2072c377d18bb1be284941a345bd40f03bd1e03a864ab0817842"),
+        Mirror("pynetdicom.dul:DULServiceProvider.stop_dul", "28a7e0be126e7b306369cc1b131daec8e907d21d0f5692930133b6599b8c6e5f"),
+        Mirror("pynetdicom.association:Association._run_reactor", "f28838c5559e462a563750cfc9f3790027f4bb7e2223baf42c9f5d682c359dee"),
+        Mirror("pynetdicom.timer:Timer", "77ddae7423f544b16c3ffbb691735b40f3b44bd95113f3b67ef92e5ebaa5ca5e"),  # _until() reads its start and end times
+    ),
+    patches=(
+        Patch("pynetdicom.dul:DULServiceProvider.run_reactor", dul_run_reactor),
+        Patch("pynetdicom.dul:DULServiceProvider.kill_dul", dul_kill),
+        Patch("pynetdicom.dul:DULServiceProvider.stop_dul", dul_stop),
+        Patch("pynetdicom.association:Association._run_reactor", assoc_run_reactor),
+    ),
+)
