@@ -60,6 +60,11 @@ class OutboxStore:
     replica_id: str = "local"
     lease_seconds: float | None = None
     _CLAIM_LOCK = ""
+    #: no earlier row of the same study for the destination is pending or in flight
+    _NONE_BEFORE = (
+        "NOT EXISTS (SELECT 1 FROM outbox p WHERE p.destination = o.destination"
+        " AND p.order_key = o.order_key AND p.id < o.id AND p.state IN ('pending', 'in_flight'))"
+    )
 
     def claim_outbox(self, destination: str, now: str, limit: int = 1) -> list[OutboxRow]:
         """Claim due rows for delivery (state in_flight, leased to this replica).
@@ -79,9 +84,7 @@ class OutboxStore:
             until = None
         with self._transaction() as conn:
             rows = conn.execute(
-                f"SELECT {self._OUTBOX_COLUMNS} FROM outbox o WHERE o.destination = ? AND {due}"
-                " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.destination = o.destination"
-                " AND p.order_key = o.order_key AND p.id < o.id AND p.state IN ('pending', 'in_flight'))"
+                f"SELECT {self._OUTBOX_COLUMNS} FROM outbox o WHERE o.destination = ? AND {due} AND {self._NONE_BEFORE}"
                 f" ORDER BY o.id LIMIT ?{self._CLAIM_LOCK}",
                 (*args, limit),
             ).fetchall()

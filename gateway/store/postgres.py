@@ -53,6 +53,13 @@ class PostgresStore(Aggregates):
     """The shared store (``storage.database``)."""
 
     _CLAIM_LOCK = " FOR UPDATE OF o SKIP LOCKED"
+    # The same rule as a probe of index outbox_order (ordered, LIMIT 1): without
+    # statistics yet (a new database) PostgreSQL planned the NOT EXISTS as a
+    # scan of every pending row per row, 280 ms a claim at 1,600 rows.
+    _NONE_BEFORE = (
+        "(SELECT p.id FROM outbox p WHERE p.destination = o.destination AND p.order_key = o.order_key AND p.id < o.id"
+        " AND p.state IN ('pending', 'in_flight') ORDER BY p.destination, p.order_key, p.id LIMIT 1) IS NULL"
+    )
     _REFERRED_AT = "(convert_from(item, 'UTF8')::jsonb ->> 'referred_at')"
 
     def __init__(self, url: str, *, replica_id: str | None = None, lease_seconds: float | None = None, pool_size: int = POOL_SIZE) -> None:
@@ -133,6 +140,7 @@ class PostgresStore(Aggregates):
                 for number, script in enumerate(scripts[version:], start=version + 1):
                     conn.execute(script)
                     conn.execute("UPDATE schema_version SET version = %s", (number,))
+            conn.execute("ANALYZE outbox, worklist_items, instances")  # fresh statistics for the planner (it samples)
 
     @property
     def schema_version(self) -> int:
