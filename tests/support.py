@@ -16,7 +16,8 @@ Extra identities for a test: ``start_daemon(tmp, {"security": {"tokens":
 The store: SQLite in the daemon's folder, unless ``DXA_TEST_DATABASE_URL``
 names a PostgreSQL server (``postgresql://user@host:port/postgres``): then each
 daemon folder gets a fresh database there (``storage.database``), kept for a
-daemon restarted on the same folder.  tests/postgres.py starts a throwaway
+daemon restarted on the same folder, which is the same replica
+(``storage.replica_id``: the folder's name).  tests/postgres.py starts a throwaway
 server; the modules in tests/integration/postgresql/ run again on it.
 """
 
@@ -155,6 +156,9 @@ def start_daemon(tmp: Path, overrides: dict | None = None, *, test_token: bool =
             config[section] = values
     if os.environ.get(DATABASE_ENV) and "database" not in config["storage"]:
         config["storage"]["database"] = folder_database(tmp, os.environ[DATABASE_ENV])
+        # A daemon restarted on its folder is the same replica: it resumes its own
+        # rows in flight at once instead of waiting for their leases to run out.
+        config["storage"].setdefault("replica_id", tmp.name)
     if test_token:
         security = config.setdefault("security", {})
         security["tokens"] = [TEST_IDENTITY, *security.get("tokens", [])]
