@@ -12,7 +12,10 @@ psycopg 3 connection pool; what differs is here:
   step) holds a transaction-scoped advisory lock, as SQLite's one writer does;
 - the outbox is claimed ``FOR UPDATE SKIP LOCKED`` with a lease
   (gateway/store/outbox.py): a replica killed mid-delivery leaves rows whose
-  lease runs out and another replica takes them; per-study order holds.
+  lease runs out and another replica takes them; per-study order holds;
+- ``exclusive(name)`` (a session advisory lock) serialises work that spans
+  several calls across replicas: a study's result reading and drafting
+  (gateway/exams.py), the ATNA forwarder's shared cursor (gateway/audit_atna.py).
 """
 
 from __future__ import annotations
