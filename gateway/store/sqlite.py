@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 from gateway.store.aggregates import Aggregates
-from gateway.store.db import lock_key
 from gateway.store.migrations import MIGRATIONS
 from gateway.store.records import StoreError
 from mappings.worklist import ACTIVE_STATUSES
@@ -50,7 +49,8 @@ class SqliteStore(Aggregates):
         self._group_leader = False
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._closed = False
-        self._named_locks = [threading.Lock() for _ in range(64)]  # exclusive(), striped
+        self._named_mutex = threading.Lock()
+        self._named: dict[str, list] = {}  # exclusive(): name -> [lock, holders and waiters]
         self._writer = self._connect()
         self._migrate()
 
@@ -195,9 +195,21 @@ class SqliteStore(Aggregates):
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
-        """Work under ``name`` across several calls, one thread at a time (one process)."""
-        with self._named_locks[lock_key(name) % len(self._named_locks)]:
-            yield
+        """Work under ``name`` across several calls, one thread at a time (one process).
+
+        A lock per name, dropped when no thread holds or waits for it.
+        """
+        with self._named_mutex:
+            entry = self._named.setdefault(name, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._named_mutex:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._named[name]
 
 
 __all__ = ["SqliteStore", "ACTIVE_STATUSES"]
