@@ -10,7 +10,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.audit_atna import AuditForwarder
-from gateway.config import Config, storage_path
+from gateway.config import Config, open_configured_store, storage_path
 from gateway.data_folder import make_private
 from gateway.dicom.server import DicomServer
 from gateway.exams import ExamService
@@ -32,7 +32,6 @@ from gateway.outbox import Dispatcher
 from gateway.priors.service import PriorService
 from gateway.qa import QaCollector, QaService
 from gateway.spool import Spool
-from gateway.store import open_store
 from gateway.store.exams import RESULT_KINDS
 from mappings.hl7_orders import OrderOptions
 from routes.rules import compile_routes
@@ -67,7 +66,7 @@ class Gateway:
         self.metrics = Metrics(known_aes=known_ae_titles(config))
         data = storage_path(config)
         make_private(data)  # files 0600, folders 0700 (gateway/data_folder.py)
-        self.store = open_store(str(data))
+        self.store = open_configured_store(config)
         self.metrics.watch_worklist(self.store.count_worklist_by_status)
         self.spool = Spool(data, config.storage.min_free_bytes)
         self.metrics.watch_spool(self.store.instance_totals, self.spool.free_bytes)

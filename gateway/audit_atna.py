@@ -35,6 +35,7 @@ from mappings.atna import events_for, to_xml
 
 log = logging.getLogger("gateway.audit")
 
+AUDIT_GAP_WAIT = 10.0  # seconds a gap in the audit ids may take to fill (a transaction still committing)
 PRI = 10 * 8 + 5  # RFC 5424 6.2.1: facility 10 (security/authorization), severity 5 (notice)
 BOM = "\ufeff"  # RFC 5424 6.4: MSG as UTF-8 starts with a BOM
 
@@ -123,6 +124,7 @@ class AuditForwarder:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._gaps: dict[int, float] = {}  # audit id not seen yet -> when its gap was first seen
         self.sent = 0
         self.sender: SyslogSender | None = None
         sl = settings.syslog if settings is not None else None
@@ -202,10 +204,40 @@ class AuditForwarder:
         return {**row, "detail": {**d, "patient_id": ",".join(patients)}} if patients else row
 
     def _forward(self) -> bool:
-        """Send what is new; False when the collector could not be reached."""
+        """Send what is new; False when the collector could not be reached.
+
+        Replicas on one database (storage.database) share the cursor file in
+        the shared folder: they forward in turn, under the store's
+        ``exclusive("atna")``, so each row is sent once.
+        """
+        with self.store.exclusive("atna"):
+            return self._forward_rows()
+
+    def _contiguous(self, cursor: int, rows: list[dict]) -> list[dict]:
+        """The rows up to the first gap in the ids that may still fill.
+
+        PostgreSQL hands out ids when rows are inserted, not when they are
+        committed: a gap is a transaction still running (its row comes) or
+        one rolled back (it never does).  A gap is waited for up to
+        AUDIT_GAP_WAIT seconds, then passed.
+        """
+        out, expect = [], cursor + 1
+        for row in rows:
+            if row["id"] != expect:
+                first_seen = self._gaps.setdefault(expect, time.monotonic())
+                if time.monotonic() - first_seen < AUDIT_GAP_WAIT:
+                    break
+                self._gaps.pop(expect, None)
+            out.append(row)
+            expect = row["id"] + 1
+        for filled in [k for k in self._gaps if k < expect]:
+            del self._gaps[filled]
+        return out
+
+    def _forward_rows(self) -> bool:
         cursor = self._load_cursor()
         while not self._stop.is_set():
-            rows = self.store.audit_since(cursor, 200)
+            rows = self._contiguous(cursor, self.store.audit_since(cursor, 200))
             if not rows:
                 return True
             hostname = socket.gethostname()

@@ -25,8 +25,14 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config.logging.level)
     from gateway.app import Gateway
+    from gateway.store import StoreError
 
-    asyncio.run(Gateway(config).run())
+    try:
+        gateway = Gateway(config)
+    except StoreError as exc:  # the database is unreachable, or its schema is newer than this gateway
+        print(f"store error: {exc}", file=sys.stderr)
+        return 3
+    asyncio.run(gateway.run())
     return 0
 
 

@@ -271,8 +271,20 @@ class SecuritySettings(_Model):
 
 
 class StorageSettings(_Model):
-    path: Path = Path("./data")
+    path: Path = Path("./data")  # the spool (and, without ``database``, gateway.sqlite3); replicas share one
     min_free_bytes: int = Field(1024**3, ge=0)  # below this, C-STORE answers 0xA700
+    # postgresql://user@host/db: a PostgreSQL database several replicas share
+    # (gateway/store/postgres.py); unset: SQLite under ``path``, the embedded default
+    database: str | None = None
+    replica_id: str = ""  # names this replica's outbox leases; unset: host:pid
+    lease_seconds: float | None = Field(None, gt=0)  # an outbox claim's lease, renewed while sending; unset: 60 s
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("storage.database is a postgresql:// URL (unset: SQLite under storage.path)")
+        return value or None
 
 
 class WorklistDefaults(_Model):
@@ -586,6 +598,16 @@ def load_config(path: str | Path | None = None) -> Config:
     if problems:
         raise ConfigError("\n".join(problems))
     return config
+
+
+def open_configured_store(config: Config):
+    """The store ``storage`` names: SQLite under ``storage.path``, or ``storage.database``."""
+    from gateway.store import open_store
+
+    return open_store(
+        str(storage_path(config)), config.storage.database,
+        replica_id=config.storage.replica_id or None, lease_seconds=config.storage.lease_seconds,
+    )  # fmt: skip
 
 
 def storage_path(config: Config, base: Path | None = None) -> Path:

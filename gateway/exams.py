@@ -294,12 +294,18 @@ class ExamService:
         """Called (in the exam thread) after an SR, image or dose SR was stored,
         and at start for every object still pending."""
         try:
-            if self.store.results_state(instance_id) != "pending":
-                return  # read already (the start-up rescan and a live event met)
-            if kind == "dose":
-                self._dose(instance_id)
-            else:
-                self._results(instance_id)
+            inst = self.store.get_instance(instance_id)
+            if inst is None:
+                return
+            # Replicas on one database (storage.database) read a study's objects
+            # one at a time, as this one thread does here.
+            with self.store.exclusive(f"study:{inst.record.study_uid}"):
+                if self.store.results_state(instance_id) != "pending":
+                    return  # read already (the start-up rescan and a live event met, or another replica)
+                if kind == "dose":
+                    self._dose(instance_id)
+                else:
+                    self._results(instance_id)
         except Exception:
             log.exception("exam.error", extra=fields(instance=instance_id))
 
@@ -327,15 +333,21 @@ class ExamService:
         try:
             now = self._now()
             for row in self.store.settling_exams():
-                due = datetime.fromisoformat(row.settle_until) if row.settle_until else now
-                # a window shortened in the config since applies at once
-                due = min(due, datetime.fromisoformat(row.updated_at) + timedelta(seconds=self.settings.settle_seconds))
+                due = self._due(row, now)
                 if due > now:
                     self._schedule(due)
                     break
-                self._draft(row)
+                with self.store.exclusive(f"study:{row.study_uid}"):
+                    fresh = self.store.get_exam(row.id)  # another replica may have drafted it, or an object re-opened the window
+                    if fresh is not None and fresh.state == "settling" and self._due(fresh, now) <= now:
+                        self._draft(fresh)
         except Exception:
             log.exception("exam.error", extra=fields(step="draft"))
+
+    def _due(self, row: ExamRow, now: datetime) -> datetime:
+        """When a settling exam's window is over (a window shortened in the config since applies at once)."""
+        due = datetime.fromisoformat(row.settle_until) if row.settle_until else now
+        return min(due, datetime.fromisoformat(row.updated_at) + timedelta(seconds=self.settings.settle_seconds))
 
     def _with_dose(self, exam: BmdExam, study_uid: str) -> BmdExam:
         # The RDSR is the dose record (IR(ME)R): it replaces a dose from the

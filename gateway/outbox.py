@@ -150,9 +150,32 @@ class Dispatcher:
             finally:
                 self._busy.discard(work)
 
+    async def _keep_lease(self, name: str, row: OutboxRow) -> None:
+        """Renew the row's lease while it is being sent (replicas on PostgreSQL:
+        gateway/store/outbox.py); a replica that dies stops renewing, and
+        another takes the row when the lease runs out."""
+        lease = getattr(self.store, "lease_seconds", None)
+        if lease is None:
+            return
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                if not await self._db(self.store.renew_outbox_lease, row.id):
+                    log.warning("outbox.lease_lost", extra=fields(destination=name, outbox=row.id))
+                    return
+            except Exception:
+                log.exception("outbox.lease_error", extra=fields(destination=name, outbox=row.id))
+
     async def _deliver(self, name: str, dest: Destination, sender: Sender, row: OutboxRow) -> None:
         started = time.perf_counter()
         self.metrics.outbox_attempts.labels(name).inc()
+        lease = asyncio.ensure_future(self._keep_lease(name, row))
+        try:
+            await self._attempt(name, dest, sender, row, started)
+        finally:
+            lease.cancel()
+
+    async def _attempt(self, name: str, dest: Destination, sender: Sender, row: OutboxRow, started: float) -> None:
         try:
             delivery = await self._delivery(row, dest)
             await asyncio.wait_for(sender.send(delivery), dest.ack_timeout * 2 + 5)
@@ -177,7 +200,8 @@ class Dispatcher:
                 await self._db(self.store.finish_outbox, row.id, state="pending", error=error.reason, next_attempt_at=due)
                 log.info("outbox.retry_later", extra=fields(destination=name, outbox=row.id, attempts=attempts, delay=round(delay, 2), reason=error.reason))
             return
-        await self._db(self.store.finish_outbox, row.id, state="done")
+        if not await self._db(self.store.finish_outbox, row.id, state="done"):  # another replica took it over
+            log.warning("outbox.lease_lost", extra=fields(destination=name, outbox=row.id))
         self.metrics.outbox_latency.labels(name).observe(time.perf_counter() - started)
         log.info("outbox.delivered", extra=fields(destination=name, outbox=row.id, kind=row.kind, attempts=row.attempts + 1))
 

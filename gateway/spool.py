@@ -10,6 +10,7 @@ copy gets its own name.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -46,12 +47,29 @@ class Spool:
         return self.free_bytes() >= self.min_free_bytes
 
     def clean_incoming(self) -> int:
-        """Remove partial receptions left by a crash or a vanished peer."""
+        """Remove partial receptions left by a crash or a vanished peer.
+
+        A reception holds an exclusive lock on its file while it is written
+        (:class:`IncomingFile`); a file whose lock can be taken has no writer
+        left.  Replicas sharing the spool folder (storage.database) thus
+        leave each other's live receptions alone.
+        """
         removed = 0
         for path in self.incoming.iterdir():
-            if path.is_file():
-                path.unlink(missing_ok=True)
-                removed += 1
+            if not path.is_file():
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # another replica removed it
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being received, by another replica
+            finally:
+                os.close(fd)  # (also releases the lock just taken)
+            path.unlink(missing_ok=True)
+            removed += 1
         return removed
 
     def _target(self, header: InstanceHeader) -> Path:
@@ -132,6 +150,7 @@ class IncomingFile:
 
     def __init__(self, folder: Path) -> None:
         fd, self.name = tempfile.mkstemp(suffix=".dcm", dir=folder)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until closed: Spool.clean_incoming leaves a live reception
         self._raw = os.fdopen(fd, "wb", buffering=0)
         self.file = self  # pynetdicom flushes ``.file``; writes are unbuffered
         self.size = 0

@@ -12,6 +12,13 @@ test identity holding every role, ``TEST_TOKEN``; send it on every call:
 (status, parsed JSON or text, response headers) without raising on 4xx/5xx.
 Extra identities for a test: ``start_daemon(tmp, {"security": {"tokens":
 [...]}})`` adds them beside the test identity (``test_token=False`` leaves it out).
+
+The store: SQLite in the daemon's folder, unless ``DXA_TEST_DATABASE_URL``
+names a PostgreSQL server (``postgresql://user@host:port/postgres``): then each
+daemon folder gets a fresh database there (``storage.database``), kept for a
+daemon restarted on the same folder, which is the same replica
+(``storage.replica_id``: the folder's name).  tests/postgres.py starts a throwaway
+server; the modules in tests/integration/postgresql/ run again on it.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ class Daemon:
     http_port: int
     ae_title: str = "DXAGW"
     token: str = ""
+    database: str = ""  # storage.database (PostgreSQL), "" for SQLite in dir/data
 
     @property
     def http(self) -> str:
@@ -114,6 +122,19 @@ def http_request(url: str, method: str = "GET", body: object = None, *, raw: byt
     return status, parsed, rh
 
 
+DATABASE_ENV = "DXA_TEST_DATABASE_URL"
+
+
+def folder_database(tmp: Path, server_url: str) -> str:
+    """The PostgreSQL database of a daemon folder: made on first use, then the same."""
+    from tests.postgres import fresh_database
+
+    marker = tmp / "database-url"
+    if not marker.exists():
+        marker.write_text(fresh_database(server_url))
+    return marker.read_text()
+
+
 def start_daemon(tmp: Path, overrides: dict | None = None, *, test_token: bool = True) -> Daemon:
     """Start ``dxa-gateway run`` with a config in ``tmp`` on free ports,
     with the test identity (``TEST_TOKEN``, every role) unless ``test_token=False``."""
@@ -133,6 +154,11 @@ def start_daemon(tmp: Path, overrides: dict | None = None, *, test_token: bool =
             config.setdefault(section, {}).update(values)
         else:
             config[section] = values
+    if os.environ.get(DATABASE_ENV) and "database" not in config["storage"]:
+        config["storage"]["database"] = folder_database(tmp, os.environ[DATABASE_ENV])
+        # A daemon restarted on its folder is the same replica: it resumes its own
+        # rows in flight at once instead of waiting for their leases to run out.
+        config["storage"].setdefault("replica_id", tmp.name)
     if test_token:
         security = config.setdefault("security", {})
         security["tokens"] = [TEST_IDENTITY, *security.get("tokens", [])]
@@ -147,7 +173,7 @@ def start_daemon(tmp: Path, overrides: dict | None = None, *, test_token: bool =
         stderr=subprocess.STDOUT,
         cwd=tmp,
     )
-    daemon = Daemon(proc, tmp, path, ports["dicom"], ports["hl7"], ports["http"], token=TEST_TOKEN if test_token else "")
+    daemon = Daemon(proc, tmp, path, ports["dicom"], ports["hl7"], ports["http"], token=TEST_TOKEN if test_token else "", database=config["storage"].get("database", ""))
     try:
         for port in ports.values():
             wait_port(port)
@@ -219,3 +245,27 @@ def storescu(port: int, datasets, folder: Path, *, aet: str = "DXA1", aec: str =
 
 def have_dcmtk() -> bool:
     return shutil.which(str(DCMTK / "findscu")) is not None
+
+
+class _PostgresConnection:
+    """psycopg with sqlite3's ``?`` placeholders, so a test's query reads either store."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
+
+    def execute(self, sql: str, params: tuple | list = ()):
+        return self.conn.execute(sql.replace("?", "%s"), params)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def store_connection(daemon: "Daemon"):
+    """A connection to the daemon's store (SQLite file or PostgreSQL database), read-side for tests."""
+    if daemon.database:
+        return _PostgresConnection(daemon.database)
+    import sqlite3
+
+    return sqlite3.connect(daemon.dir / "data" / "gateway.sqlite3", timeout=5)

@@ -30,11 +30,10 @@ from pydicom import dcmread
 from pynetdicom import AE, _config
 from tqdm import tqdm
 
-from gateway.config import Config, storage_path
+from gateway.config import Config, open_configured_store, storage_path
 from gateway.priors.service import PriorService
 from gateway.priors.sources import SourceDown, StudyQuery
 from gateway.spool import Spool
-from gateway.store import open_store
 from mappings.priors import query_windows
 
 
@@ -103,7 +102,7 @@ def run_backfill(config: Config, since: str, patients_file: Path | None = None, 
     if not config.priors.sources:
         raise SystemExit("priors backfill needs priors.sources")
     data = storage_path(config)
-    store = open_store(str(data))
+    store = open_configured_store(config)
     service = PriorService(config, store, Spool(data, 0), notify=lambda kind, row: None, on_done=lambda exam_id: None)
     source = service.sources[0]  # the first source: the backfill walks one PACS
     forwarder = None

@@ -1,7 +1,8 @@
-"""The exams part of the SQLite store: BMD results, reports, study doses.
+"""The exams aggregate of the store: BMD results, reports, study doses.
 
-A mixin of :class:`~gateway.store.sqlite.SqliteStore`; it uses that class's
-``_transaction``, ``_query``, ``_query_one``, ``_enqueue`` and ``_audit``.
+A mixin over the database contract of gateway/store/db.py (SQLite or
+PostgreSQL); it uses ``_transaction``, ``_query``, ``_query_one``, and the
+outbox's ``_enqueue`` and the audit's ``_audit``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 import orjson
 
@@ -107,6 +108,37 @@ def _exam_row(row: tuple) -> ExamRow:
     values[10] = orjson.loads(values[10]) if values[10] else None
     values[18] = orjson.loads(values[18]) if values[18] else None  # context
     return ExamRow(*values)
+
+
+class ExamsAggregate(Protocol):
+    """BMD exams, study doses, report versions and their payloads, the clinical context."""
+
+    def add_exam(self, *, instance_id: int, sop_instance_uid: str, study_uid: str, patient_id: str, accession: str, exam_date: str, state: str, reason: str=..., exam: dict | None=..., analysis: dict | None=..., report_status: str=..., report_text: str=..., release: tuple[str, tuple[str, ...]] | None=..., render: Renderer | None=...) -> int: ...  # fmt: skip
+    def release_report(self, exam_id: int, *, status: str, text: str, reporter: str, destinations: tuple[str, ...], render: Renderer | None=...) -> int: ...  # fmt: skip
+    def get_exam(self, exam_id: int) -> ExamRow | None: ...  # fmt: skip
+    def list_exams(self, *, patient_id: str | None=..., state: str | None=..., date: str | None=..., limit: int=...) -> list[ExamRow]: ...  # fmt: skip
+    def report_queue(self, *, status: str = ..., date: str | None = ..., limit: int = ...) -> list[ExamRow]: ...  # fmt: skip
+    def previous_exam(self, patient_id: str, before: str, exclude_id: int | None=...) -> ExamRow | None: ...  # fmt: skip
+    def exam_for_study(self, study_uid: str) -> ExamRow | None: ...  # fmt: skip
+    def get_report(self, report_id: int) -> ReportRow | None: ...  # fmt: skip
+    def set_study_dose(self, study_uid: str, dose: dict) -> None: ...  # fmt: skip
+    def study_dose(self, study_uid: str) -> dict | None: ...  # fmt: skip
+    def update_exam_analysis(self, exam_id: int, *, exam: dict, analysis: dict, report_text: str) -> None: ...  # fmt: skip
+    def report_payload(self, report_id: int, destination: str) -> RenderedPayload | None: ...  # fmt: skip
+    def report_payloads(self, report_id: int) -> list[RenderedPayload]: ...  # fmt: skip
+    def latest_report_pdf(self, exam_id: int) -> tuple[ReportRow, RenderedPayload | None] | None: ...  # fmt: skip
+    def list_reports(self, exam_id: int) -> list[ReportRow]: ...  # fmt: skip
+    def set_order_context(self, worklist_item_ids: Iterable[int], context: dict) -> None: ...  # fmt: skip
+    def order_for_exam(self, study_uid: str, accession: str) -> tuple[dict | None, dict | None]: ...  # fmt: skip
+    def set_exam_context(self, exam_id: int, context: dict, *, actor: str) -> None: ...  # fmt: skip
+    def pending_results(self, after_id: int=..., limit: int=...) -> list[tuple[int, str]]: ...  # fmt: skip
+    def results_state(self, instance_id: int) -> str | None: ...  # fmt: skip
+    def set_results(self, instance_id: int, state: str, reason: str=..., exam: dict | None=...) -> None: ...  # fmt: skip
+    def study_readings(self, study_uid: str) -> list[ResultReading]: ...  # fmt: skip
+    def study_exam(self, study_uid: str) -> ExamRow | None: ...  # fmt: skip
+    def save_study_exam(self, *, reading: tuple[int, str, str, dict | None], exam_id: int | None, values: dict, release: tuple[str, tuple[str, ...]] | None=..., render: Renderer | None=...) -> int: ...  # fmt: skip
+    def draft_exam(self, exam_id: int, *, values: dict, release: tuple[str, tuple[str, ...]] | None=..., render: Renderer | None=...) -> None: ...  # fmt: skip
+    def settling_exams(self) -> list[ExamRow]: ...  # fmt: skip
 
 
 class ExamStore:

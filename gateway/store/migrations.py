@@ -1,7 +1,8 @@
 """The versioned schema: migration N takes the database from N-1 to N.
 
-``PRAGMA user_version`` holds the version.  Append new migrations; never edit
-one that has shipped.
+``PRAGMA user_version`` holds the version (SQLite).  Append new migrations;
+never edit one that has shipped.  PostgreSQL runs the same numbers
+(gateway/store/pg_migrations.py translates each, or takes its own script).
 """
 
 MIGRATIONS: list[str] = [
@@ -190,8 +191,8 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE exams ADD COLUMN context BLOB;  -- ClinicalContext from the radiographer (PUT /api/exams/{id}/context)
     """,
-    # 6: the durable hand-off to the result reader (issue 11 item 7) and one
-    #    exam per study with a settle window (issue 12 item 3)
+    # 6: the durable hand-off to the result reader and one exam per study
+    #    with a settle window (README "BMD results and reports")
     """
     ALTER TABLE instances ADD COLUMN results_state TEXT NOT NULL DEFAULT '';
         -- '' not a result carrier; pending (set with the index row, before the ack);
@@ -201,7 +202,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX inst_results_pending ON instances (results_state) WHERE results_state = 'pending';
     ALTER TABLE exams ADD COLUMN settle_until TEXT;  -- state settling: draft the report after this
     """,
-    # 7: priors from the PACS (issue 18): the studies asked for (a C-STORE of
+    # 7: priors from the PACS (README "Priors from the PACS"): the studies asked for (a C-STORE of
     #    one is a prior, never routed), each exam's lookup, and backfill runs
     """
     CREATE TABLE prior_studies (
@@ -238,7 +239,7 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     );
     """,
-    # 8: scanner QA (issue 16 item 1): phantom scans, one BMD each, by scanner
+    # 8: scanner QA (README "Running a DXA service"): phantom scans, one BMD each, by scanner
     """
     CREATE TABLE qa_scans (
         id INTEGER PRIMARY KEY,
@@ -254,5 +255,12 @@ MIGRATIONS: list[str] = [
         received_at TEXT NOT NULL
     );
     CREATE INDEX qa_serial ON qa_scans (serial, scanned_at);
+    """,
+    # 9: several replicas share the outbox (README "Several replicas on PostgreSQL"): a claim is a lease,
+    #    held by one replica until it runs out
+    """
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';  -- the replica sending it
+    ALTER TABLE outbox ADD COLUMN lease_until TEXT;                     -- in_flight: another replica may take it after this
+    CREATE INDEX outbox_leased ON outbox (destination, lease_until) WHERE state = 'in_flight';
     """,
 ]

@@ -1,8 +1,8 @@
-"""The priors part of the SQLite store (issue 18): studies asked of the PACS,
+"""The priors aggregate of the store (README "Priors from the PACS"): studies asked of the PACS,
 each exam's prior lookup, backfill runs.
 
-A mixin of :class:`~gateway.store.sqlite.SqliteStore` (``_transaction``,
-``_query``, ``_query_one``, ``_audit``).  A ``prior_studies`` row is written
+A mixin over the database contract of gateway/store/db.py (``_transaction``,
+``_query``, ``_query_one``, and the audit's ``_audit``).  A ``prior_studies`` row is written
 before the C-MOVE is sent, so the objects it brings through our own C-STORE
 SCP are known as priors (kept out of the routes and the reports).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
 
 def _now() -> str:
@@ -43,6 +44,26 @@ class PriorLookupRow:
 
 _STUDY = "study_uid, patient_id, issuer, study_date, source, origin, state, note, for_exam"
 _LOOKUP = "exam_id, state, deadline, note, found, started_at, finished_at"
+
+
+class PriorsAggregate(Protocol):
+    """Priors from the PACS: studies asked for, each exam's lookup, backfill runs."""
+
+    def prior_study(self, study_uid: str) -> PriorStudyRow | None: ...  # fmt: skip
+    def add_prior_studies(self, rows: list[PriorStudyRow]) -> int: ...  # fmt: skip
+    def set_prior_study(self, study_uid: str, state: str, note: str=...) -> None: ...  # fmt: skip
+    def prior_studies_for(self, patient_id: str, *, exam_id: int | None=..., state: str | None=...) -> list[PriorStudyRow]: ...  # fmt: skip
+    def backfill_studies(self, states: tuple[str, ...], limit: int=...) -> list[PriorStudyRow]: ...  # fmt: skip
+    def study_known(self, study_uid: str) -> bool: ...  # fmt: skip
+    def prior_counts(self) -> dict[str, dict[str, int]]: ...  # fmt: skip
+    def start_prior_lookup(self, exam_id: int, deadline: str) -> bool: ...  # fmt: skip
+    def finish_prior_lookup(self, exam_id: int, *, state: str, note: str=..., found: int=...) -> None: ...  # fmt: skip
+    def prior_lookup(self, exam_id: int) -> PriorLookupRow | None: ...  # fmt: skip
+    def running_prior_lookups(self) -> list[PriorLookupRow]: ...  # fmt: skip
+    def lookup_counts(self) -> dict[str, int]: ...  # fmt: skip
+    def backfill_run(self, run_key: str, since: str) -> tuple[int, str, str]: ...  # fmt: skip
+    def set_backfill_run(self, run_id: int, *, state: str | None=..., cursor: str | None=...) -> None: ...  # fmt: skip
+    def backfill_runs(self) -> list[dict]: ...  # fmt: skip
 
 
 class PriorStore:

@@ -1,7 +1,7 @@
-"""The scanner-QA part of the SQLite store (issue 16 item 1): phantom scans.
+"""The scanner-QA aggregate of the store (README "Running a DXA service"): phantom scans.
 
-A mixin of :class:`~gateway.store.sqlite.SqliteStore` (``_transaction``,
-``_query``, ``_set_results``).  A phantom's BMD is recorded in the same
+A mixin over the database contract of gateway/store/db.py (``_transaction``,
+``_query``, and the exams' ``_set_results``).  A phantom's BMD is recorded in the same
 commit that marks its object read, so a crash never loses or doubles one.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,14 @@ class QaScanRow:
 
 
 _COLS = "id, serial, instance_id, station_ae, manufacturer, model, patient_id, site, bmd, scanned_at, received_at"
+
+
+class QaAggregate(Protocol):
+    """Scanner QA: phantom scans by scanner."""
+
+    def add_qa_scan(self, row: QaScanRow) -> int: ...  # fmt: skip
+    def qa_scans(self, serial: str) -> list[QaScanRow]: ...  # fmt: skip
+    def qa_serials(self) -> list[str]: ...  # fmt: skip
 
 
 class QaStore:

@@ -1,13 +1,14 @@
-"""The service-KPI part of the SQLite store: each order's way through the
+"""The service-KPI aggregate of the store: each order's way through the
 service as :class:`mappings.kpis.Episode` values.
 
-A mixin of :class:`~gateway.store.sqlite.SqliteStore` (uses ``_query``).
+A mixin over the database contract of gateway/store/db.py (uses ``_query``).
 Times without a zone (HL7 TS, DICOM DA/TM) are the gateway host's local time.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Protocol
 
 import orjson
 
@@ -46,7 +47,16 @@ def _dicom_value(attrs: dict, tag: str) -> str:
     return str(values[0] or "")
 
 
+class ServiceAggregate(Protocol):
+    """The service KPIs' episodes."""
+
+    def service_episodes(self) -> list[Episode]: ...  # fmt: skip
+
+
 class ServiceStore:
+    #: worklist_items.item's "referred_at" (SQLite; the PostgreSQL store has its own)
+    _REFERRED_AT = "json_extract(CAST(item AS TEXT), '$.referred_at')"
+
     def service_episodes(self) -> list[Episode]:
         """Every order, and every study scanned without one (blocking read)."""
         first_mpps: dict[str, tuple[str, datetime | None]] = {}  # study or "#item" -> (scanner, start)
@@ -65,7 +75,9 @@ class ServiceStore:
         first_object = {
             study: (calling_ae, _local(received))
             for study, received, calling_ae in self._query(
-                "SELECT study_uid, MIN(received_at), calling_ae FROM instances WHERE study_uid != '' GROUP BY study_uid"
+                # the study's first object (by arrival): when, and from which scanner
+                "SELECT i.study_uid, i.received_at, i.calling_ae FROM instances i"
+                " JOIN (SELECT MIN(id) AS id FROM instances WHERE study_uid != '' GROUP BY study_uid) f ON f.id = i.id"
             )
         }
         findings: dict[str, tuple] = {}
@@ -90,10 +102,9 @@ class ServiceStore:
 
         episodes: list[Episode] = []
         seen_studies: set[str] = set()
-        # The item is JSON text stored as a BLOB: SQLite reads the one key.
+        # The item is JSON text stored as a BLOB: the database reads the one key.
         for item_id, status, start_date, station, study, created, referred in self._query(
-            "SELECT id, status, start_date, station_ae, study_uid, created_at,"
-            " json_extract(CAST(item AS TEXT), '$.referred_at') FROM worklist_items"
+            f"SELECT id, status, start_date, station_ae, study_uid, created_at, {self._REFERRED_AT} FROM worklist_items"
         ):
             seen_studies.add(study)
             episodes.append(self._episode(status, _day(start_date), station, _local(referred) or _local(created),

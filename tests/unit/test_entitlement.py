@@ -129,7 +129,7 @@ def test_a_changed_order_keeps_or_takes_its_hold():
     """A justified step is not held again by a change from the same referrer;
     a change to another, unentitled referrer holds it again; a HELD step
     takes the change's status (released once the referrer is entitled)."""
-    from gateway.store.sqlite import _kept_status
+    from mappings.order_reconciliation import kept_status as _kept_status
 
     justified = item("Z9", "Who^Ever").replace(status="SCHEDULED")
     again = item("Z9", "Who^Ever").replace(status="HELD")

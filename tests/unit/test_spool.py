@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from gateway.spool import IncomingFile, meta_length, sha256_of
+from gateway.spool import IncomingFile, Spool, meta_length, sha256_of
 
 
 def encoded_file(pixels: bytes) -> bytes:
@@ -58,3 +58,19 @@ def test_not_dicom_is_not_ready(tmp_path: Path) -> None:
     f.close()
     with pytest.raises(ValueError):
         sha256_of(Path(f.name))
+
+
+def test_cleaning_incoming_leaves_a_live_reception(tmp_path: Path) -> None:
+    """README "Several replicas on PostgreSQL": replicas share the spool folder, so a
+    replica starting removes the partial files of a crash but not a reception another
+    replica is writing (it holds the file's lock until closed)."""
+    spool = Spool(tmp_path, 0)
+    live = spool.incoming_file()
+    live.write(b"\0" * 200)
+    left = spool.incoming_file()
+    left.write(b"\0" * 10)
+    left.close()  # as a crashed writer: no lock held any more
+    assert spool.clean_incoming() == 1
+    assert [p.name for p in spool.incoming.iterdir()] == [Path(live.name).name]
+    live.close()
+    assert spool.clean_incoming() == 1 and list(spool.incoming.iterdir()) == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 from gateway.store import InstanceRecord
 from gateway.store.exams import RenderedPayload
 from gateway.store.migrations import MIGRATIONS
-from gateway.store.sqlite import SqliteStore
 
 
 def _record(uid: str, kind: str = "sr") -> InstanceRecord:
@@ -17,12 +16,11 @@ def _record(uid: str, kind: str = "sr") -> InstanceRecord:
     )  # fmt: skip
 
 
-def test_settling_exam_keeps_the_radiographer_context_and_its_release_stores_the_payload(tmp_path):
+def test_settling_exam_keeps_the_radiographer_context_and_its_release_stores_the_payload(store):
     """docs/architecture.md rule 9 (what was signed is what is sent) with the settle window
     (reports.settle_seconds): a context given while the exam is settling is read
     back with it, and a release at the end of the window stores its rendered
     payload with its sha256 in the same commit as the version."""
-    store = SqliteStore(tmp_path / "gw.sqlite")
     try:
         assert store.schema_version == len(MIGRATIONS)
         iid = store.add_instance(_record("1.2.3.9"), supersede=False, destinations=())

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from gateway.store.sqlite import SqliteStore
 from mappings.mwl import IndexFilter
 from mappings.worklist import WorklistItem
 
 
-def test_a_step_on_several_stations_is_found_by_each(tmp_path):
+def test_a_step_on_several_stations_is_found_by_each(store):
     """Scheduled Station AE Title is 1-n (PS3.4 Table K.6-1): each of its values finds the step."""
-    store = SqliteStore(tmp_path / "gw.sqlite")
     try:
         store.add_worklist_items(
             [
