@@ -73,6 +73,17 @@ class HeaderError(ValueError):
         self.reason = reason
 
 
+def refuse_file_meta_in_dataset(first: bytes, *, big_endian: bool = False) -> None:
+    """File Meta Information (group 0002) belongs to a file, never to a
+    dataset on the network (PS3.10 7.1, PS3.7 6.3.1): a dataset that opens
+    with group 0002 elements would be read as part of our file meta (and so
+    could override the negotiated Transfer Syntax in the stored file, and
+    drove pydicom's meta reader to 14 GB from a 2 kB input, found by
+    bench/fuzz.py).  Refused: 0xC000."""
+    if len(first) >= 2 and int.from_bytes(first[:2], "big" if big_endian else "little") == 0x0002:
+        raise HeaderError("FileMetaInformationGroupLength", "the dataset holds File Meta Information (group 0002) elements")
+
+
 def _s(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword, "")
     return "" if value is None else str(value).strip()

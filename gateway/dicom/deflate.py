@@ -12,12 +12,13 @@ as received (docs/architecture.md rule 5): this copy is only read, then removed.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import zlib
 from pathlib import Path
 
-from pydicom.filereader import read_file_meta_info
+from pydicom import dcmread
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -42,7 +43,10 @@ def inflated_copy(path: Path, folder: Path, limit: int) -> Path:
     is not deflate data, ValueError if the file has no file meta.  The
     caller removes the file.
     """
-    meta = read_file_meta_info(path)
+    with open(path, "rb") as src:
+        head = src.read(144)
+        # only our own file meta: the peer's (compressed) bytes after it are never read as meta
+        meta = dcmread(io.BytesIO(head + src.read(meta_length(head) - 144))).file_meta
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     fd, name = tempfile.mkstemp(suffix=".inflated", dir=folder)
     out = Path(name)

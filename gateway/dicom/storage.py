@@ -13,7 +13,7 @@ import logging
 import time
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -27,9 +27,9 @@ from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.dicom.deflate import DEFLATED, InflateLimit, inflated_copy
 from gateway.dicom.tolerance import note_defects
-from gateway.spool import IncomingFile, Spool
+from gateway.spool import IncomingFile, Spool, meta_length
 from gateway.store import InstanceRecord, Store
-from mappings.instances import HEADER_KEYWORDS, HeaderError, read_header
+from mappings.instances import HEADER_KEYWORDS, HeaderError, read_header, refuse_file_meta_in_dataset
 from routes.rules import Rule, RoutedObject, destinations_for
 
 log = logging.getLogger("gateway.store_scp")
@@ -39,6 +39,18 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+
+
+EXPLICIT_BIG_ENDIAN = "1.2.840.10008.1.2.2"  # PS3.5 A.3 (retired)
+
+
+def read_received_header(fp: BinaryIO, tags, *, big_endian: bool = False) -> Dataset:
+    """The header tags of a received file (open, seekable); its dataset must not hold group 0002."""
+    head = fp.read(144)
+    fp.seek(meta_length(head))
+    refuse_file_meta_in_dataset(fp.read(2), big_endian=big_endian)
+    fp.seek(0)
+    return dcmread(fp, stop_before_pixels=True, specific_tags=tags)
 
 
 class StorageScp:
@@ -78,10 +90,13 @@ class StorageScp:
     def _read(self, temp: Path, transfer_syntax: str) -> Dataset:
         """The header of the received dataset; a deflated one is inflated, bounded, first."""
         if transfer_syntax != DEFLATED:
-            return dcmread(temp, stop_before_pixels=True, specific_tags=self.header_tags)
+            with open(temp, "rb") as fp:
+                return read_received_header(fp, self.header_tags, big_endian=transfer_syntax == EXPLICIT_BIG_ENDIAN)
+        # the deflated stream is checked once inflated (its first bytes are compressed)
         inflated = inflated_copy(temp, self.spool.incoming, self.settings.storage.max_inflated_bytes)
         try:
-            return dcmread(inflated, stop_before_pixels=True, specific_tags=self.header_tags)
+            with open(inflated, "rb") as fp:
+                return read_received_header(fp, self.header_tags)
         finally:
             inflated.unlink(missing_ok=True)
 

@@ -77,7 +77,11 @@ def datasets() -> list[bytes]:
     ds.Columns = 2
     ds.BitsAllocated = 8
     ds.PixelData = b"\x00" * 4
-    return [_part10(ds), _part10(ds.copy(), ImplicitVRLittleEndian)]
+    from gateway.spool import meta_length
+
+    # first byte: the transfer syntax (tests/fuzz/targets.py _STORE_SYNTAXES), then the dataset alone
+    explicit, implicit = _part10(ds), _part10(ds.copy(), ImplicitVRLittleEndian)
+    return [b"\x00" + explicit[meta_length(explicit):], b"\x01" + implicit[meta_length(implicit):]]
 
 
 def hl7_messages() -> list[bytes]:

@@ -11,9 +11,11 @@ Contracts (what counts as a refusal rather than a crash):
 * ``pdu``: a P-DATA-TF body gives items adding up to it, or None (Evt19);
   another PDU type decodes or raises (the DUL answers Evt19, A-ABORT); an
   A-ASSOCIATE-RQ/AC that decodes turns into its primitive (fsm AE-6/AE-3).
-* ``cstore_header``: pydicom reading the received file with the header
-  tags, then ``read_header``: any exception is a refusal (0xC000/0xA900, as
-  ``StorageScp.handle``); an accepted header has UIDs safe as file names.
+* ``cstore_header``: the received file as the daemon has it (our file
+  meta, then the peer's bytes as the dataset) read by
+  ``read_received_header``, then ``read_header``: any exception is a
+  refusal (0xC000/0xA900, as ``StorageScp.handle``); an accepted header has
+  UIDs safe as file names.
 * ``hl7``: ``parse_message`` raises only ``Hl7Error``; every accepted
   worklist field fits its VR (``mappings.hl7_bounds``).
 * ``mllp``: the framer never raises, never holds more than its limit, and
@@ -77,11 +79,38 @@ def pdu(data: bytes) -> None:
         decoded.to_primitive()
 
 
-def cstore_header(data: bytes) -> None:
-    from pydicom import dcmread
+#: (transfer syntax, big endian) the first input byte picks for the dataset
+_STORE_SYNTAXES = (("1.2.840.10008.1.2.1", False), ("1.2.840.10008.1.2", False), ("1.2.840.10008.1.2.2", True))
+_STORE_META: dict[str, bytes] = {}
 
+
+def _store_meta(syntax: str) -> bytes:
+    """Preamble and file meta as pynetdicom writes them before a received dataset."""
+    if syntax not in _STORE_META:
+        from pydicom.dataset import FileMetaDataset
+        from pydicom.filewriter import write_file_meta_info
+
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+        meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.10"
+        meta.TransferSyntaxUID = syntax
+        buf = io.BytesIO()
+        buf.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(buf, meta, enforce_standard=True)
+        _STORE_META[syntax] = buf.getvalue()
+    return _STORE_META[syntax]
+
+
+def cstore_header(data: bytes) -> None:
+    """The first byte picks the context's transfer syntax, the rest is the
+    peer's dataset, behind our file meta as the daemon receives it."""
+    from gateway.dicom.storage import read_received_header
+
+    if not data:
+        return
+    syntax, big = _STORE_SYNTAXES[data[0] % len(_STORE_SYNTAXES)]
     try:
-        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(HEADER_KEYWORDS), force=False)
+        ds = read_received_header(io.BytesIO(_store_meta(syntax) + data[1:]), list(HEADER_KEYWORDS), big_endian=big)
         sop_class = str(ds.get("SOPClassUID", "") or "")
         sop_instance = str(ds.get("SOPInstanceUID", "") or "")
         header = read_header(ds, sop_class=sop_class.strip(), sop_instance=sop_instance.strip())

@@ -22,7 +22,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
 import dicomext
-from tests.support import dcmtk, start_daemon
+from tests.support import dcmtk, start_daemon, store_connection
 
 
 def associate_rq_bytes(calling: str = "DXA1", called: str = "DXAGW") -> bytes:
@@ -461,5 +461,47 @@ def test_data_folder_is_private_after_a_store(tmp_path):
             if stat.S_IMODE(p.stat().st_mode) != (0o700 if p.is_dir() else 0o600)
         }
         assert not wrong, wrong
+    finally:
+        assert d.stop() == 0
+
+
+def test_a_dataset_holding_file_meta_elements_is_refused(tmp_path):
+    """Group 0002 is the file's, never the dataset's (PS3.10 7.1): a C-STORE
+    whose dataset opens with (0002,xxxx) elements would be read as part of
+    our file meta (bench/fuzz.py found such bytes taking pydicom's meta
+    reader to 14 GB; here a harmless (0002,0016) shows the path).  Refused
+    0xC000, nothing stored, and the next store on the association works."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    d = start_daemon(tmp_path / "gw")
+    try:
+        ae = AE(ae_title="DXA1")
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.1.2.1")
+        assoc = ae.associate("127.0.0.1", d.dicom_port, ae_title="DXAGW")
+        assert assoc.is_established
+
+        def sc(uid: str) -> Dataset:
+            ds = Dataset()
+            ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+            ds.SOPInstanceUID = uid
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+            ds.PatientID, ds.Modality = "PMETA", "OT"
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+            return ds
+
+        bad = sc(generate_uid())
+        bad.add_new(0x00020016, "AE", "EVIL")  # Source Application Entity Title, in the dataset
+        assert assoc.send_c_store(bad).Status == 0xC000
+        good = sc(generate_uid())
+        assert assoc.send_c_store(good).Status == 0x0000
+        assoc.release()
+        conn = store_connection(d)
+        try:
+            rows = conn.execute("SELECT sop_instance_uid FROM instances").fetchall()
+        finally:
+            conn.close()
+        assert [r[0] for r in rows] == [good.SOPInstanceUID]
     finally:
         assert d.stop() == 0
