@@ -318,14 +318,20 @@ def test_session_cookie_is_strict_needs_csrf_and_ends_at_logout(world, browser, 
 def provider_sign_in(driver, user: str) -> None:
     """At the provider's development login form (any login), then its consent
     if it asks, until the browser is back on the workbench."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     for _ in range(6):
         wait(driver, lambda drv: "/workbench/" in drv.current_url or all_css(drv, "button[type=submit]"))
         if "/workbench/" in driver.current_url:
             return
-        if all_css(driver, "input[name=login]"):
-            all_css(driver, "input[name=login]")[0].send_keys(user)
-            all_css(driver, "input[name=password]")[0].send_keys("any")
-        all_css(driver, "button[type=submit]")[0].click()
+        try:  # the provider's page may move on between finding an element and using it
+            logins = all_css(driver, "input[name=login]")
+            if logins:
+                logins[0].send_keys(user)
+                all_css(driver, "input[name=password]")[0].send_keys("any")
+            all_css(driver, "button[type=submit]")[0].click()
+        except (IndexError, StaleElementReferenceException):
+            continue
     raise AssertionError(f"the provider's sign-in did not come back: {driver.current_url}")
 
 
