@@ -19,4 +19,12 @@ from gateway.store.worklist import WorklistStore
 
 
 class Aggregates(WorklistStore, InstanceStore, MppsStore, CommitmentStore, OutboxStore, AuditStore, ExamStore, ServiceStore, PriorStore, QaStore):
-    """The store's methods; a database class adds the connections."""
+    """The store's methods; a database class adds the connections (``_read()`` and the rest of gateway/store/db.py's contract)."""
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._read() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def _query_one(self, sql: str, args: tuple = ()) -> tuple | None:
+        with self._read() as conn:
+            return conn.execute(sql, args).fetchone()

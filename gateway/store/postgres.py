@@ -91,14 +91,6 @@ class PostgresStore(Aggregates):
         with self._pool.connection() as conn:
             yield PgConnection(conn)
 
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._read() as conn:
-            return conn.execute(sql, args).fetchall()
-
-    def _query_one(self, sql: str, args: tuple = ()) -> tuple | None:
-        with self._read() as conn:
-            return conn.execute(sql, args).fetchone()
-
     @contextmanager
     def _transaction(self) -> Iterator[PgConnection]:
         with self._pool.connection() as conn:

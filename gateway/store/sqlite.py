@@ -84,14 +84,6 @@ class SqliteStore(Aggregates):
             else:
                 self._idle.put(conn)
 
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._read() as conn:
-            return conn.execute(sql, args).fetchall()
-
-    def _query_one(self, sql: str, args: tuple = ()) -> tuple | None:
-        with self._read() as conn:
-            return conn.execute(sql, args).fetchone()
-
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._write_lock:
