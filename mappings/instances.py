@@ -84,9 +84,26 @@ def refuse_file_meta_in_dataset(first: bytes, *, big_endian: bool = False) -> No
         raise HeaderError("FileMetaInformationGroupLength", "the dataset holds File Meta Information (group 0002) elements")
 
 
-def _s(ds: Dataset, keyword: str) -> str:
+def text_value(ds: Dataset, keyword: str, *, strict: bool = False) -> str:
+    """A text attribute of an untrusted dataset, stripped ("" when absent).
+
+    An element that came as a sequence (VR SQ where the attribute is text)
+    is "" -- or, ``strict``, a HeaderError -- and its value is never decoded
+    or turned into a string: pydicom's ``str`` of a crafted sequence took
+    2 kB to 18 GB (found by bench/fuzz.py)."""
+    if keyword not in ds:
+        return ""
+    elem = ds.get_item(keyword)  # raw: the value is not decoded yet
+    if elem.VR == "SQ":
+        if strict:
+            raise HeaderError(keyword, "is a sequence, not a text value")
+        return ""
     value = ds.get(keyword, "")
     return "" if value is None else str(value).strip()
+
+
+def _s(ds: Dataset, keyword: str) -> str:
+    return text_value(ds, keyword, strict=True)
 
 
 def read_header(ds: Dataset, *, sop_class: str, sop_instance: str) -> InstanceHeader:

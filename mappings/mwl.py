@@ -93,6 +93,7 @@ def check_query(query: Dataset, *, allow_unknown: bool = False) -> None:
         if keyword not in TOP_LEVEL_KEYS and not allow_unknown:
             raise QueryError(elem.tag, f"unsupported matching key {elem.tag} {keyword or 'private'}".strip())
         if elem.VR == "SQ":
+            _refuse_text_as_sequence(elem)
             if elem.value and len(elem.value) > 1:
                 raise QueryError(elem.tag, f"{keyword}: a query sequence holds at most one item")
             if keyword == "ScheduledProcedureStepSequence" and elem.value:
@@ -104,8 +105,21 @@ def check_query(query: Dataset, *, allow_unknown: bool = False) -> None:
         _check_value(elem)
 
 
+def _refuse_text_as_sequence(elem: DataElement) -> None:
+    """A key whose attribute is not a sequence, sent as one, is refused
+    before its value is ever turned into a string (pydicom's ``str`` of a
+    crafted sequence can take gigabytes; found by bench/fuzz.py)."""
+    try:
+        vr = dictionary_VR(elem.tag)
+    except KeyError:
+        return  # private or unknown: refused or skipped by the key check
+    if vr != "SQ":
+        raise QueryError(elem.tag, f"{elem.keyword} is a sequence, not {vr}")
+
+
 def _check_value(elem: DataElement) -> None:
     if elem.VR == "SQ":
+        _refuse_text_as_sequence(elem)
         return
     value = _query_value(elem)
     if elem.VR == "UI" and value:

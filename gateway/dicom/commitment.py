@@ -25,7 +25,7 @@ from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.spool import Spool, sha256_of
 from gateway.store import Store
-from mappings.instances import valid_uid
+from mappings.instances import text_value, valid_uid
 from mappings.uids import check_dataset_uids
 
 log = logging.getLogger("gateway.commitment")
@@ -46,6 +46,13 @@ def _status(status: int, comment: str) -> Dataset:
     return ds
 
 
+
+def _ref(item, keyword: str) -> str:
+    """A reference's UID; a missing one is a KeyError (the action is refused)."""
+    if keyword not in item:
+        raise KeyError(keyword)
+    return text_value(item, keyword, strict=True)
+
 class CommitmentScp:
     def __init__(self, settings: DicomSettings, spool: Spool, store: Store, metrics: Metrics) -> None:
         self.settings = settings
@@ -62,9 +69,9 @@ class CommitmentScp:
             return _status(0x0123, "no such action type"), None
         try:
             info = event.action_information
-            transaction = str(info.get("TransactionUID", "") or "")
+            transaction = text_value(info, "TransactionUID")
             refs = [
-                (str(item.ReferencedSOPClassUID), str(item.ReferencedSOPInstanceUID))
+                (_ref(item, "ReferencedSOPClassUID"), _ref(item, "ReferencedSOPInstanceUID"))
                 for item in info.get("ReferencedSOPSequence") or []
             ]
             problem, defects = check_dataset_uids(info)

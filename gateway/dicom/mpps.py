@@ -32,6 +32,7 @@ from mappings.mpps import (
     step_keys,
 )
 from mappings.bmd.dose import dose_from_attributes
+from mappings.instances import text_value
 from mappings.uids import UidError, check_dataset_uids, check_uid
 from mappings.bmd.models import BmdExam
 from routes.rules import Rule, RoutedObject, destinations_for
@@ -77,7 +78,7 @@ class MppsScp:
     def _destinations(self, ds: Dataset, calling: str) -> dict[str, tuple[str, ...]]:
         out = {}
         for kind in ("mpps", "order-status"):
-            routed = RoutedObject(kind=kind, sop_class=MPPS_UID, modality=str(ds.get("Modality", "") or ""), calling_ae=calling)
+            routed = RoutedObject(kind=kind, sop_class=MPPS_UID, modality=text_value(ds, "Modality"), calling_ae=calling)
             names = destinations_for(self.rules, routed)
             if names:
                 out[kind] = names

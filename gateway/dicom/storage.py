@@ -29,7 +29,7 @@ from gateway.dicom.deflate import DEFLATED, InflateLimit, inflated_copy
 from gateway.dicom.tolerance import note_defects
 from gateway.spool import IncomingFile, Spool, meta_length
 from gateway.store import InstanceRecord, Store
-from mappings.instances import HEADER_KEYWORDS, HeaderError, read_header, refuse_file_meta_in_dataset
+from mappings.instances import HEADER_KEYWORDS, HeaderError, read_header, refuse_file_meta_in_dataset, text_value
 from routes.rules import Rule, RoutedObject, destinations_for
 
 log = logging.getLogger("gateway.store_scp")
@@ -172,7 +172,7 @@ class StorageScp:
             modality=header.modality,
             calling_ae=calling,
             manufacturer=header.manufacturer,
-            attributes={kw: str(ds.get(kw, "") or "") for kw in self.route_keywords},
+            attributes={kw: text_value(ds, kw) for kw in self.route_keywords},
         )
         destinations = destinations_for(self.rules, routed)
         if destinations and self._is_prior(header.study_uid, req):

@@ -37,6 +37,7 @@ from gateway.http import auth
 from gateway.logs import fields
 from gateway.store.exams import ExamRow
 from mappings.bmd.models import BmdExam
+from mappings.instances import text_value
 from mappings.bmd.trend_svg import trend_sites, trend_svg
 from mappings.gsps import applies_to
 from mappings.image_png import ImageError, render_png
@@ -72,11 +73,11 @@ def _header(path: Path) -> dict | None:
         "rows": num("Rows"),
         "columns": num("Columns"),
         "frames": num("NumberOfFrames") or 1,
-        "photometric_interpretation": str(ds.get("PhotometricInterpretation", "")) or None,
-        "series_description": str(ds.get("SeriesDescription", "")) or None,
+        "photometric_interpretation": text_value(ds, "PhotometricInterpretation") or None,
+        "series_description": text_value(ds, "SeriesDescription") or None,
         "series_number": num("SeriesNumber"),
         "instance_number": num("InstanceNumber"),
-        "laterality": str(ds.get("Laterality", "") or ds.get("ImageLaterality", "")) or None,
+        "laterality": text_value(ds, "Laterality") or text_value(ds, "ImageLaterality") or None,
     }
 
 

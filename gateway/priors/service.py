@@ -24,11 +24,12 @@ from typing import Callable
 from pydicom import dcmread
 
 from gateway.config import Config
+from gateway.dicom.storage import read_received_header
 from gateway.logs import fields
 from gateway.priors.sources import CGetSource, CMoveSource, DicomWebSource, SourceDown, StudyQuery
 from gateway.store import InstanceRecord
 from gateway.store.priors import PriorStudyRow
-from mappings.instances import HEADER_KEYWORDS, STORAGE_SOP_CLASSES, read_header
+from mappings.instances import HEADER_KEYWORDS, STORAGE_SOP_CLASSES, read_header, text_value
 from mappings.priors import FoundStudy, PatientIdentity, identity_problem, is_wrong_patient, lookback_start, mismatch_flag, qualifies
 
 log = logging.getLogger("gateway.priors")
@@ -63,12 +64,12 @@ def exam_identity(path: Path, patient_id: str) -> tuple[PatientIdentity, str]:
     """The patient's identity and the study date from a stored object of the exam."""
     ds = dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "StudyDate"])
     ident = PatientIdentity(
-        patient_id=str(ds.get("PatientID", "") or patient_id).strip(),
-        issuer=str(ds.get("IssuerOfPatientID", "") or "").strip(),
-        name=str(ds.get("PatientName", "") or "").strip(),
-        birth_date=str(ds.get("PatientBirthDate", "") or "").strip(),
+        patient_id=text_value(ds, "PatientID") or patient_id.strip(),
+        issuer=text_value(ds, "IssuerOfPatientID"),
+        name=text_value(ds, "PatientName"),
+        birth_date=text_value(ds, "PatientBirthDate"),
     )
-    return ident, str(ds.get("StudyDate", "") or "").strip()
+    return ident, text_value(ds, "StudyDate")
 
 
 class PriorService:
@@ -225,8 +226,9 @@ class PriorService:
         temp = Path(incoming.name)
         try:
             try:
-                ds = dcmread(temp, stop_before_pixels=True, specific_tags=sorted(HEADER_KEYWORDS))
-                sop_class, sop_instance = str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
+                with open(temp, "rb") as fp:
+                    ds = read_received_header(fp, sorted(HEADER_KEYWORDS))
+                sop_class, sop_instance = text_value(ds, "SOPClassUID"), text_value(ds, "SOPInstanceUID")
                 header = read_header(ds, sop_class=sop_class, sop_instance=sop_instance)
             except Exception as exc:  # pydicom may raise anything on broken data
                 log.warning("priors.object_refused", extra=fields(reason=f"{type(exc).__name__}: {str(exc)[:120]}"))

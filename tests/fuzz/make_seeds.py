@@ -122,7 +122,7 @@ def vendor_srs() -> tuple[list[bytes], list[bytes]]:
 
 def ge_trees_and_xml() -> tuple[list[bytes], list[bytes]]:
     """GE sample SRs in the tree grammar (tests/fuzz/sr_tree.py) and GE results XML."""
-    from mappings.bmd.samples import GE_LAYOUT, ge_report_images, ge_sr, random_exam
+    from mappings.bmd.samples import ge_report_images, ge_sr, random_exam
     from tests.fuzz.sr_tree import encode
     from tests.unit.bmd.helpers import header
 

@@ -49,7 +49,7 @@ from mappings.bmd.hologic import parse_text
 from mappings.fhir_orders import FhirOrderError, service_request_actions
 from mappings.hl7_bounds import ITEM_BOUNDS, VR_LENGTH
 from mappings.hl7_orders import UpdatePatient, UpsertOrder, parse_message
-from mappings.instances import HEADER_KEYWORDS, HeaderError, read_header, valid_uid
+from mappings.instances import HEADER_KEYWORDS, HeaderError, read_header, text_value, valid_uid
 
 Target = Callable[[bytes], None]
 
@@ -111,9 +111,8 @@ def cstore_header(data: bytes) -> None:
     syntax, big = _STORE_SYNTAXES[data[0] % len(_STORE_SYNTAXES)]
     try:
         ds = read_received_header(io.BytesIO(_store_meta(syntax) + data[1:]), list(HEADER_KEYWORDS), big_endian=big)
-        sop_class = str(ds.get("SOPClassUID", "") or "")
-        sop_instance = str(ds.get("SOPInstanceUID", "") or "")
-        header = read_header(ds, sop_class=sop_class.strip(), sop_instance=sop_instance.strip())
+        # the daemon takes these from the C-STORE request; the dataset's own, read safely, stand in
+        header = read_header(ds, sop_class=text_value(ds, "SOPClassUID"), sop_instance=text_value(ds, "SOPInstanceUID"))
     except HeaderError:
         return
     except Exception:  # StorageScp.handle: any read error is 0xC000

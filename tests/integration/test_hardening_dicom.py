@@ -465,13 +465,15 @@ def test_data_folder_is_private_after_a_store(tmp_path):
         assert d.stop() == 0
 
 
-def test_a_dataset_holding_file_meta_elements_is_refused(tmp_path):
+def test_a_dataset_holding_file_meta_elements_or_text_as_a_sequence_is_refused(tmp_path):
     """Group 0002 is the file's, never the dataset's (PS3.10 7.1): a C-STORE
     whose dataset opens with (0002,xxxx) elements would be read as part of
     our file meta (bench/fuzz.py found such bytes taking pydicom's meta
     reader to 14 GB; here a harmless (0002,0016) shows the path).  Refused
     0xC000, nothing stored, and the next store on the association works."""
+    from pydicom.dataelem import DataElement
     from pydicom.dataset import FileMetaDataset
+    from pydicom.sequence import Sequence
     from pydicom.uid import generate_uid
 
     d = start_daemon(tmp_path / "gw")
@@ -494,6 +496,12 @@ def test_a_dataset_holding_file_meta_elements_is_refused(tmp_path):
         bad = sc(generate_uid())
         bad.add_new(0x00020016, "AE", "EVIL")  # Source Application Entity Title, in the dataset
         assert assoc.send_c_store(bad).Status == 0xC000
+        # a text attribute sent as a sequence is refused without being decoded
+        # (pydicom's str of a crafted one took 2 kB to 18 GB, bench/fuzz.py)
+        seq = sc(generate_uid())
+        del seq.PatientID
+        seq.add(DataElement(0x00100020, "SQ", Sequence([Dataset()])))
+        assert assoc.send_c_store(seq).Status == 0xC000
         good = sc(generate_uid())
         assert assoc.send_c_store(good).Status == 0x0000
         assoc.release()

@@ -147,6 +147,28 @@ def test_unsupported_and_malformed_keys():
         MwlQuery.compile(q(ScheduledProcedureStepStartTime="25xx"))
 
 
+def test_a_text_key_sent_as_a_sequence_is_refused_before_it_is_read():
+    """PatientName (PN) or, inside the Scheduled Procedure Step Sequence, the
+    Modality (CS) sent with VR SQ: QueryError naming the key, so the value is
+    never turned into a string (pydicom's str of a crafted sequence takes
+    gigabytes: docs/dicom-conformance.md 4.2.7)."""
+    from pydicom.dataelem import DataElement
+    from pydicom.sequence import Sequence
+
+    top = Dataset()
+    top.add(DataElement(0x00100010, "SQ", Sequence([Dataset()])))
+    with pytest.raises(QueryError) as err:
+        MwlQuery.compile(top)
+    assert err.value.tag == 0x00100010 and "sequence" in str(err.value)
+    sps = Dataset()
+    sps.add(DataElement(0x00080060, "SQ", Sequence([Dataset()])))
+    nested = Dataset()
+    nested.ScheduledProcedureStepSequence = Sequence([sps])
+    with pytest.raises(QueryError) as err:
+        MwlQuery.compile(nested)
+    assert err.value.tag == 0x00080060
+
+
 def test_index_filter_takes_exact_and_prefix_only():
     flt = MwlQuery.compile(q(ScheduledStationAETitle="DXA1", ScheduledProcedureStepStartDate="20261124", Modality="BMD", PatientName="Mül*")).index_filter
     assert (flt.station_ae, flt.date_from, flt.date_to, flt.modality) == ("DXA1", "20261124", "20261124", "BMD")
