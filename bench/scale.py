@@ -71,6 +71,16 @@ def start_replicas(work: Path, name: str, replicas: int, database: str) -> list[
     return out
 
 
+
+def run_all(threads: list[threading.Thread]) -> float:
+    """Start ``threads``, wait for all of them; the wall-clock seconds they took."""
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
 def hl7_phase(ports: list[int], messages: list[bytes], connections: int) -> dict:
     """``connections`` MLLP clients (hl7_ingest.send_all), spread over ``ports``."""
     shares = [messages[i::connections] for i in range(connections)]
@@ -78,12 +88,7 @@ def hl7_phase(ports: list[int], messages: list[bytes], connections: int) -> dict
     codes: list[dict] = [{} for _ in shares]
     errors: list[str] = []
     threads = [threading.Thread(target=hl7_ingest.send_all, args=(ports[i % len(ports)], s, lat[i], codes[i], errors)) for i, s in enumerate(shares)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_all(threads)
     latencies = [x for part in lat for x in part]
     acked = sum(c.get("AA", 0) for c in codes)
     return {"rate": acked / wall, "acked": acked, "p99": percentile(latencies, 99) * 1e3 if latencies else float("nan"), "errors": errors}
@@ -98,12 +103,7 @@ def store_phase(ports: list[int], files: list[Path], processes: int) -> dict:
         results[i] = ingest.send(SimpleNamespace(aet="DXAGW", port=ports[i]), per[i], max(1, processes // len(ports)))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(ports))]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_all(threads)
     failures = sum(f for _, f in results)
     return {"rate": len(files) / wall, "mb_s": sum(f.stat().st_size for f in files) / 1e6 / wall, "failures": failures}
 
@@ -126,12 +126,7 @@ def mwl_phase(ports: list[int], days: list[str], expected: dict[str, int], threa
                     wrong.append(f"{day}: {count} matches (expected {expected[day]}), status {final}")
 
     threads = [threading.Thread(target=scanner, args=(k,)) for k in range(threads_n)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_all(threads)
     return {"p50": percentile(times, 50) * 1e3, "p99": percentile(times, 99) * 1e3, "rate": len(times) / wall, "wrong": wrong}
 
 
